@@ -1,0 +1,353 @@
+//! In-memory adapters. Each one either serves (`webchat-local`) or serves and records (tests):
+//! recording is opt-in so a long-running local server does not grow without bound.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::ports::{
+    ApiError, BusError, BusEvent, Clock, ConnectionApi, ConnectionInfo, ConnectionRecord,
+    ConnectionStore, EventBus, Outcome, Page, StoreError,
+};
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep serving.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One call the store was asked to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreCall {
+    Put(String),
+    Get(String),
+    Delete(String),
+    ScanIds { cursor: Option<String> },
+    ScanRecords { cursor: Option<String> },
+}
+
+/// Connection records in a `BTreeMap`, paginated like a DynamoDB Scan (by key, `page_size` a page).
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<StoreState>,
+}
+
+#[derive(Debug)]
+struct StoreState {
+    records: BTreeMap<String, ConnectionRecord>,
+    page_size: usize,
+    failing: Option<String>,
+    calls: Option<Vec<StoreCall>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store that serves and records nothing: for `webchat-local`.
+    pub fn new() -> Self {
+        MemoryStore {
+            state: Mutex::new(StoreState {
+                records: BTreeMap::new(),
+                page_size: 1000,
+                failing: None,
+                calls: None,
+            }),
+        }
+    }
+
+    /// A store that records its calls and serves `page_size` items a page.
+    pub fn recording(page_size: usize) -> Self {
+        let store = MemoryStore::new();
+        {
+            let mut state = lock(&store.state);
+            state.page_size = page_size.max(1);
+            state.calls = Some(Vec::new());
+        }
+        store
+    }
+
+    /// Makes every call fail with `reason` (or work again with `None`).
+    pub fn set_failing(&self, reason: Option<&str>) {
+        lock(&self.state).failing = reason.map(str::to_owned);
+    }
+
+    pub fn insert(&self, record: ConnectionRecord) {
+        lock(&self.state).records.insert(record.connection_id.clone(), record);
+    }
+
+    /// Every stored record, expired ones included, by key.
+    pub fn records(&self) -> Vec<ConnectionRecord> {
+        lock(&self.state).records.values().cloned().collect()
+    }
+
+    pub fn contains(&self, connection_id: &str) -> bool {
+        lock(&self.state).records.contains_key(connection_id)
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.state).records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The calls made so far (empty unless built with [`MemoryStore::recording`]).
+    pub fn calls(&self) -> Vec<StoreCall> {
+        lock(&self.state).calls.clone().unwrap_or_default()
+    }
+
+    fn begin(&self, call: StoreCall) -> Result<MutexGuard<'_, StoreState>, StoreError> {
+        let mut state = lock(&self.state);
+        if let Some(calls) = state.calls.as_mut() {
+            calls.push(call);
+        }
+        match &state.failing {
+            Some(reason) => Err(StoreError(reason.clone())),
+            None => Ok(state),
+        }
+    }
+}
+
+impl StoreState {
+    fn page<T>(
+        &self,
+        cursor: Option<&str>,
+        live_at: Option<i64>,
+        map: impl Fn(&ConnectionRecord) -> T,
+    ) -> Page<T> {
+        let start = cursor.map_or(Bound::Unbounded, |key| Bound::Excluded(key.to_owned()));
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut range = self.records.range((start, Bound::Unbounded));
+        // Like DynamoDB, the page limit counts records examined, not records returned.
+        for (key, record) in range.by_ref().take(self.page_size) {
+            last = Some(key.clone());
+            if live_at.is_none_or(|now| record.is_live_at(now)) {
+                items.push(map(record));
+            }
+        }
+        let next = if range.next().is_some() { last } else { None };
+        Page { items, next }
+    }
+}
+
+impl ConnectionStore for MemoryStore {
+    async fn put(&self, record: ConnectionRecord) -> Result<(), StoreError> {
+        let mut state = self.begin(StoreCall::Put(record.connection_id.clone()))?;
+        state.records.insert(record.connection_id.clone(), record);
+        Ok(())
+    }
+
+    async fn get(&self, connection_id: &str, live_at: i64) -> Result<Option<ConnectionRecord>, StoreError> {
+        let state = self.begin(StoreCall::Get(connection_id.to_owned()))?;
+        Ok(state.records.get(connection_id).filter(|r| r.is_live_at(live_at)).cloned())
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
+        let mut state = self.begin(StoreCall::Delete(connection_id.to_owned()))?;
+        state.records.remove(connection_id);
+        Ok(())
+    }
+
+    async fn scan_ids(&self, live_at: i64, cursor: Option<String>) -> Result<Page<String>, StoreError> {
+        let state = self.begin(StoreCall::ScanIds { cursor: cursor.clone() })?;
+        Ok(state.page(cursor.as_deref(), Some(live_at), |r| r.connection_id.clone()))
+    }
+
+    async fn scan_records(
+        &self,
+        live_at: Option<i64>,
+        cursor: Option<String>,
+    ) -> Result<Page<ConnectionRecord>, StoreError> {
+        let state = self.begin(StoreCall::ScanRecords { cursor: cursor.clone() })?;
+        Ok(state.page(cursor.as_deref(), live_at, ConnectionRecord::clone))
+    }
+}
+
+/// A management API with no sockets behind it: connections are "open" or not, posts to open ones
+/// are recorded, and answers can be scripted per connection (429 twice, then 200, say).
+#[derive(Debug, Default)]
+pub struct MemoryConnectionApi {
+    state: Mutex<ApiState>,
+}
+
+type Scripted = Result<Outcome<()>, ApiError>;
+
+#[derive(Debug, Default)]
+struct ApiState {
+    open: HashSet<String>,
+    posts: Vec<(String, String)>,
+    describes: Vec<String>,
+    deletes: Vec<String>,
+    scripts: HashMap<String, VecDeque<Scripted>>,
+    connected_at: Option<DateTime<Utc>>,
+}
+
+impl MemoryConnectionApi {
+    pub fn new() -> Self {
+        MemoryConnectionApi::default()
+    }
+
+    pub fn open(&self, connection_id: &str) {
+        lock(&self.state).open.insert(connection_id.to_owned());
+    }
+
+    pub fn close(&self, connection_id: &str) {
+        lock(&self.state).open.remove(connection_id);
+    }
+
+    /// The next posts to `connection_id` answer these, in order, before normal service resumes.
+    pub fn script(&self, connection_id: &str, answers: impl IntoIterator<Item = Scripted>) {
+        lock(&self.state)
+            .scripts
+            .entry(connection_id.to_owned())
+            .or_default()
+            .extend(answers);
+    }
+
+    /// Frames delivered to `connection_id`, in order.
+    pub fn posts_to(&self, connection_id: &str) -> Vec<String> {
+        lock(&self.state)
+            .posts
+            .iter()
+            .filter(|(to, _)| to == connection_id)
+            .map(|(_, frame)| frame.clone())
+            .collect()
+    }
+
+    /// Every delivered frame as (connection id, frame), in order.
+    pub fn posts(&self) -> Vec<(String, String)> {
+        lock(&self.state).posts.clone()
+    }
+
+    pub fn describes(&self) -> Vec<String> {
+        lock(&self.state).describes.clone()
+    }
+
+    pub fn deletes(&self) -> Vec<String> {
+        lock(&self.state).deletes.clone()
+    }
+}
+
+impl ConnectionApi for MemoryConnectionApi {
+    async fn post(&self, connection_id: &str, data: Bytes) -> Result<Outcome<()>, ApiError> {
+        let mut state = lock(&self.state);
+        if let Some(answer) = state.scripts.get_mut(connection_id).and_then(VecDeque::pop_front) {
+            if answer == Ok(Outcome::Done(())) {
+                state.posts.push((connection_id.to_owned(), String::from_utf8_lossy(&data).into_owned()));
+            }
+            return answer;
+        }
+        if !state.open.contains(connection_id) {
+            return Ok(Outcome::Gone);
+        }
+        state.posts.push((connection_id.to_owned(), String::from_utf8_lossy(&data).into_owned()));
+        Ok(Outcome::Done(()))
+    }
+
+    async fn describe(&self, connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
+        let mut state = lock(&self.state);
+        state.describes.push(connection_id.to_owned());
+        if !state.open.contains(connection_id) {
+            return Ok(Outcome::Gone);
+        }
+        let at = *state.connected_at.get_or_insert_with(Utc::now);
+        Ok(Outcome::Done(ConnectionInfo {
+            connected_at: at,
+            last_active_at: at,
+            source_ip: Some("127.0.0.1".into()),
+            user_agent: None,
+        }))
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<Outcome<()>, ApiError> {
+        let mut state = lock(&self.state);
+        state.deletes.push(connection_id.to_owned());
+        Ok(if state.open.remove(connection_id) {
+            Outcome::Done(())
+        } else {
+            Outcome::Gone
+        })
+    }
+}
+
+/// An event bus that records what was published and/or forwards it to a subscriber (the local
+/// gateway's EventBridge rule, which invokes `post`).
+#[derive(Debug, Default)]
+pub struct MemoryEventBus {
+    published: Option<Mutex<Vec<BusEvent>>>,
+    forward: Option<mpsc::UnboundedSender<BusEvent>>,
+    failing: Mutex<Option<String>>,
+}
+
+impl MemoryEventBus {
+    /// Records every event, for tests.
+    pub fn recording() -> Self {
+        MemoryEventBus {
+            published: Some(Mutex::new(Vec::new())),
+            ..MemoryEventBus::default()
+        }
+    }
+
+    /// Forwards every event to `subscriber` and keeps nothing.
+    pub fn forwarding(subscriber: mpsc::UnboundedSender<BusEvent>) -> Self {
+        MemoryEventBus {
+            forward: Some(subscriber),
+            ..MemoryEventBus::default()
+        }
+    }
+
+    pub fn published(&self) -> Vec<BusEvent> {
+        self.published.as_ref().map(|p| lock(p).clone()).unwrap_or_default()
+    }
+
+    /// Makes every publish fail with `reason` (or work again with `None`).
+    pub fn set_failing(&self, reason: Option<&str>) {
+        *lock(&self.failing) = reason.map(str::to_owned);
+    }
+}
+
+impl EventBus for MemoryEventBus {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+        if let Some(reason) = lock(&self.failing).clone() {
+            return Err(BusError(reason));
+        }
+        if let Some(published) = &self.published {
+            lock(published).push(event.clone());
+        }
+        if let Some(forward) = &self.forward {
+            forward
+                .send(event)
+                .map_err(|_| BusError("no subscriber is listening any more".into()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn at(time: DateTime<Utc>) -> Self {
+        ManualClock(Mutex::new(time))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *lock(&self.0) += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.0)
+    }
+}

@@ -1,0 +1,91 @@
+//! `webchat-local`: the whole chat on one port, as API Gateway would serve it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use webchat::local::{Config, Gateway, Limits};
+
+/// Runs webchat locally: the same route handlers the Lambda functions run, behind an emulation of
+/// API Gateway's WebSocket API, with an in-memory connection store.
+///
+/// On one port it serves:
+///   - websocket upgrades on `/` (the query string goes to $connect, e.g. `?name=alice`);
+///   - the management API of API Gateway's callback URL: POST, GET and DELETE on
+///     `/@connections/{id}` and `/{stage}/@connections/{id}`;
+///   - API Gateway's limits: 32 KB frames and 128 KB messages (over them the socket closes with
+///     1009), 10 min idle and 2 h maximum per connection (closed with 1001), `$disconnect` on
+///     every close;
+///   - the welcome path: $connect publishes an event that is handed to `post`, and `cleanup`
+///     runs on a timer.
+///
+/// Try it: `wscat -c ws://127.0.0.1:3001` then send {"action":"broadcast","message":"hi"},
+/// {"action":"list"} or {"action":"chat","connection":"<id>","message":"yo"}.
+///
+/// Logs go to stderr; the level comes from --log-level, LOG_LEVEL or RUST_LOG. Ctrl-C closes
+/// every connection (1001, running $disconnect) and exits.
+#[derive(Debug, Parser)]
+#[command(name = "webchat-local", version, verbatim_doc_comment)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the URL printed says which).
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    listen: SocketAddr,
+
+    /// Stage name, as in the events and in `/{stage}/@connections/{id}`.
+    #[arg(long, default_value = "local")]
+    stage: String,
+
+    /// Largest frame a client may send, in bytes (API Gateway: 32 KB).
+    #[arg(long, default_value_t = Limits::default().max_frame_bytes)]
+    max_frame_bytes: usize,
+
+    /// Largest message a client may send and largest @connections body, in bytes (API Gateway: 128 KB).
+    #[arg(long, default_value_t = Limits::default().max_message_bytes)]
+    max_message_bytes: usize,
+
+    /// Close a connection whose client sent nothing for this long (API Gateway: 10 min).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+
+    /// Close every connection after this long (API Gateway: 2 h).
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    max_connection_duration: Duration,
+
+    /// How often `cleanup` runs (0 never): it removes records of connections that are gone.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    cleanup_interval: Duration,
+
+    /// Log level or filter (e.g. info, debug, webchat=debug); overrides LOG_LEVEL.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    webchat::telemetry::init(args.log_level.as_deref().unwrap_or("info"));
+    let config = Config {
+        stage: args.stage,
+        limits: Limits {
+            max_frame_bytes: args.max_frame_bytes,
+            max_message_bytes: args.max_message_bytes,
+            idle_timeout: args.idle_timeout,
+            max_duration: args.max_connection_duration,
+        },
+        cleanup_interval: Some(args.cleanup_interval).filter(|interval| !interval.is_zero()),
+        ..Config::default()
+    };
+    let stage = config.stage.clone();
+    let gateway = Gateway::bind(args.listen, config).await?;
+    let http = format!("http://{}", gateway.local_addr());
+    println!("webchat-local is serving stage {stage:?}");
+    println!("  chat:         {}", gateway.url());
+    println!("  @connections: {http}/@connections/{{connectionId}}");
+    println!("Connect with: wscat -c {}", gateway.url());
+    gateway
+        .serve(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! The Lambda glue: events in the exact shapes API Gateway and EventBridge send, translated into
+//! domain calls, and the domain's answers translated into API Gateway proxy responses.
+//!
+//! These functions are what every Lambda binary runs, and what `webchat-local` feeds with the
+//! events its emulated gateway builds, so the local path and the deployed path share everything
+//! above the transport.
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use base64::Engine;
+use chrono::DateTime;
+use serde_json::Value;
+
+use crate::domain::{Chat, CleanupReport, ConnectError, RouteError};
+use crate::ports::{ConnectionApi, ConnectionStore, EventBus};
+use crate::protocol::{RouteKey, WelcomeDetail, EVENT_SOURCE, WELCOME_DETAIL_TYPE};
+
+/// An invocation that cannot be served. Reported to the Lambda Runtime API as an invocation error;
+/// the function goes on serving the next event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The event lacks what the route needs: it did not come from the API or rule it was meant for.
+    #[error("malformed event: {0}")]
+    MalformedEvent(String),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// Serves one API Gateway websocket event on `route`, the route this function is wired to.
+pub async fn websocket<S, A, B>(
+    chat: &Chat<S, A, B>,
+    route: RouteKey,
+    event: &ApiGatewayWebsocketProxyRequest,
+) -> Result<ApiGatewayProxyResponse, HandlerError>
+where
+    S: ConnectionStore,
+    A: ConnectionApi,
+    B: EventBus,
+{
+    let connection_id = event
+        .request_context
+        .connection_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| HandlerError::MalformedEvent("no requestContext.connectionId".into()))?;
+    match route {
+        RouteKey::Connect => {
+            let name = event.query_string_parameters.first("name");
+            let connected_at = Some(event.request_context.connected_at)
+                .filter(|millis| *millis > 0)
+                .and_then(DateTime::from_timestamp_millis);
+            return match chat.connect(connection_id, name, connected_at).await {
+                Ok(_) => Ok(response(200, None)),
+                Err(ConnectError::Refused(error)) => Ok(response(400, Some(error.to_frame()))),
+                Err(ConnectError::Failed(error)) => Err(error.into()),
+            };
+        }
+        RouteKey::Disconnect => chat.disconnect(connection_id).await?,
+        RouteKey::Default => {
+            let (frame, binary) = body_bytes(event);
+            chat.default(connection_id, &frame, binary).await?
+        }
+        RouteKey::Broadcast => chat.broadcast(connection_id, &body_text(event)).await?,
+        RouteKey::List => chat.list(connection_id).await?,
+        RouteKey::Chat => chat.chat(connection_id, &body_text(event)).await?,
+    }
+    Ok(response(200, None))
+}
+
+/// Serves the welcome event that EventBridge hands to `post`.
+pub async fn post<S, A, B>(chat: &Chat<S, A, B>, event: EventBridgeEvent<Value>) -> Result<(), HandlerError>
+where
+    S: ConnectionStore,
+    A: ConnectionApi,
+    B: EventBus,
+{
+    if event.source != EVENT_SOURCE || event.detail_type != WELCOME_DETAIL_TYPE {
+        return Err(HandlerError::MalformedEvent(format!(
+            "expected source {EVENT_SOURCE:?} and detail-type {WELCOME_DETAIL_TYPE:?}, got {:?} and {:?}",
+            event.source, event.detail_type
+        )));
+    }
+    let welcome: WelcomeDetail = serde_json::from_value(event.detail)
+        .map_err(|error| HandlerError::MalformedEvent(format!("welcome detail: {error}")))?;
+    chat.post(&welcome).await?;
+    Ok(())
+}
+
+/// Serves the schedule's tick. The event's content does not matter.
+pub async fn cleanup<S, A, B>(chat: &Chat<S, A, B>) -> Result<CleanupReport, HandlerError>
+where
+    S: ConnectionStore,
+    A: ConnectionApi,
+    B: EventBus,
+{
+    Ok(chat.cleanup().await?)
+}
+
+fn response(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = status;
+    response.body = body.map(Body::Text);
+    response
+}
+
+/// The frame as bytes, and whether it was a binary frame (API Gateway base64-encodes those).
+fn body_bytes(event: &ApiGatewayWebsocketProxyRequest) -> (Vec<u8>, bool) {
+    let body = event.body.as_deref().unwrap_or_default();
+    if event.is_base64_encoded {
+        // Undecodable base64 cannot come from API Gateway; treat it as the opaque bytes it is.
+        let decoded = base64::engine::general_purpose::STANDARD.decode(body);
+        (decoded.unwrap_or_else(|_| body.as_bytes().to_vec()), true)
+    } else {
+        (body.as_bytes().to_vec(), false)
+    }
+}
+
+fn body_text(event: &ApiGatewayWebsocketProxyRequest) -> String {
+    let (bytes, _) = body_bytes(event);
+    String::from_utf8(bytes).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+}

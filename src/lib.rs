@@ -1,0 +1,29 @@
+//! webchat: a serverless websocket chat on AWS (API Gateway WebSocket API, one Lambda function per
+//! route, DynamoDB, EventBridge), and `webchat-local`, which runs the very same routes behind a
+//! local emulation of API Gateway.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the wire contract. What clients send and receive, the error codes, the limits
+//!   (API Gateway's 32 KB frames and 128 KB messages), route selection by `action`.
+//! - [`domain`]: what each route does (`connect`, `disconnect`, `default`, `broadcast`, `list`,
+//!   `chat`, `post`, `cleanup`), as plain async functions over the ports. Fan-out with bounded
+//!   concurrency, pagination, pruning of gone connections and retry budgets live here.
+//! - [`ports`]: what the domain needs from the world: a connection store, the management API
+//!   (`@connections`: post, describe, delete, with "gone" as an outcome), an event bus, a clock.
+//! - [`adapters`]: the ports implemented. In-memory ones serve `webchat-local` and the tests.
+//! - [`lambda`]: the glue from API Gateway and EventBridge events to the domain and back; what
+//!   every Lambda binary and the local gateway run.
+//! - [`local`]: the local gateway: websocket upgrades, `@connections`, API Gateway's limits, the
+//!   welcome event path and the cleanup timer, on one port.
+//! - [`telemetry`]: logging setup shared by the binaries.
+//!
+//! `src/bin/` holds composition roots only: read configuration, build the adapters, run.
+
+pub mod adapters;
+pub mod domain;
+pub mod lambda;
+pub mod local;
+pub mod ports;
+pub mod protocol;
+pub mod telemetry;

@@ -1,0 +1,212 @@
+//! The local gateway: an emulation of API Gateway's WebSocket API that runs the same routes the
+//! Lambda functions run, on one port, with an in-memory store.
+//!
+//! - [`socket`]: websocket upgrades on `/` (`$connect` decides the handshake), route selection,
+//!   API Gateway's limits, `$disconnect` on every close.
+//! - [`management`]: the `@connections` API on the same port.
+//! - [`registry`]: the live sockets; the management-API adapter of the local stack.
+//! - [`events`]: events shaped as API Gateway and EventBridge deliver them.
+//!
+//! Connect publishes the welcome event on an in-memory bus; a dispatcher hands it to `post` in the
+//! EventBridge event shape, as the stack's rule does. A timer runs `cleanup` as the schedule does.
+
+mod events;
+mod management;
+mod registry;
+mod socket;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+pub use registry::Registry;
+
+use crate::adapters::memory::{MemoryEventBus, MemoryStore};
+use crate::domain::{Chat, Settings};
+use crate::lambda;
+use crate::ports::{BusEvent, SystemClock};
+use crate::protocol::{MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
+use events::StageMeta;
+
+/// API Gateway's quotas, each overridable for tests and experiments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame a client may send; over it the connection closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest message (frames reassembled) a client may send, and largest `@connections` body.
+    pub max_message_bytes: usize,
+    /// A connection with no frame from its client for this long is closed (1001).
+    pub idle_timeout: Duration,
+    /// A connection is closed (1001) after this long, however busy.
+    pub max_duration: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            max_message_bytes: MAX_PAYLOAD_BYTES,
+            idle_timeout: Duration::from_secs(10 * 60),
+            max_duration: Duration::from_secs(2 * 60 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The stage name: in events, and in `/{stage}/@connections/{id}`.
+    pub stage: String,
+    pub limits: Limits,
+    /// How often `cleanup` runs; `None` never.
+    pub cleanup_interval: Option<Duration>,
+    /// Frames queued for one client before it counts as not reading and is dropped.
+    pub outbound_queue: usize,
+    pub settings: Settings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            stage: "local".into(),
+            limits: Limits::default(),
+            cleanup_interval: Some(Duration::from_secs(5 * 60)),
+            outbound_queue: 1024,
+            settings: Settings::default(),
+        }
+    }
+}
+
+/// The routes of the local stack: memory store and bus, the gateway's own sockets.
+pub type LocalChat = Chat<MemoryStore, Registry, MemoryEventBus>;
+
+pub(crate) struct Shared {
+    chat: LocalChat,
+    config: Config,
+    stage: StageMeta,
+    /// Every socket task, so shutdown can wait for their `$disconnect`s.
+    tracker: TaskTracker,
+}
+
+/// A bound, not yet serving, local gateway.
+pub struct Gateway {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedReceiver<BusEvent>,
+}
+
+impl Gateway {
+    /// Binds the listener (port 0 picks a free port).
+    pub async fn bind(address: SocketAddr, config: Config) -> std::io::Result<Gateway> {
+        let listener = TcpListener::bind(address).await?;
+        let local = listener.local_addr()?;
+        let (bus, events) = mpsc::unbounded_channel();
+        let chat = Chat {
+            store: MemoryStore::new(),
+            api: Registry::new(config.limits.max_message_bytes),
+            bus: MemoryEventBus::forwarding(bus),
+            clock: Arc::new(SystemClock),
+            settings: config.settings.clone(),
+        };
+        let stage = StageMeta {
+            api_id: "local".into(),
+            stage: config.stage.clone(),
+            domain_name: local.to_string(),
+        };
+        let shared = Arc::new(Shared {
+            chat,
+            config,
+            stage,
+            tracker: TaskTracker::new(),
+        });
+        Ok(Gateway {
+            listener,
+            shared,
+            events,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The URL to give a websocket client.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.local_addr())
+    }
+
+    /// Serves until `shutdown` completes, then closes every socket (1001, running `$disconnect`
+    /// for each) and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Gateway {
+            listener,
+            shared,
+            events,
+        } = self;
+        let mut background = vec![tokio::spawn(deliver_events(shared.clone(), events))];
+        if let Some(interval) = shared.config.cleanup_interval {
+            background.push(tokio::spawn(run_cleanup(shared.clone(), interval)));
+        }
+
+        let app = Router::new()
+            .route("/", get(socket::upgrade))
+            .route(
+                "/@connections/{id}",
+                get(management::get).post(management::post).delete(management::delete),
+            )
+            .route(
+                "/{stage}/@connections/{id}",
+                get(management::get).post(management::post).delete(management::delete),
+            )
+            .with_state(shared.clone());
+        let closing = shared.clone();
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!(connections = closing.chat.api.len(), "shutting down");
+                closing.chat.api.close_all(1001, "Going away");
+            })
+            .await?;
+
+        shared.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        for task in background {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+/// The stack's EventBridge rule: every welcome event goes to `post`.
+async fn deliver_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<BusEvent>) {
+    while let Some(event) = events.recv().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let delivered = events::eventbridge_event(&event, "local");
+            if let Err(error) = lambda::post(&shared.chat, delivered).await {
+                tracing::error!(%error, "post failed");
+            }
+        });
+    }
+}
+
+/// The stack's schedule: `cleanup` every `interval`.
+async fn run_cleanup(shared: Arc<Shared>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate; the schedule's is not
+    loop {
+        ticks.tick().await;
+        if let Err(error) = lambda::cleanup(&shared.chat).await {
+            tracing::error!(%error, "cleanup failed");
+        }
+    }
+}

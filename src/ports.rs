@@ -1,0 +1,163 @@
+//! Ports: what the domain needs from the world, and nothing about how it is provided.
+//!
+//! - [`ConnectionStore`]: the connection records (DynamoDB in AWS, memory locally).
+//! - [`ConnectionApi`]: API Gateway's management API (`@connections`): post, describe, delete.
+//!   "The connection is gone" (HTTP 410) is an [`Outcome`], not an error: it is an ordinary event
+//!   in a chat, and the caller decides what to prune.
+//! - [`EventBus`]: EventBridge locally or in AWS.
+//! - [`Clock`]: so that timestamps and expiry are testable.
+//!
+//! The methods return `impl Future + Send` so that adapters write plain `async fn` and the domain
+//! stays generic (no boxing, no `async_trait`).
+
+use std::future::Future;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::protocol::CONNECTION_TTL_SECONDS;
+
+/// A stored connection: the DynamoDB item, keyed by `connectionId`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    pub connection_id: String,
+    pub name: Option<String>,
+    pub connected_at: DateTime<Utc>,
+    /// Epoch seconds; the table's TTL attribute.
+    pub expires_at: i64,
+}
+
+impl ConnectionRecord {
+    pub fn new(connection_id: String, name: Option<String>, connected_at: DateTime<Utc>) -> Self {
+        ConnectionRecord {
+            connection_id,
+            name,
+            connected_at,
+            expires_at: connected_at.timestamp() + CONNECTION_TTL_SECONDS,
+        }
+    }
+
+    /// Expired records are ignored on read: TTL deletion in DynamoDB can lag by days.
+    pub fn is_live_at(&self, now_epoch_seconds: i64) -> bool {
+        now_epoch_seconds < self.expires_at
+    }
+}
+
+/// RFC 3339 with milliseconds and `Z`, the one timestamp format on the wire.
+pub fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// One page of a paginated scan. `next` is an opaque cursor; `None` means the scan is complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection store: {0}")]
+pub struct StoreError(pub String);
+
+/// The connection records. Reads that take `live_at` (epoch seconds) skip records expired at
+/// that time; scans are paginated and must be followed to the end by the caller.
+pub trait ConnectionStore: Send + Sync + 'static {
+    fn put(&self, record: ConnectionRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn get(
+        &self,
+        connection_id: &str,
+        live_at: i64,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, StoreError>> + Send;
+
+    /// Deleting a record that does not exist succeeds.
+    fn delete(&self, connection_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Live connection ids only: all a fan-out needs.
+    fn scan_ids(
+        &self,
+        live_at: i64,
+        cursor: Option<String>,
+    ) -> impl Future<Output = Result<Page<String>, StoreError>> + Send;
+
+    /// Whole records; with `live_at: None`, expired ones too (cleanup needs them).
+    fn scan_records(
+        &self,
+        live_at: Option<i64>,
+        cursor: Option<String>,
+    ) -> impl Future<Output = Result<Page<ConnectionRecord>, StoreError>> + Send;
+}
+
+/// What happened to a connection we addressed: done, or gone (HTTP 410 from `@connections`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome<T> {
+    Done(T),
+    Gone,
+}
+
+/// What `@connections` tells about a live connection (GetConnection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub connected_at: DateTime<Utc>,
+    pub last_active_at: DateTime<Utc>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 429 / LimitExceededException: worth retrying after a pause.
+    #[error("throttled by the management API: {0}")]
+    Throttled(String),
+    /// 413: the payload exceeds 128 KB. Retrying cannot help.
+    #[error("payload too large for the management API")]
+    PayloadTooLarge,
+    #[error("management API: {0}")]
+    Other(String),
+}
+
+/// API Gateway's management API for the websocket connections.
+pub trait ConnectionApi: Send + Sync + 'static {
+    fn post(
+        &self,
+        connection_id: &str,
+        data: Bytes,
+    ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send;
+
+    fn describe(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Outcome<ConnectionInfo>, ApiError>> + Send;
+
+    fn delete(&self, connection_id: &str) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send;
+}
+
+/// An event for the bus: EventBridge's `source`, `detail-type` and JSON `detail`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusEvent {
+    pub source: String,
+    pub detail_type: String,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event bus: {0}")]
+pub struct BusError(pub String);
+
+pub trait EventBus: Send + Sync + 'static {
+    fn publish(&self, event: BusEvent) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

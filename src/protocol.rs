@@ -1,0 +1,604 @@
+//! The wire protocol: what clients send, what the server sends back, the limits that keep every
+//! frame within API Gateway's quotas, and API Gateway's route selection (`$request.body.action`).
+//!
+//! Everything here is pure: parsing and validation turn untrusted text into typed requests or a
+//! [`ProtocolError`] carrying a stable [`ErrorCode`] and a readable message. Nothing here panics on
+//! any input (a property test in this module feeds it arbitrary bytes).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// API Gateway's WebSocket frame size quota: a frame larger than this closes the connection (1009).
+pub const MAX_FRAME_BYTES: usize = 32 * 1024;
+
+/// API Gateway's WebSocket message payload quota (a message may span several frames), and the
+/// largest body `@connections` accepts.
+pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+
+/// The largest chat `message` we accept, in UTF-8 bytes. Half a frame, so that the envelope we
+/// deliver (sender id, name, timestamp and the JSON quoting of ordinary text) stays within one
+/// 32 KB frame.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Display names: 1 to 32 of `[A-Za-z0-9_.-]`, so they need no escaping anywhere they are shown.
+pub const MAX_NAME_BYTES: usize = 32;
+
+/// Connection ids we are willing to look up. API Gateway's are 16 characters; the bound only keeps
+/// absurd input away from the store (DynamoDB keys may not exceed 2048 bytes).
+pub const MAX_CONNECTION_ID_BYTES: usize = 128;
+
+/// A record lives for API Gateway's hard connection limit (2 h) plus a margin, so a connection
+/// whose `$disconnect` never ran is ignored on read and removed by the table's TTL.
+pub const CONNECTION_TTL_SECONDS: i64 = 2 * 60 * 60 + 5 * 60;
+
+/// The EventBridge `source` of every event webchat publishes.
+pub const EVENT_SOURCE: &str = "webchat";
+
+/// The EventBridge `detail-type` of the welcome event that `connect` publishes and `post` consumes.
+pub const WELCOME_DETAIL_TYPE: &str = "welcome";
+
+/// The API Gateway routes, one Lambda function each. `post` and `cleanup` are not routes: they are
+/// invoked by EventBridge and by the schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteKey {
+    Connect,
+    Disconnect,
+    Default,
+    Broadcast,
+    List,
+    Chat,
+}
+
+impl RouteKey {
+    pub const ALL: [RouteKey; 6] = [
+        RouteKey::Connect,
+        RouteKey::Disconnect,
+        RouteKey::Default,
+        RouteKey::Broadcast,
+        RouteKey::List,
+        RouteKey::Chat,
+    ];
+
+    /// The route key as API Gateway spells it (`$connect`, `broadcast`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKey::Connect => "$connect",
+            RouteKey::Disconnect => "$disconnect",
+            RouteKey::Default => "$default",
+            RouteKey::Broadcast => "broadcast",
+            RouteKey::List => "list",
+            RouteKey::Chat => "chat",
+        }
+    }
+
+    /// The route a client can select by naming it in `action`.
+    pub fn from_action(action: &str) -> Option<RouteKey> {
+        match action {
+            "broadcast" => Some(RouteKey::Broadcast),
+            "list" => Some(RouteKey::List),
+            "chat" => Some(RouteKey::Chat),
+            _ => None,
+        }
+    }
+}
+
+/// API Gateway's route selection with `$request.body.action`: a text frame that is a JSON object
+/// whose string `action` names a route goes there; everything else (binary frames are routed by
+/// the caller) goes to `$default`.
+pub fn select_route(text: &str) -> RouteKey {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => object
+            .get("action")
+            .and_then(Value::as_str)
+            .and_then(RouteKey::from_action)
+            .unwrap_or(RouteKey::Default),
+        _ => RouteKey::Default,
+    }
+}
+
+/// The stable error codes of `{"type":"error"}` frames. Clients branch on these; never rename one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownAction,
+    MissingField,
+    InvalidField,
+    MessageTooLarge,
+    ConnectionNotFound,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::ConnectionNotFound => "connection_not_found",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A request the client got wrong: what to tell it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `{"type":"error"}` frame that tells the client.
+    pub fn to_frame(&self) -> String {
+        ServerMessage::Error {
+            code: self.code,
+            message: &self.message,
+        }
+        .to_json()
+    }
+}
+
+/// `{"action":"broadcast","message":"..."}`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BroadcastRequest {
+    pub message: String,
+}
+
+/// `{"action":"chat","connection":"<id>","message":"..."}`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatRequest {
+    pub connection: String,
+    pub message: String,
+}
+
+impl BroadcastRequest {
+    pub fn parse(body: &str) -> Result<Self, ProtocolError> {
+        let object = parse_object(body)?;
+        Ok(BroadcastRequest {
+            message: message_field(&object)?,
+        })
+    }
+}
+
+impl ChatRequest {
+    pub fn parse(body: &str) -> Result<Self, ProtocolError> {
+        let object = parse_object(body)?;
+        let connection = string_field(&object, "connection")?;
+        if !is_plausible_connection_id(connection) {
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidField,
+                "`connection` must be a connection id as listed by {\"action\":\"list\"}",
+            ));
+        }
+        Ok(ChatRequest {
+            connection: connection.to_owned(),
+            message: message_field(&object)?,
+        })
+    }
+}
+
+/// What `$default` answers: `invalid_json` when the frame is not JSON, `unknown_action` otherwise.
+pub fn default_route_error(frame: &[u8], binary: bool) -> ProtocolError {
+    let hint = "send a JSON object with \"action\" set to \"broadcast\", \"list\" or \"chat\"";
+    match serde_json::from_slice::<Value>(frame) {
+        Err(_) if binary => ProtocolError::new(
+            ErrorCode::InvalidJson,
+            format!("binary frames are not accepted: {hint} as a text frame"),
+        ),
+        Err(error) => ProtocolError::new(
+            ErrorCode::InvalidJson,
+            format!("the frame is not valid JSON ({error}): {hint}"),
+        ),
+        Ok(_) if binary => ProtocolError::new(
+            ErrorCode::UnknownAction,
+            format!("binary frames are not routed: {hint} as a text frame"),
+        ),
+        Ok(Value::Object(object)) => match object.get("action") {
+            None | Some(Value::Null) => {
+                ProtocolError::new(ErrorCode::UnknownAction, format!("no \"action\": {hint}"))
+            }
+            Some(Value::String(action)) => ProtocolError::new(
+                ErrorCode::UnknownAction,
+                format!("unknown action {}: {hint}", Value::String(truncate(action, 64))),
+            ),
+            Some(_) => ProtocolError::new(
+                ErrorCode::UnknownAction,
+                format!("\"action\" must be a string: {hint}"),
+            ),
+        },
+        Ok(_) => ProtocolError::new(
+            ErrorCode::UnknownAction,
+            format!("the frame is JSON but not an object: {hint}"),
+        ),
+    }
+}
+
+/// Validates the optional display name from the connect query string (`?name=alice`).
+pub fn validate_name(name: Option<&str>) -> Result<Option<String>, ProtocolError> {
+    let Some(name) = name else { return Ok(None) };
+    let valid = (1..=MAX_NAME_BYTES).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(Some(name.to_owned()))
+    } else {
+        Err(ProtocolError::new(
+            ErrorCode::InvalidField,
+            format!("`name` must be 1 to {MAX_NAME_BYTES} characters of A-Z, a-z, 0-9, _ . -"),
+        ))
+    }
+}
+
+fn is_plausible_connection_id(id: &str) -> bool {
+    id.len() <= MAX_CONNECTION_ID_BYTES
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'+' | b'/'))
+}
+
+fn parse_object(body: &str) -> Result<Map<String, Value>, ProtocolError> {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ProtocolError::new(
+            ErrorCode::InvalidJson,
+            "the frame must be a JSON object",
+        )),
+        Err(error) => Err(ProtocolError::new(
+            ErrorCode::InvalidJson,
+            format!("the frame is not valid JSON: {error}"),
+        )),
+    }
+}
+
+/// A required, non-empty string field. Absent and `null` are "missing"; anything else that is not
+/// a non-empty string is "invalid".
+fn string_field<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a str, ProtocolError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Err(ProtocolError::new(
+            ErrorCode::MissingField,
+            format!("`{field}` is required"),
+        )),
+        Some(Value::String(text)) if !text.is_empty() => Ok(text),
+        Some(Value::String(_)) => Err(ProtocolError::new(
+            ErrorCode::InvalidField,
+            format!("`{field}` must not be empty"),
+        )),
+        Some(_) => Err(ProtocolError::new(
+            ErrorCode::InvalidField,
+            format!("`{field}` must be a string"),
+        )),
+    }
+}
+
+fn message_field(object: &Map<String, Value>) -> Result<String, ProtocolError> {
+    let message = string_field(object, "message")?;
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(ProtocolError::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "`message` is {} bytes of UTF-8; the limit is {MAX_MESSAGE_BYTES}",
+                message.len()
+            ),
+        ));
+    }
+    Ok(message.to_owned())
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+/// A message said by one connection: the body of `broadcast` and `chat` frames.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Said<'a> {
+    pub from: &'a str,
+    pub name: Option<&'a str>,
+    pub message: &'a str,
+    /// RFC 3339
+    pub sent_at: &'a str,
+}
+
+/// One row of a `connections` frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionEntry {
+    pub connection_id: String,
+    pub name: Option<String>,
+    /// RFC 3339
+    pub connected_at: String,
+}
+
+/// Every frame the server sends: a JSON object with a `type`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", rename_all_fields = "camelCase")]
+pub enum ServerMessage<'a> {
+    Welcome {
+        connection_id: &'a str,
+        message: &'a str,
+    },
+    Broadcast(Said<'a>),
+    Chat(Said<'a>),
+    Connections {
+        connections: &'a [ConnectionEntry],
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
+}
+
+/// The welcome text for a new connection.
+pub fn welcome_message(connection_id: &str) -> String {
+    format!("Welcome! - connected on {connection_id}")
+}
+
+/// The detail of the welcome event (source [`EVENT_SOURCE`], detail-type [`WELCOME_DETAIL_TYPE`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WelcomeDetail {
+    pub connection_id: String,
+    pub message: String,
+}
+
+const CONNECTIONS_PREFIX: &str = r#"{"type":"connections","connections":["#;
+const CONNECTIONS_SUFFIX: &str = "]}";
+
+/// Packs connection entries into `connections` frames of at most `max_bytes` each, as they arrive
+/// from a paginated scan, so a long list never needs to be held whole.
+#[derive(Debug)]
+pub struct ConnectionsPacker {
+    max_bytes: usize,
+    current: String,
+    entries_in_current: usize,
+    frames_emitted: usize,
+}
+
+impl ConnectionsPacker {
+    pub fn new(max_bytes: usize) -> Self {
+        ConnectionsPacker {
+            max_bytes,
+            current: String::from(CONNECTIONS_PREFIX),
+            entries_in_current: 0,
+            frames_emitted: 0,
+        }
+    }
+
+    /// Adds an entry; returns a full frame when the entry did not fit in the current one.
+    pub fn push(&mut self, entry: &ConnectionEntry) -> Option<String> {
+        let json = serde_json::to_string(entry).expect("entries always serialize");
+        let separator = usize::from(self.entries_in_current > 0);
+        let fits = self.current.len() + separator + json.len() + CONNECTIONS_SUFFIX.len()
+            <= self.max_bytes;
+        let full = if fits || self.entries_in_current == 0 {
+            None
+        } else {
+            Some(self.take_frame())
+        };
+        if self.entries_in_current > 0 {
+            self.current.push(',');
+        }
+        self.current.push_str(&json);
+        self.entries_in_current += 1;
+        full
+    }
+
+    /// The last frame: what is left, or an empty list if nothing was ever emitted.
+    pub fn finish(mut self) -> Option<String> {
+        (self.entries_in_current > 0 || self.frames_emitted == 0).then(|| self.take_frame())
+    }
+
+    fn take_frame(&mut self) -> String {
+        let mut frame = std::mem::replace(&mut self.current, String::from(CONNECTIONS_PREFIX));
+        frame.push_str(CONNECTIONS_SUFFIX);
+        self.entries_in_current = 0;
+        self.frames_emitted += 1;
+        frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code_of(result: Result<impl std::fmt::Debug, ProtocolError>) -> ErrorCode {
+        result.expect_err("expected a protocol error").code
+    }
+
+    #[test]
+    fn route_selection_follows_the_action_field() {
+        assert_eq!(select_route(r#"{"action":"broadcast"}"#), RouteKey::Broadcast);
+        assert_eq!(select_route(r#"{"action":"list","x":1}"#), RouteKey::List);
+        assert_eq!(select_route(r#"{"action":"chat"}"#), RouteKey::Chat);
+        for other in [
+            r#"{"action":"$connect"}"#,
+            r#"{"action":"nope"}"#,
+            r#"{"action":7}"#,
+            r#"{"message":"hi"}"#,
+            r#"[{"action":"list"}]"#,
+            "list",
+            "",
+        ] {
+            assert_eq!(select_route(other), RouteKey::Default, "{other}");
+        }
+    }
+
+    #[test]
+    fn default_route_says_invalid_json_only_for_frames_that_are_not_json() {
+        assert_eq!(default_route_error(b"hello", false).code, ErrorCode::InvalidJson);
+        assert_eq!(default_route_error(b"{\"action\":", false).code, ErrorCode::InvalidJson);
+        assert_eq!(default_route_error(b"[1,2]", false).code, ErrorCode::UnknownAction);
+        assert_eq!(default_route_error(b"{}", false).code, ErrorCode::UnknownAction);
+        let unknown = default_route_error(br#"{"action":"dance"}"#, false);
+        assert_eq!(unknown.code, ErrorCode::UnknownAction);
+        assert!(unknown.message.contains("\"dance\""), "{}", unknown.message);
+        assert_eq!(default_route_error(&[0xff, 0x00], true).code, ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn broadcast_requires_a_non_empty_string_message_within_the_limit() {
+        let ok = BroadcastRequest::parse(r#"{"action":"broadcast","message":"Anybody home?"}"#);
+        assert_eq!(ok.unwrap().message, "Anybody home?");
+        assert_eq!(code_of(BroadcastRequest::parse(r#"{"action":"broadcast"}"#)), ErrorCode::MissingField);
+        assert_eq!(
+            code_of(BroadcastRequest::parse(r#"{"action":"broadcast","message":null}"#)),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code_of(BroadcastRequest::parse(r#"{"action":"broadcast","message":""}"#)),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code_of(BroadcastRequest::parse(r#"{"action":"broadcast","message":["a"]}"#)),
+            ErrorCode::InvalidField
+        );
+        let exactly = "é".repeat(MAX_MESSAGE_BYTES / 2);
+        let body = json!({"action":"broadcast","message": exactly}).to_string();
+        assert!(BroadcastRequest::parse(&body).is_ok());
+        let over = format!("{exactly}x");
+        let body = json!({"action":"broadcast","message": over}).to_string();
+        assert_eq!(code_of(BroadcastRequest::parse(&body)), ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn chat_needs_a_plausible_connection_id_and_a_message() {
+        let ok = ChatRequest::parse(r#"{"action":"chat","connection":"L0SM9cOFvHcCIhw=","message":"Yo!"}"#)
+            .unwrap();
+        assert_eq!(ok.connection, "L0SM9cOFvHcCIhw=");
+        assert_eq!(
+            code_of(ChatRequest::parse(r#"{"action":"chat","message":"Yo!"}"#)),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code_of(ChatRequest::parse(r#"{"action":"chat","connection":"a b","message":"Yo!"}"#)),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code_of(ChatRequest::parse(r#"{"action":"chat","connection":42,"message":"Yo!"}"#)),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code_of(ChatRequest::parse(r#"{"action":"chat","connection":"abc"}"#)),
+            ErrorCode::MissingField
+        );
+    }
+
+    #[test]
+    fn names_are_short_and_plain() {
+        assert_eq!(validate_name(None), Ok(None));
+        assert_eq!(validate_name(Some("alice.B-2_")), Ok(Some("alice.B-2_".into())));
+        assert!(validate_name(Some(&"a".repeat(32))).is_ok());
+        for bad in ["", "a b", "<script>", "ünïcode", &"a".repeat(33)] {
+            assert!(validate_name(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_messages_have_the_contracted_shape() {
+        let welcome = ServerMessage::Welcome {
+            connection_id: "abc=",
+            message: &welcome_message("abc="),
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&welcome.to_json()).unwrap(),
+            json!({"type":"welcome","connectionId":"abc=","message":"Welcome! - connected on abc="})
+        );
+        let said = Said {
+            from: "abc=",
+            name: None,
+            message: "<b>\"hi\"</b> ✓",
+            sent_at: "2026-11-28T07:00:00.000Z",
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&ServerMessage::Chat(said).to_json()).unwrap(),
+            json!({"type":"chat","from":"abc=","name":null,"message":"<b>\"hi\"</b> ✓","sentAt":"2026-11-28T07:00:00.000Z"})
+        );
+        let error = ProtocolError::new(ErrorCode::ConnectionNotFound, "gone").to_frame();
+        assert_eq!(
+            serde_json::from_str::<Value>(&error).unwrap(),
+            json!({"type":"error","code":"connection_not_found","message":"gone"})
+        );
+    }
+
+    #[test]
+    fn long_connection_lists_are_split_into_frames_that_each_fit() {
+        let entries: Vec<ConnectionEntry> = (0..2000)
+            .map(|i| ConnectionEntry {
+                connection_id: format!("id{i:013}="),
+                name: Some(format!("user-{i:027}")),
+                connected_at: "2026-11-28T07:00:00.000Z".into(),
+            })
+            .collect();
+        let mut packer = ConnectionsPacker::new(MAX_FRAME_BYTES);
+        let mut frames: Vec<String> = entries.iter().filter_map(|e| packer.push(e)).collect();
+        frames.extend(packer.finish());
+        assert!(frames.len() > 1);
+        let mut seen = Vec::new();
+        for frame in &frames {
+            assert!(frame.len() <= MAX_FRAME_BYTES, "{}", frame.len());
+            let value: Value = serde_json::from_str(frame).unwrap();
+            assert_eq!(value["type"], "connections");
+            let list: Vec<ConnectionEntry> = serde_json::from_value(value["connections"].clone()).unwrap();
+            seen.extend(list);
+        }
+        assert_eq!(seen, entries);
+    }
+
+    #[test]
+    fn an_empty_connection_list_is_still_one_frame() {
+        let frames: Vec<String> = ConnectionsPacker::new(MAX_FRAME_BYTES).finish().into_iter().collect();
+        assert_eq!(frames, vec![r#"{"type":"connections","connections":[]}"#.to_string()]);
+    }
+
+    mod never_panics {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn on_any_text(text in any::<String>()) {
+                let _ = select_route(&text);
+                let _ = BroadcastRequest::parse(&text);
+                let _ = ChatRequest::parse(&text);
+                let _ = default_route_error(text.as_bytes(), false);
+                let _ = validate_name(Some(&text));
+            }
+
+            #[test]
+            fn on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = default_route_error(&bytes, true);
+            }
+
+            #[test]
+            fn on_json_shaped_requests(
+                action in prop_oneof![Just("broadcast".to_string()), Just("chat".to_string()), Just("list".to_string()), ".*"],
+                connection in proptest::option::of(".{0,200}"),
+                message in proptest::option::of(".{0,300}"),
+            ) {
+                let body = serde_json::json!({"action": action, "connection": connection, "message": message}).to_string();
+                let _ = select_route(&body);
+                let _ = BroadcastRequest::parse(&body);
+                let _ = ChatRequest::parse(&body);
+            }
+        }
+    }
+}
