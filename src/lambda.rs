@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::domain::{Chat, CleanupReport, ConnectError, RouteError};
 use crate::ports::{ConnectionApi, ConnectionStore, EventBus};
-use crate::protocol::{RouteKey, WelcomeDetail, EVENT_SOURCE, WELCOME_DETAIL_TYPE};
+use crate::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE, WelcomeDetail};
 
 /// An invocation that cannot be served. Reported to the Lambda Runtime API as an invocation error;
 /// the function goes on serving the next event.
@@ -69,7 +69,10 @@ where
 }
 
 /// Serves the welcome event that EventBridge hands to `post`.
-pub async fn post<S, A, B>(chat: &Chat<S, A, B>, event: EventBridgeEvent<Value>) -> Result<(), HandlerError>
+pub async fn post<S, A, B>(
+    chat: &Chat<S, A, B>,
+    event: EventBridgeEvent<Value>,
+) -> Result<(), HandlerError>
 where
     S: ConnectionStore,
     A: ConnectionApi,
@@ -118,5 +121,6 @@ fn body_bytes(event: &ApiGatewayWebsocketProxyRequest) -> (Vec<u8>, bool) {
 
 fn body_text(event: &ApiGatewayWebsocketProxyRequest) -> String {
     let (bytes, _) = body_bytes(event);
-    String::from_utf8(bytes).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }

@@ -129,7 +129,10 @@ pub trait ConnectionApi: Send + Sync + 'static {
         connection_id: &str,
     ) -> impl Future<Output = Result<Outcome<ConnectionInfo>, ApiError>> + Send;
 
-    fn delete(&self, connection_id: &str) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send;
+    fn delete(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send;
 }
 
 /// An event for the bus: EventBridge's `source`, `detail-type` and JSON `detail`.

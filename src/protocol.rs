@@ -210,7 +210,10 @@ pub fn default_route_error(frame: &[u8], binary: bool) -> ProtocolError {
             }
             Some(Value::String(action)) => ProtocolError::new(
                 ErrorCode::UnknownAction,
-                format!("unknown action {}: {hint}", Value::String(truncate(action, 64))),
+                format!(
+                    "unknown action {}: {hint}",
+                    Value::String(truncate(action, 64))
+                ),
             ),
             Some(_) => ProtocolError::new(
                 ErrorCode::UnknownAction,
@@ -323,7 +326,11 @@ pub struct ConnectionEntry {
 
 /// Every frame the server sends: a JSON object with a `type`.
 #[derive(Clone, Debug, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerMessage<'a> {
     Welcome {
         connection_id: &'a str,
@@ -426,7 +433,10 @@ mod tests {
 
     #[test]
     fn route_selection_follows_the_action_field() {
-        assert_eq!(select_route(r#"{"action":"broadcast"}"#), RouteKey::Broadcast);
+        assert_eq!(
+            select_route(r#"{"action":"broadcast"}"#),
+            RouteKey::Broadcast
+        );
         assert_eq!(select_route(r#"{"action":"list","x":1}"#), RouteKey::List);
         assert_eq!(select_route(r#"{"action":"chat"}"#), RouteKey::Chat);
         for other in [
@@ -444,31 +454,55 @@ mod tests {
 
     #[test]
     fn default_route_says_invalid_json_only_for_frames_that_are_not_json() {
-        assert_eq!(default_route_error(b"hello", false).code, ErrorCode::InvalidJson);
-        assert_eq!(default_route_error(b"{\"action\":", false).code, ErrorCode::InvalidJson);
-        assert_eq!(default_route_error(b"[1,2]", false).code, ErrorCode::UnknownAction);
-        assert_eq!(default_route_error(b"{}", false).code, ErrorCode::UnknownAction);
+        assert_eq!(
+            default_route_error(b"hello", false).code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            default_route_error(b"{\"action\":", false).code,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            default_route_error(b"[1,2]", false).code,
+            ErrorCode::UnknownAction
+        );
+        assert_eq!(
+            default_route_error(b"{}", false).code,
+            ErrorCode::UnknownAction
+        );
         let unknown = default_route_error(br#"{"action":"dance"}"#, false);
         assert_eq!(unknown.code, ErrorCode::UnknownAction);
         assert!(unknown.message.contains("\"dance\""), "{}", unknown.message);
-        assert_eq!(default_route_error(&[0xff, 0x00], true).code, ErrorCode::InvalidJson);
+        assert_eq!(
+            default_route_error(&[0xff, 0x00], true).code,
+            ErrorCode::InvalidJson
+        );
     }
 
     #[test]
     fn broadcast_requires_a_non_empty_string_message_within_the_limit() {
         let ok = BroadcastRequest::parse(r#"{"action":"broadcast","message":"Anybody home?"}"#);
         assert_eq!(ok.unwrap().message, "Anybody home?");
-        assert_eq!(code_of(BroadcastRequest::parse(r#"{"action":"broadcast"}"#)), ErrorCode::MissingField);
         assert_eq!(
-            code_of(BroadcastRequest::parse(r#"{"action":"broadcast","message":null}"#)),
+            code_of(BroadcastRequest::parse(r#"{"action":"broadcast"}"#)),
             ErrorCode::MissingField
         );
         assert_eq!(
-            code_of(BroadcastRequest::parse(r#"{"action":"broadcast","message":""}"#)),
+            code_of(BroadcastRequest::parse(
+                r#"{"action":"broadcast","message":null}"#
+            )),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code_of(BroadcastRequest::parse(
+                r#"{"action":"broadcast","message":""}"#
+            )),
             ErrorCode::InvalidField
         );
         assert_eq!(
-            code_of(BroadcastRequest::parse(r#"{"action":"broadcast","message":["a"]}"#)),
+            code_of(BroadcastRequest::parse(
+                r#"{"action":"broadcast","message":["a"]}"#
+            )),
             ErrorCode::InvalidField
         );
         let exactly = "é".repeat(MAX_MESSAGE_BYTES / 2);
@@ -476,28 +510,39 @@ mod tests {
         assert!(BroadcastRequest::parse(&body).is_ok());
         let over = format!("{exactly}x");
         let body = json!({"action":"broadcast","message": over}).to_string();
-        assert_eq!(code_of(BroadcastRequest::parse(&body)), ErrorCode::MessageTooLarge);
+        assert_eq!(
+            code_of(BroadcastRequest::parse(&body)),
+            ErrorCode::MessageTooLarge
+        );
     }
 
     #[test]
     fn chat_needs_a_plausible_connection_id_and_a_message() {
-        let ok = ChatRequest::parse(r#"{"action":"chat","connection":"L0SM9cOFvHcCIhw=","message":"Yo!"}"#)
-            .unwrap();
+        let ok = ChatRequest::parse(
+            r#"{"action":"chat","connection":"L0SM9cOFvHcCIhw=","message":"Yo!"}"#,
+        )
+        .unwrap();
         assert_eq!(ok.connection, "L0SM9cOFvHcCIhw=");
         assert_eq!(
             code_of(ChatRequest::parse(r#"{"action":"chat","message":"Yo!"}"#)),
             ErrorCode::MissingField
         );
         assert_eq!(
-            code_of(ChatRequest::parse(r#"{"action":"chat","connection":"a b","message":"Yo!"}"#)),
+            code_of(ChatRequest::parse(
+                r#"{"action":"chat","connection":"a b","message":"Yo!"}"#
+            )),
             ErrorCode::InvalidField
         );
         assert_eq!(
-            code_of(ChatRequest::parse(r#"{"action":"chat","connection":42,"message":"Yo!"}"#)),
+            code_of(ChatRequest::parse(
+                r#"{"action":"chat","connection":42,"message":"Yo!"}"#
+            )),
             ErrorCode::InvalidField
         );
         assert_eq!(
-            code_of(ChatRequest::parse(r#"{"action":"chat","connection":"abc"}"#)),
+            code_of(ChatRequest::parse(
+                r#"{"action":"chat","connection":"abc"}"#
+            )),
             ErrorCode::MissingField
         );
     }
@@ -505,7 +550,10 @@ mod tests {
     #[test]
     fn names_are_short_and_plain() {
         assert_eq!(validate_name(None), Ok(None));
-        assert_eq!(validate_name(Some("alice.B-2_")), Ok(Some("alice.B-2_".into())));
+        assert_eq!(
+            validate_name(Some("alice.B-2_")),
+            Ok(Some("alice.B-2_".into()))
+        );
         assert!(validate_name(Some(&"a".repeat(32))).is_ok());
         for bad in ["", "a b", "<script>", "ünïcode", &"a".repeat(33)] {
             assert!(validate_name(Some(bad)).is_err(), "{bad:?}");
@@ -557,7 +605,8 @@ mod tests {
             assert!(frame.len() <= MAX_FRAME_BYTES, "{}", frame.len());
             let value: Value = serde_json::from_str(frame).unwrap();
             assert_eq!(value["type"], "connections");
-            let list: Vec<ConnectionEntry> = serde_json::from_value(value["connections"].clone()).unwrap();
+            let list: Vec<ConnectionEntry> =
+                serde_json::from_value(value["connections"].clone()).unwrap();
             seen.extend(list);
         }
         assert_eq!(seen, entries);
@@ -565,8 +614,14 @@ mod tests {
 
     #[test]
     fn an_empty_connection_list_is_still_one_frame() {
-        let frames: Vec<String> = ConnectionsPacker::new(MAX_FRAME_BYTES).finish().into_iter().collect();
-        assert_eq!(frames, vec![r#"{"type":"connections","connections":[]}"#.to_string()]);
+        let frames: Vec<String> = ConnectionsPacker::new(MAX_FRAME_BYTES)
+            .finish()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            frames,
+            vec![r#"{"type":"connections","connections":[]}"#.to_string()]
+        );
     }
 
     mod never_panics {

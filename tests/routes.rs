@@ -7,21 +7,29 @@ use std::time::Duration;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
-use webchat::adapters::memory::{ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryStore, StoreCall};
+use serde_json::{Value, json};
+use webchat::adapters::memory::{
+    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryStore, StoreCall,
+};
 use webchat::domain::{Backoff, Chat, CleanupReport, ConnectError, Settings};
 use webchat::lambda::{self, HandlerError};
 use webchat::ports::{ApiError, ConnectionRecord, Outcome};
-use webchat::protocol::{RouteKey, WelcomeDetail, MAX_FRAME_BYTES};
+use webchat::protocol::{MAX_FRAME_BYTES, RouteKey, WelcomeDetail};
 
 type TestChat = Chat<MemoryStore, MemoryConnectionApi, MemoryEventBus>;
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn quick(attempts: u32) -> Backoff {
-    Backoff { attempts, base: Duration::from_millis(1), max: Duration::from_millis(2) }
+    Backoff {
+        attempts,
+        base: Duration::from_millis(1),
+        max: Duration::from_millis(2),
+    }
 }
 
 /// A chat over recording fakes; the store serves 2 records a page so every scan paginates.
@@ -32,19 +40,31 @@ fn chat() -> (TestChat, Arc<ManualClock>) {
         api: MemoryConnectionApi::new(),
         bus: MemoryEventBus::recording(),
         clock: clock.clone(),
-        settings: Settings { fanout_concurrency: 4, throttle_backoff: quick(3), welcome_backoff: quick(4) },
+        settings: Settings {
+            fanout_concurrency: 4,
+            throttle_backoff: quick(3),
+            welcome_backoff: quick(4),
+        },
     };
     (chat, clock)
 }
 
 /// Stores and opens a connection, as a completed `$connect` would.
 fn join(chat: &TestChat, id: &str, name: Option<&str>) {
-    chat.store.insert(ConnectionRecord::new(id.into(), name.map(Into::into), start()));
+    chat.store.insert(ConnectionRecord::new(
+        id.into(),
+        name.map(Into::into),
+        start(),
+    ));
     chat.api.open(id);
 }
 
 fn frames_to(chat: &TestChat, id: &str) -> Vec<Value> {
-    chat.api.posts_to(id).iter().map(|frame| serde_json::from_str(frame).unwrap()).collect()
+    chat.api
+        .posts_to(id)
+        .iter()
+        .map(|frame| serde_json::from_str(frame).unwrap())
+        .collect()
 }
 
 fn only_error_code(chat: &TestChat, id: &str) -> String {
@@ -58,7 +78,10 @@ fn only_error_code(chat: &TestChat, id: &str) -> String {
 #[tokio::test]
 async fn connect_stores_the_connection_and_publishes_its_welcome() {
     let (chat, _) = chat();
-    let record = chat.connect("abc=", Some("alice"), Some(start())).await.unwrap();
+    let record = chat
+        .connect("abc=", Some("alice"), Some(start()))
+        .await
+        .unwrap();
     assert_eq!(record.name.as_deref(), Some("alice"));
     assert_eq!(record.expires_at, start().timestamp() + 2 * 3600 + 300);
     assert_eq!(chat.store.records(), vec![record]);
@@ -67,13 +90,19 @@ async fn connect_stores_the_connection_and_publishes_its_welcome() {
     assert_eq!(events[0].source, "webchat");
     assert_eq!(events[0].detail_type, "welcome");
     let detail: Value = serde_json::from_str(&events[0].detail).unwrap();
-    assert_eq!(detail, json!({"connectionId": "abc=", "message": "Welcome! - connected on abc="}));
+    assert_eq!(
+        detail,
+        json!({"connectionId": "abc=", "message": "Welcome! - connected on abc="})
+    );
 }
 
 #[tokio::test]
 async fn connect_refuses_an_invalid_name_and_keeps_nothing() {
     let (chat, _) = chat();
-    let refused = chat.connect("abc=", Some("<script>"), None).await.unwrap_err();
+    let refused = chat
+        .connect("abc=", Some("<script>"), None)
+        .await
+        .unwrap_err();
     assert!(matches!(refused, ConnectError::Refused(_)));
     assert!(chat.store.is_empty());
     assert!(chat.bus.published().is_empty());
@@ -92,7 +121,10 @@ async fn connect_fails_without_leaving_a_record_when_the_bus_fails() {
 async fn connect_fails_when_the_store_fails() {
     let (chat, _) = chat();
     chat.store.set_failing(Some("DynamoDB is down"));
-    assert!(matches!(chat.connect("abc=", None, None).await, Err(ConnectError::Failed(_))));
+    assert!(matches!(
+        chat.connect("abc=", None, None).await,
+        Err(ConnectError::Failed(_))
+    ));
     assert!(chat.bus.published().is_empty());
 }
 
@@ -114,7 +146,9 @@ async fn default_tells_the_sender_what_was_wrong_with_the_frame() {
     join(&chat, "b", None);
     chat.default("a", b"not json", false).await.unwrap();
     assert_eq!(only_error_code(&chat, "a"), "invalid_json");
-    chat.default("b", br#"{"action":"dance"}"#, false).await.unwrap();
+    chat.default("b", br#"{"action":"dance"}"#, false)
+        .await
+        .unwrap();
     assert_eq!(only_error_code(&chat, "b"), "unknown_action");
 }
 
@@ -131,7 +165,12 @@ async fn broadcast_reaches_every_live_connection_across_pages_with_the_senders_n
     chat.api.open("old");
     clock.advance(chrono::Duration::seconds(61));
 
-    chat.broadcast("a", r#"{"action":"broadcast","message":"Anybody <b>home</b>? \"✓\""}"#).await.unwrap();
+    chat.broadcast(
+        "a",
+        r#"{"action":"broadcast","message":"Anybody <b>home</b>? \"✓\""}"#,
+    )
+    .await
+    .unwrap();
     for id in ["a", "b", "c", "d", "e"] {
         let frames = frames_to(&chat, id);
         assert_eq!(frames.len(), 1, "{id}");
@@ -141,8 +180,16 @@ async fn broadcast_reaches_every_live_connection_across_pages_with_the_senders_n
         );
     }
     assert!(chat.api.posts_to("old").is_empty());
-    let scans = chat.store.calls().into_iter().filter(|c| matches!(c, StoreCall::ScanIds { .. })).count();
-    assert!(scans >= 3, "six records two a page need three scans, got {scans}");
+    let scans = chat
+        .store
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, StoreCall::ScanIds { .. }))
+        .count();
+    assert!(
+        scans >= 3,
+        "six records two a page need three scans, got {scans}"
+    );
 }
 
 #[tokio::test]
@@ -153,10 +200,17 @@ async fn broadcast_prunes_exactly_the_connections_that_are_gone_and_still_delive
     }
     chat.api.close("b");
     chat.api.close("d");
-    chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#).await.unwrap();
+    chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#)
+        .await
+        .unwrap();
     assert_eq!(frames_to(&chat, "a").len(), 1);
     assert_eq!(frames_to(&chat, "c").len(), 1);
-    let kept: Vec<String> = chat.store.records().into_iter().map(|r| r.connection_id).collect();
+    let kept: Vec<String> = chat
+        .store
+        .records()
+        .into_iter()
+        .map(|r| r.connection_id)
+        .collect();
     assert_eq!(kept, vec!["a", "c"]);
 }
 
@@ -168,12 +222,18 @@ async fn broadcast_retries_throttling_within_its_budget() {
     }
     let throttled = || Err(ApiError::Throttled("LimitExceededException".into()));
     chat.api.script("b", [throttled(), throttled()]); // two 429s, then it works
-    chat.api.script("c", [throttled(), throttled(), throttled()]); // past the 3-call budget
-    chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#).await.unwrap();
+    chat.api
+        .script("c", [throttled(), throttled(), throttled()]); // past the 3-call budget
+    chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#)
+        .await
+        .unwrap();
     assert_eq!(frames_to(&chat, "a").len(), 1);
     assert_eq!(frames_to(&chat, "b").len(), 1);
     assert!(frames_to(&chat, "c").is_empty());
-    assert!(chat.store.contains("c"), "a throttled connection is not gone");
+    assert!(
+        chat.store.contains("c"),
+        "a throttled connection is not gone"
+    );
 }
 
 #[tokio::test]
@@ -181,9 +241,16 @@ async fn broadcast_rejects_a_bad_message_without_delivering_anything() {
     let (chat, _) = chat();
     join(&chat, "a", None);
     join(&chat, "b", None);
-    chat.broadcast("a", r#"{"action":"broadcast"}"#).await.unwrap();
+    chat.broadcast("a", r#"{"action":"broadcast"}"#)
+        .await
+        .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "missing_field");
-    chat.broadcast("b", &json!({"action":"broadcast","message":"x".repeat(16 * 1024 + 1)}).to_string()).await.unwrap();
+    chat.broadcast(
+        "b",
+        &json!({"action":"broadcast","message":"x".repeat(16 * 1024 + 1)}).to_string(),
+    )
+    .await
+    .unwrap();
     assert_eq!(only_error_code(&chat, "b"), "message_too_large");
     assert_eq!(chat.api.posts().len(), 2);
 }
@@ -192,13 +259,28 @@ async fn broadcast_rejects_a_bad_message_without_delivering_anything() {
 async fn a_failing_store_tells_the_sender_internal_and_reports_the_error() {
     let (chat, _) = chat();
     join(&chat, "a", None);
-    chat.store.set_failing(Some("ProvisionedThroughputExceeded"));
-    assert!(chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#).await.is_err());
+    chat.store
+        .set_failing(Some("ProvisionedThroughputExceeded"));
+    assert!(
+        chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#)
+            .await
+            .is_err()
+    );
     let frames = frames_to(&chat, "a");
     assert_eq!(frames[0]["code"], "internal");
-    assert!(!frames[0]["message"].as_str().unwrap().contains("Provisioned"), "internal detail must not leak");
+    assert!(
+        !frames[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Provisioned"),
+        "internal detail must not leak"
+    );
     assert!(chat.list("a").await.is_err());
-    assert!(chat.chat("a", r#"{"action":"chat","connection":"b","message":"x"}"#).await.is_err());
+    assert!(
+        chat.chat("a", r#"{"action":"chat","connection":"b","message":"x"}"#)
+            .await
+            .is_err()
+    );
     assert_eq!(frames_to(&chat, "a").len(), 3);
 }
 
@@ -206,7 +288,11 @@ async fn a_failing_store_tells_the_sender_internal_and_reports_the_error() {
 async fn list_sends_every_live_connection_in_frames_that_each_fit() {
     let (chat, _) = chat();
     for i in 0..600 {
-        join(&chat, &format!("conn-{i:04}-xxxxx="), Some(&format!("name_{i:027}")));
+        join(
+            &chat,
+            &format!("conn-{i:04}-xxxxx="),
+            Some(&format!("name_{i:027}")),
+        );
     }
     chat.list("conn-0000-xxxxx=").await.unwrap();
     let frames = chat.api.posts_to("conn-0000-xxxxx=");
@@ -231,7 +317,9 @@ async fn chat_delivers_to_one_connection_only() {
     join(&chat, "a", Some("alice"));
     join(&chat, "b", None);
     join(&chat, "c", None);
-    chat.chat("a", r#"{"action":"chat","connection":"b","message":"Yo!"}"#).await.unwrap();
+    chat.chat("a", r#"{"action":"chat","connection":"b","message":"Yo!"}"#)
+        .await
+        .unwrap();
     let frames = frames_to(&chat, "b");
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0]["type"], "chat");
@@ -246,7 +334,12 @@ async fn chat_delivers_to_one_connection_only() {
 async fn chat_to_an_unknown_connection_answers_connection_not_found() {
     let (chat, _) = chat();
     join(&chat, "a", None);
-    chat.chat("a", r#"{"action":"chat","connection":"nobody","message":"Yo!"}"#).await.unwrap();
+    chat.chat(
+        "a",
+        r#"{"action":"chat","connection":"nobody","message":"Yo!"}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "connection_not_found");
 }
 
@@ -256,7 +349,9 @@ async fn chat_to_a_gone_connection_answers_connection_not_found_and_prunes_it() 
     join(&chat, "a", None);
     join(&chat, "b", None);
     chat.api.close("b");
-    chat.chat("a", r#"{"action":"chat","connection":"b","message":"Yo!"}"#).await.unwrap();
+    chat.chat("a", r#"{"action":"chat","connection":"b","message":"Yo!"}"#)
+        .await
+        .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "connection_not_found");
     assert!(!chat.store.contains("b"));
     assert!(chat.store.contains("a"));
@@ -266,7 +361,9 @@ async fn chat_to_a_gone_connection_answers_connection_not_found_and_prunes_it() 
 async fn chat_checks_its_fields() {
     let (chat, _) = chat();
     join(&chat, "a", None);
-    chat.chat("a", r#"{"action":"chat","message":"Yo!"}"#).await.unwrap();
+    chat.chat("a", r#"{"action":"chat","message":"Yo!"}"#)
+        .await
+        .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "missing_field");
 }
 
@@ -274,19 +371,28 @@ async fn chat_checks_its_fields() {
 async fn post_delivers_the_welcome_retrying_while_the_connection_is_not_yet_established() {
     let (chat, _) = chat();
     chat.api.open("abc=");
-    chat.api.script("abc=", [Ok(Outcome::Gone), Ok(Outcome::Gone)]);
-    let welcome = WelcomeDetail { connection_id: "abc=".into(), message: "Welcome! - connected on abc=".into() };
+    chat.api
+        .script("abc=", [Ok(Outcome::Gone), Ok(Outcome::Gone)]);
+    let welcome = WelcomeDetail {
+        connection_id: "abc=".into(),
+        message: "Welcome! - connected on abc=".into(),
+    };
     assert_eq!(chat.post(&welcome).await.unwrap(), Outcome::Done(()));
     assert_eq!(
         frames_to(&chat, "abc="),
-        vec![json!({"type":"welcome","connectionId":"abc=","message":"Welcome! - connected on abc="})]
+        vec![
+            json!({"type":"welcome","connectionId":"abc=","message":"Welcome! - connected on abc="})
+        ]
     );
 }
 
 #[tokio::test]
 async fn post_gives_up_on_a_connection_that_stays_gone() {
     let (chat, _) = chat();
-    let welcome = WelcomeDetail { connection_id: "left=".into(), message: "hi".into() };
+    let welcome = WelcomeDetail {
+        connection_id: "left=".into(),
+        message: "hi".into(),
+    };
     assert_eq!(chat.post(&welcome).await.unwrap(), Outcome::Gone);
 }
 
@@ -305,13 +411,33 @@ async fn cleanup_removes_expired_and_gone_records_and_keeps_live_ones() {
     clock.advance(chrono::Duration::seconds(11));
 
     let report = chat.cleanup().await.unwrap();
-    assert_eq!(report, CleanupReport { checked: 5, expired: 1, gone: 2, failed: 0 });
-    let kept: Vec<String> = chat.store.records().into_iter().map(|r| r.connection_id).collect();
+    assert_eq!(
+        report,
+        CleanupReport {
+            checked: 5,
+            expired: 1,
+            gone: 2,
+            failed: 0
+        }
+    );
+    let kept: Vec<String> = chat
+        .store
+        .records()
+        .into_iter()
+        .map(|r| r.connection_id)
+        .collect();
     assert_eq!(kept, vec!["live-1", "live-2"]);
-    assert!(!chat.api.describes().contains(&"expired".to_string()), "expired records need no GetConnection");
+    assert!(
+        !chat.api.describes().contains(&"expired".to_string()),
+        "expired records need no GetConnection"
+    );
 }
 
-fn websocket_event(route: RouteKey, connection_id: Option<&str>, body: Option<&str>) -> ApiGatewayWebsocketProxyRequest {
+fn websocket_event(
+    route: RouteKey,
+    connection_id: Option<&str>,
+    body: Option<&str>,
+) -> ApiGatewayWebsocketProxyRequest {
     let mut event: ApiGatewayWebsocketProxyRequest = serde_json::from_value(json!({
         "requestContext": {
             "routeKey": route.as_str(), "eventType": "MESSAGE", "connectionId": connection_id,
@@ -329,8 +455,14 @@ fn websocket_event(route: RouteKey, connection_id: Option<&str>, body: Option<&s
 async fn the_lambda_glue_answers_200_and_runs_the_route() {
     let (chat, _) = chat();
     join(&chat, "a", None);
-    let event = websocket_event(RouteKey::Broadcast, Some("a"), Some(r#"{"action":"broadcast","message":"hi"}"#));
-    let response = lambda::websocket(&chat, RouteKey::Broadcast, &event).await.unwrap();
+    let event = websocket_event(
+        RouteKey::Broadcast,
+        Some("a"),
+        Some(r#"{"action":"broadcast","message":"hi"}"#),
+    );
+    let response = lambda::websocket(&chat, RouteKey::Broadcast, &event)
+        .await
+        .unwrap();
     assert_eq!(response.status_code, 200);
     assert_eq!(frames_to(&chat, "a")[0]["message"], "hi");
 }
@@ -339,8 +471,11 @@ async fn the_lambda_glue_answers_200_and_runs_the_route() {
 async fn the_lambda_glue_refuses_a_connect_with_a_bad_name_with_400() {
     let (chat, _) = chat();
     let mut event = websocket_event(RouteKey::Connect, Some("a"), None);
-    event.query_string_parameters = std::collections::HashMap::from([("name".to_string(), "no spaces".to_string())]).into();
-    let response = lambda::websocket(&chat, RouteKey::Connect, &event).await.unwrap();
+    event.query_string_parameters =
+        std::collections::HashMap::from([("name".to_string(), "no spaces".to_string())]).into();
+    let response = lambda::websocket(&chat, RouteKey::Connect, &event)
+        .await
+        .unwrap();
     assert_eq!(response.status_code, 400);
     assert!(chat.store.is_empty());
 }
@@ -349,15 +484,22 @@ async fn the_lambda_glue_refuses_a_connect_with_a_bad_name_with_400() {
 async fn the_lambda_glue_takes_connected_at_from_api_gateway() {
     let (chat, _) = chat();
     let event = websocket_event(RouteKey::Connect, Some("a"), None);
-    lambda::websocket(&chat, RouteKey::Connect, &event).await.unwrap();
-    assert_eq!(chat.store.records()[0].connected_at.timestamp_millis(), 1_795_852_800_000);
+    lambda::websocket(&chat, RouteKey::Connect, &event)
+        .await
+        .unwrap();
+    assert_eq!(
+        chat.store.records()[0].connected_at.timestamp_millis(),
+        1_795_852_800_000
+    );
 }
 
 #[tokio::test]
 async fn an_event_without_a_connection_id_is_a_malformed_event() {
     let (chat, _) = chat();
     let event = websocket_event(RouteKey::List, None, None);
-    let error = lambda::websocket(&chat, RouteKey::List, &event).await.unwrap_err();
+    let error = lambda::websocket(&chat, RouteKey::List, &event)
+        .await
+        .unwrap_err();
     assert!(matches!(error, HandlerError::MalformedEvent(_)), "{error}");
 }
 
@@ -367,7 +509,9 @@ async fn binary_frames_reach_default_base64_encoded() {
     join(&chat, "a", None);
     let mut event = websocket_event(RouteKey::Default, Some("a"), Some("AAEC/w=="));
     event.is_base64_encoded = true;
-    lambda::websocket(&chat, RouteKey::Default, &event).await.unwrap();
+    lambda::websocket(&chat, RouteKey::Default, &event)
+        .await
+        .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "invalid_json");
 }
 
@@ -380,10 +524,16 @@ async fn post_rejects_events_that_are_not_welcomes() {
         "detail": {"connectionId": "a", "message": "m"}
     }))
     .unwrap();
-    assert!(matches!(lambda::post(&chat, event).await, Err(HandlerError::MalformedEvent(_))));
+    assert!(matches!(
+        lambda::post(&chat, event).await,
+        Err(HandlerError::MalformedEvent(_))
+    ));
     let event: EventBridgeEvent<Value> = serde_json::from_value(json!({
         "detail-type": "welcome", "source": "webchat", "detail": {"connection": 1}
     }))
     .unwrap();
-    assert!(matches!(lambda::post(&chat, event).await, Err(HandlerError::MalformedEvent(_))));
+    assert!(matches!(
+        lambda::post(&chat, event).await,
+        Err(HandlerError::MalformedEvent(_))
+    ));
 }

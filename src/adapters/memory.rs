@@ -16,7 +16,9 @@ use crate::ports::{
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind; keep serving.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One call the store was asked to make.
@@ -79,7 +81,9 @@ impl MemoryStore {
     }
 
     pub fn insert(&self, record: ConnectionRecord) {
-        lock(&self.state).records.insert(record.connection_id.clone(), record);
+        lock(&self.state)
+            .records
+            .insert(record.connection_id.clone(), record);
     }
 
     /// Every stored record, expired ones included, by key.
@@ -146,9 +150,17 @@ impl ConnectionStore for MemoryStore {
         Ok(())
     }
 
-    async fn get(&self, connection_id: &str, live_at: i64) -> Result<Option<ConnectionRecord>, StoreError> {
+    async fn get(
+        &self,
+        connection_id: &str,
+        live_at: i64,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
         let state = self.begin(StoreCall::Get(connection_id.to_owned()))?;
-        Ok(state.records.get(connection_id).filter(|r| r.is_live_at(live_at)).cloned())
+        Ok(state
+            .records
+            .get(connection_id)
+            .filter(|r| r.is_live_at(live_at))
+            .cloned())
     }
 
     async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
@@ -157,9 +169,17 @@ impl ConnectionStore for MemoryStore {
         Ok(())
     }
 
-    async fn scan_ids(&self, live_at: i64, cursor: Option<String>) -> Result<Page<String>, StoreError> {
-        let state = self.begin(StoreCall::ScanIds { cursor: cursor.clone() })?;
-        Ok(state.page(cursor.as_deref(), Some(live_at), |r| r.connection_id.clone()))
+    async fn scan_ids(
+        &self,
+        live_at: i64,
+        cursor: Option<String>,
+    ) -> Result<Page<String>, StoreError> {
+        let state = self.begin(StoreCall::ScanIds {
+            cursor: cursor.clone(),
+        })?;
+        Ok(state.page(cursor.as_deref(), Some(live_at), |r| {
+            r.connection_id.clone()
+        }))
     }
 
     async fn scan_records(
@@ -167,7 +187,9 @@ impl ConnectionStore for MemoryStore {
         live_at: Option<i64>,
         cursor: Option<String>,
     ) -> Result<Page<ConnectionRecord>, StoreError> {
-        let state = self.begin(StoreCall::ScanRecords { cursor: cursor.clone() })?;
+        let state = self.begin(StoreCall::ScanRecords {
+            cursor: cursor.clone(),
+        })?;
         Ok(state.page(cursor.as_deref(), live_at, ConnectionRecord::clone))
     }
 }
@@ -240,16 +262,26 @@ impl MemoryConnectionApi {
 impl ConnectionApi for MemoryConnectionApi {
     async fn post(&self, connection_id: &str, data: Bytes) -> Result<Outcome<()>, ApiError> {
         let mut state = lock(&self.state);
-        if let Some(answer) = state.scripts.get_mut(connection_id).and_then(VecDeque::pop_front) {
+        if let Some(answer) = state
+            .scripts
+            .get_mut(connection_id)
+            .and_then(VecDeque::pop_front)
+        {
             if answer == Ok(Outcome::Done(())) {
-                state.posts.push((connection_id.to_owned(), String::from_utf8_lossy(&data).into_owned()));
+                state.posts.push((
+                    connection_id.to_owned(),
+                    String::from_utf8_lossy(&data).into_owned(),
+                ));
             }
             return answer;
         }
         if !state.open.contains(connection_id) {
             return Ok(Outcome::Gone);
         }
-        state.posts.push((connection_id.to_owned(), String::from_utf8_lossy(&data).into_owned()));
+        state.posts.push((
+            connection_id.to_owned(),
+            String::from_utf8_lossy(&data).into_owned(),
+        ));
         Ok(Outcome::Done(()))
     }
 
@@ -306,7 +338,10 @@ impl MemoryEventBus {
     }
 
     pub fn published(&self) -> Vec<BusEvent> {
-        self.published.as_ref().map(|p| lock(p).clone()).unwrap_or_default()
+        self.published
+            .as_ref()
+            .map(|p| lock(p).clone())
+            .unwrap_or_default()
     }
 
     /// Makes every publish fail with `reason` (or work again with `None`).

@@ -10,9 +10,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 
 use super::{Chat, RouteError};
-use crate::ports::{
-    ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, StoreError,
-};
+use crate::ports::{ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, StoreError};
 
 /// A retry budget: `attempts` calls in all, the n-th retry waiting between half and all of
 /// `min(base * 2^n, max)` ("equal jitter", so concurrent retries spread out but never hammer).
@@ -31,7 +29,11 @@ impl Backoff {
     }
 
     /// Calls `attempt` until it returns something `retry_on` rejects or the budget is spent.
-    pub(crate) async fn run<T, E, F, Fut>(&self, mut attempt: F, retry_on: impl Fn(&Result<T, E>) -> bool) -> Result<T, E>
+    pub(crate) async fn run<T, E, F, Fut>(
+        &self,
+        mut attempt: F,
+        retry_on: impl Fn(&Result<T, E>) -> bool,
+    ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -95,7 +97,11 @@ where
 
 impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// Posts `data` to one connection, retrying throttling within the budget.
-    pub(crate) async fn post_to(&self, connection_id: &str, data: &Bytes) -> Result<Outcome<()>, ApiError> {
+    pub(crate) async fn post_to(
+        &self,
+        connection_id: &str,
+        data: &Bytes,
+    ) -> Result<Outcome<()>, ApiError> {
         self.settings
             .throttle_backoff
             .run(

@@ -9,13 +9,13 @@ use futures_util::TryStreamExt;
 use super::fanout::paginate;
 use super::{Chat, RouteError};
 use crate::ports::{
-    rfc3339, ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus,
-    Outcome,
+    ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
+    rfc3339,
 };
 use crate::protocol::{
-    default_route_error, validate_name, welcome_message, BroadcastRequest, ChatRequest,
-    ConnectionEntry, ConnectionsPacker, ErrorCode, ProtocolError, Said, ServerMessage,
-    WelcomeDetail, EVENT_SOURCE, MAX_FRAME_BYTES, WELCOME_DETAIL_TYPE,
+    BroadcastRequest, ChatRequest, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE, ErrorCode,
+    MAX_FRAME_BYTES, ProtocolError, Said, ServerMessage, WELCOME_DETAIL_TYPE, WelcomeDetail,
+    default_route_error, validate_name, welcome_message,
 };
 
 /// Why `$connect` refused a connection.
@@ -61,7 +61,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let name = validate_name(name).map_err(ConnectError::Refused)?;
         let connected_at = connected_at.unwrap_or_else(|| self.clock.now());
         let record = ConnectionRecord::new(connection_id.to_owned(), name, connected_at);
-        self.store.put(record.clone()).await.map_err(RouteError::from)?;
+        self.store
+            .put(record.clone())
+            .await
+            .map_err(RouteError::from)?;
         let detail = WelcomeDetail {
             connection_id: connection_id.to_owned(),
             message: welcome_message(connection_id),
@@ -91,8 +94,14 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     }
 
     /// `$default`: the frame named no route; tell the client why.
-    pub async fn default(&self, sender: &str, frame: &[u8], binary: bool) -> Result<(), RouteError> {
-        self.reply(sender, default_route_error(frame, binary).to_frame()).await
+    pub async fn default(
+        &self,
+        sender: &str,
+        frame: &[u8],
+        binary: bool,
+    ) -> Result<(), RouteError> {
+        self.reply(sender, default_route_error(frame, binary).to_frame())
+            .await
     }
 
     /// `broadcast`: deliver the message to every live connection, the sender included.
@@ -213,7 +222,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             .await?;
         match outcome {
             Outcome::Done(()) => tracing::info!(connection_id, "welcome delivered"),
-            Outcome::Gone => tracing::warn!(connection_id, "welcome not delivered: the connection is gone"),
+            Outcome::Gone => tracing::warn!(
+                connection_id,
+                "welcome not delivered: the connection is gone"
+            ),
         }
         Ok(outcome)
     }
@@ -269,7 +281,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         }
     }
 
-    async fn name_of(&self, connection_id: &str, now: DateTime<Utc>) -> Result<Option<String>, RouteError> {
+    async fn name_of(
+        &self,
+        connection_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, RouteError> {
         let record = self.store.get(connection_id, now.timestamp()).await?;
         Ok(record.and_then(|record| record.name))
     }

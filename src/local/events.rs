@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use aws_lambda_events::apigw::{ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext};
+use aws_lambda_events::apigw::{
+    ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext,
+};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -58,7 +60,11 @@ pub(crate) enum Kind<'a> {
     },
 }
 
-pub(crate) fn websocket_event(stage: &StageMeta, connection: &ConnectionMeta, kind: Kind<'_>) -> ApiGatewayWebsocketProxyRequest {
+pub(crate) fn websocket_event(
+    stage: &StageMeta,
+    connection: &ConnectionMeta,
+    kind: Kind<'_>,
+) -> ApiGatewayWebsocketProxyRequest {
     let now = Utc::now();
     let request_id = gateway_id();
     let mut context = ApiGatewayWebsocketProxyRequestContext::default();
@@ -90,14 +96,21 @@ pub(crate) fn websocket_event(stage: &StageMeta, connection: &ConnectionMeta, ki
             event.query_string_parameters = params.clone().into();
             event.multi_value_query_string_parameters = params.into();
         }
-        Kind::Message { route, body, base64 } => {
+        Kind::Message {
+            route,
+            body,
+            base64,
+        } => {
             context.route_key = Some(route.as_str().into());
             context.event_type = Some("MESSAGE".into());
             context.message_id = Some(gateway_id());
             event.body = Some(body);
             event.is_base64_encoded = base64;
         }
-        Kind::Disconnect { status_code, reason } => {
+        Kind::Disconnect {
+            status_code,
+            reason,
+        } => {
             context.route_key = Some(RouteKey::Disconnect.as_str().into());
             context.event_type = Some("DISCONNECT".into());
             context.disconnect_status_code = Some(i64::from(status_code));
@@ -121,13 +134,21 @@ pub(crate) fn eventbridge_event(event: &BusEvent, region: &str) -> EventBridgeEv
     delivered.resources = Some(Vec::new());
     // The bus only carries JSON details (the domain serializes them); anything else is kept as a
     // string so the consumer reports it instead of the bus dropping it.
-    delivered.detail = serde_json::from_str(&event.detail).unwrap_or_else(|_| Value::String(event.detail.clone()));
+    delivered.detail =
+        serde_json::from_str(&event.detail).unwrap_or_else(|_| Value::String(event.detail.clone()));
     delivered
 }
 
 fn uuid_like() -> String {
     let hex = format!("{:032x}", fastrand::u128(..));
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 #[cfg(test)]
@@ -158,7 +179,12 @@ mod tests {
             let id = gateway_id();
             assert_eq!(id.len(), 16);
             assert!(id.ends_with('='));
-            assert!(id[..15].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{id}");
+            assert!(
+                id[..15]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{id}"
+            );
         }
         assert_ne!(gateway_id(), gateway_id());
     }
@@ -168,7 +194,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("host", "127.0.0.1:3001".parse().unwrap());
         let query = vec![("name".to_string(), "alice".to_string())];
-        let event = websocket_event(&stage(), &connection(), Kind::Connect { headers: &headers, query: &query });
+        let event = websocket_event(
+            &stage(),
+            &connection(),
+            Kind::Connect {
+                headers: &headers,
+                query: &query,
+            },
+        );
         let value = serde_json::to_value(&event).unwrap();
         let context = &value["requestContext"];
         assert_eq!(context["messageDirection"], "IN");
@@ -180,7 +213,11 @@ mod tests {
         assert_eq!(context["domainName"], "127.0.0.1:3001");
         assert_eq!(context["apiId"], "local");
         assert_eq!(context["identity"]["sourceIp"], "127.0.0.1");
-        assert!(context["requestId"].as_str().is_some_and(|id| id.len() == 16));
+        assert!(
+            context["requestId"]
+                .as_str()
+                .is_some_and(|id| id.len() == 16)
+        );
         assert_eq!(event.query_string_parameters.first("name"), Some("alice"));
         assert_eq!(value["headers"]["host"], "127.0.0.1:3001");
         // and it reads back as the Lambda runtime would deserialize it
@@ -190,7 +227,11 @@ mod tests {
 
     #[test]
     fn a_message_event_names_its_route_and_carries_the_frame() {
-        let kind = Kind::Message { route: RouteKey::Broadcast, body: r#"{"action":"broadcast"}"#.into(), base64: false };
+        let kind = Kind::Message {
+            route: RouteKey::Broadcast,
+            body: r#"{"action":"broadcast"}"#.into(),
+            base64: false,
+        };
         let value = serde_json::to_value(websocket_event(&stage(), &connection(), kind)).unwrap();
         assert_eq!(value["requestContext"]["routeKey"], "broadcast");
         assert_eq!(value["requestContext"]["eventType"], "MESSAGE");
@@ -201,7 +242,11 @@ mod tests {
 
     #[test]
     fn an_eventbridge_event_has_the_envelope_a_rule_target_receives() {
-        let bus = BusEvent { source: "webchat".into(), detail_type: "welcome".into(), detail: r#"{"connectionId":"x","message":"m"}"#.into() };
+        let bus = BusEvent {
+            source: "webchat".into(),
+            detail_type: "welcome".into(),
+            detail: r#"{"connectionId":"x","message":"m"}"#.into(),
+        };
         let value = serde_json::to_value(eventbridge_event(&bus, "local")).unwrap();
         assert_eq!(value["source"], "webchat");
         assert_eq!(value["detail-type"], "welcome");

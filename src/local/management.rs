@@ -5,25 +5,31 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
+use axum::Json;
+use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use super::Shared;
-use crate::ports::{rfc3339, ApiError, ConnectionApi, Outcome};
+use crate::ports::{ApiError, ConnectionApi, Outcome, rfc3339};
 
 /// `/@connections/{id}` and `/{stage}/@connections/{id}`: the stage, when given, must be ours.
-fn connection_id(shared: &Shared, params: &HashMap<String, String>) -> Result<String, Response> {
+fn connection_id(
+    shared: &Shared,
+    params: &HashMap<String, String>,
+) -> Result<String, Box<Response>> {
     if let Some(stage) = params.get("stage") {
         if *stage != shared.stage.stage {
-            return Err(aws_error(
+            return Err(Box::new(aws_error(
                 StatusCode::FORBIDDEN,
                 "ForbiddenException",
-                &format!("no stage {stage:?} here; this gateway serves {:?}", shared.stage.stage),
-            ));
+                &format!(
+                    "no stage {stage:?} here; this gateway serves {:?}",
+                    shared.stage.stage
+                ),
+            )));
         }
     }
     Ok(params.get("id").cloned().unwrap_or_default())
@@ -37,7 +43,7 @@ pub(crate) async fn post(
 ) -> Response {
     let id = match connection_id(&shared, &params) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = shared.config.limits.max_message_bytes;
     let Ok(data) = to_bytes(body, limit).await else {
@@ -47,15 +53,22 @@ pub(crate) async fn post(
         Ok(Outcome::Done(())) => StatusCode::OK.into_response(),
         Ok(Outcome::Gone) => gone(&id),
         Err(ApiError::PayloadTooLarge) => too_large(limit),
-        Err(error) => aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerErrorException", &error.to_string()),
+        Err(error) => aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerErrorException",
+            &error.to_string(),
+        ),
     }
 }
 
 /// GetConnection: when the connection was established and last active, and who it is.
-pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(params): Path<HashMap<String, String>>) -> Response {
+pub(crate) async fn get(
+    State(shared): State<Arc<Shared>>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Response {
     let id = match connection_id(&shared, &params) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match shared.chat.api.describe(&id).await {
         Ok(Outcome::Done(info)) => Json(json!({
@@ -65,25 +78,40 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(params): Path<Ha
         }))
         .into_response(),
         Ok(Outcome::Gone) => gone(&id),
-        Err(error) => aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerErrorException", &error.to_string()),
+        Err(error) => aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerErrorException",
+            &error.to_string(),
+        ),
     }
 }
 
 /// DeleteConnection: closes the client's socket (after the frames already queued for it).
-pub(crate) async fn delete(State(shared): State<Arc<Shared>>, Path(params): Path<HashMap<String, String>>) -> Response {
+pub(crate) async fn delete(
+    State(shared): State<Arc<Shared>>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Response {
     let id = match connection_id(&shared, &params) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match shared.chat.api.delete(&id).await {
         Ok(Outcome::Done(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Outcome::Gone) => gone(&id),
-        Err(error) => aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerErrorException", &error.to_string()),
+        Err(error) => aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerErrorException",
+            &error.to_string(),
+        ),
     }
 }
 
 fn gone(id: &str) -> Response {
-    aws_error(StatusCode::GONE, "GoneException", &format!("connection {id} is gone"))
+    aws_error(
+        StatusCode::GONE,
+        "GoneException",
+        &format!("connection {id} is gone"),
+    )
 }
 
 fn too_large(limit: usize) -> Response {
@@ -95,5 +123,10 @@ fn too_large(limit: usize) -> Response {
 }
 
 fn aws_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
-    (status, [("x-amzn-ErrorType", error_type)], Json(json!({ "message": message }))).into_response()
+    (
+        status,
+        [("x-amzn-ErrorType", error_type)],
+        Json(json!({ "message": message })),
+    )
+        .into_response()
 }

@@ -20,8 +20,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -133,7 +133,9 @@ impl Gateway {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The URL to give a websocket client.
@@ -143,7 +145,10 @@ impl Gateway {
 
     /// Serves until `shutdown` completes, then closes every socket (1001, running `$disconnect`
     /// for each) and returns.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let Gateway {
             listener,
             shared,
@@ -158,24 +163,34 @@ impl Gateway {
             .route("/", get(socket::upgrade))
             .route(
                 "/@connections/{id}",
-                get(management::get).post(management::post).delete(management::delete),
+                get(management::get)
+                    .post(management::post)
+                    .delete(management::delete),
             )
             .route(
                 "/{stage}/@connections/{id}",
-                get(management::get).post(management::post).delete(management::delete),
+                get(management::get)
+                    .post(management::post)
+                    .delete(management::delete),
             )
             .with_state(shared.clone());
         let closing = shared.clone();
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!(connections = closing.chat.api.len(), "shutting down");
-                closing.chat.api.close_all(1001, "Going away");
-            })
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(connections = closing.chat.api.len(), "shutting down");
+            closing.chat.api.close_all(1001, "Going away");
+        })
+        .await?;
 
         shared.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not close within 5 s");
         }
         for task in background {

@@ -52,7 +52,8 @@ impl Socket {
     }
 
     pub(crate) fn touch(&self) {
-        self.last_active_millis.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.last_active_millis
+            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
     }
 
     /// Queues a frame. A client that lets its queue fill up is too slow to serve: it is dropped,
@@ -76,7 +77,8 @@ impl Socket {
         let last_active = self.last_active_millis.load(Ordering::Relaxed);
         ConnectionInfo {
             connected_at: self.connected_at,
-            last_active_at: DateTime::from_timestamp_millis(last_active).unwrap_or(self.connected_at),
+            last_active_at: DateTime::from_timestamp_millis(last_active)
+                .unwrap_or(self.connected_at),
             source_ip: self.source_ip.clone(),
             user_agent: self.user_agent.clone(),
         }
@@ -115,12 +117,17 @@ impl Registry {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Socket>>> {
-        self.sockets.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sockets
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// How many sockets are established.
     pub fn len(&self) -> usize {
-        self.sockets.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.sockets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,19 +11,19 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{Instant, sleep_until};
 
-use super::events::{gateway_id, websocket_event, ConnectionMeta, Kind};
-use super::registry::{Outbound, Socket};
 use super::Shared;
+use super::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
+use super::registry::{Outbound, Socket};
 use crate::lambda;
-use crate::protocol::{select_route, RouteKey};
+use crate::protocol::{RouteKey, select_route};
 
 /// How long a closing socket may take to flush its last frames.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
@@ -49,7 +49,14 @@ pub(crate) async fn upgrade(
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
     };
-    let event = websocket_event(&shared.stage, &connection, Kind::Connect { headers: &headers, query: &query });
+    let event = websocket_event(
+        &shared.stage,
+        &connection,
+        Kind::Connect {
+            headers: &headers,
+            query: &query,
+        },
+    );
     let status = match lambda::websocket(&shared.chat, RouteKey::Connect, &event).await {
         Ok(response) => response.status_code,
         Err(error) => {
@@ -58,8 +65,12 @@ pub(crate) async fn upgrade(
         }
     };
     if status != 200 {
-        let status = u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok());
-        return status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response();
+        let status = u16::try_from(status)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok());
+        return status
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response();
     }
 
     let limits = &shared.config.limits;
@@ -68,7 +79,9 @@ pub(crate) async fn upgrade(
         let connection = connection.clone();
         move |error: axum::Error| {
             tracing::warn!(connection_id = %connection.connection_id, %error, "the websocket handshake failed after $connect");
-            tokio::spawn(async move { disconnect(&shared, &connection, 1006, "handshake failed".into()).await });
+            tokio::spawn(async move {
+                disconnect(&shared, &connection, 1006, "handshake failed".into()).await
+            });
         }
     };
     let token = shared.tracker.token();
@@ -87,7 +100,12 @@ fn not_a_websocket(shared: &Shared) -> Response {
         "This is webchat-local's websocket endpoint. Connect with a websocket client:\n\n  wscat -c ws://{}\n",
         shared.stage.domain_name
     );
-    (StatusCode::UPGRADE_REQUIRED, [(header::UPGRADE, "websocket")], text).into_response()
+    (
+        StatusCode::UPGRADE_REQUIRED,
+        [(header::UPGRADE, "websocket")],
+        text,
+    )
+        .into_response()
 }
 
 /// Why a connection ended, as `$disconnect` reports it.
@@ -123,6 +141,7 @@ async fn serve(shared: &Arc<Shared>, websocket: WebSocket, connection: Connectio
     let started = Instant::now();
     let closes_at = started + limits.max_duration;
     let mut idle_at = started + limits.idle_timeout;
+    let mut writer_done = false;
     let ended = loop {
         tokio::select! {
             frame = frames.next() => {
@@ -164,6 +183,15 @@ async fn serve(shared: &Arc<Shared>, websocket: WebSocket, connection: Connectio
                 break Ended::new(1001, "maximum connection duration");
             }
             () = socket.kill.cancelled() => break Ended::new(1008, "the client did not read its frames"),
+            // The server closed the socket (DeleteConnection, shutdown): it is closed now, whether
+            // or not the client ever answers the close frame.
+            written = &mut writer => {
+                writer_done = true;
+                break match written {
+                    Ok(Some((code, reason))) => Ended::new(code, reason),
+                    _ => Ended::new(1006, "the connection was lost"),
+                };
+            }
         }
     };
 
@@ -171,17 +199,24 @@ async fn serve(shared: &Arc<Shared>, websocket: WebSocket, connection: Connectio
     shared.chat.api.remove(&id);
     let killed = socket.kill.is_cancelled();
     drop(socket);
-    if killed || tokio::time::timeout(FLUSH_GRACE, &mut writer).await.is_err() {
+    if !writer_done
+        && (killed
+            || tokio::time::timeout(FLUSH_GRACE, &mut writer)
+                .await
+                .is_err())
+    {
         writer.abort();
     }
     disconnect(shared, &connection, ended.code, ended.reason).await;
 }
 
-/// Drains the outbound queue into the socket until a close frame or a dead socket.
+/// Drains the outbound queue into the socket until a close frame (whose code it returns) or a
+/// dead socket.
 async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Outbound>,
-) {
+) -> Option<(u16, &'static str)> {
+    let mut closed = None;
     while let Some(frame) = queue.recv().await {
         let message = match frame {
             Outbound::Text(text) => Message::Text(text),
@@ -192,6 +227,7 @@ async fn write(
                     reason: reason.into(),
                 }));
                 let _ = sink.send(close).await;
+                closed = Some((code, reason));
                 break;
             }
         };
@@ -200,17 +236,44 @@ async fn write(
         }
     }
     let _ = sink.close().await;
+    closed
 }
 
-async fn route_frame(shared: &Shared, connection: &ConnectionMeta, route: RouteKey, body: String, base64: bool) {
-    let event = websocket_event(&shared.stage, connection, Kind::Message { route, body, base64 });
+async fn route_frame(
+    shared: &Shared,
+    connection: &ConnectionMeta,
+    route: RouteKey,
+    body: String,
+    base64: bool,
+) {
+    let event = websocket_event(
+        &shared.stage,
+        connection,
+        Kind::Message {
+            route,
+            body,
+            base64,
+        },
+    );
     if let Err(error) = lambda::websocket(&shared.chat, route, &event).await {
         tracing::error!(connection_id = %connection.connection_id, route = route.as_str(), %error, "route failed");
     }
 }
 
-pub(crate) async fn disconnect(shared: &Shared, connection: &ConnectionMeta, code: u16, reason: String) {
-    let event = websocket_event(&shared.stage, connection, Kind::Disconnect { status_code: code, reason });
+pub(crate) async fn disconnect(
+    shared: &Shared,
+    connection: &ConnectionMeta,
+    code: u16,
+    reason: String,
+) {
+    let event = websocket_event(
+        &shared.stage,
+        connection,
+        Kind::Disconnect {
+            status_code: code,
+            reason,
+        },
+    );
     if let Err(error) = lambda::websocket(&shared.chat, RouteKey::Disconnect, &event).await {
         tracing::error!(connection_id = %connection.connection_id, %error, "$disconnect failed");
     }
@@ -220,7 +283,8 @@ pub(crate) async fn disconnect(shared: &Shared, connection: &ConnectionMeta, cod
 fn is_too_big(error: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>() {
+        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>()
+        {
             return true;
         }
         source = current.source();

@@ -1,0 +1,227 @@
+//! Starts a local gateway on port 0 and drives it with real websocket and HTTP clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use webchat::local::{Config, Gateway};
+
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn() -> TestGateway {
+    spawn_with(Config::default()).await
+}
+
+pub async fn spawn_with(config: Config) -> TestGateway {
+    let gateway = Gateway::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .expect("bind");
+    let addr = gateway.local_addr();
+    let (shutdown, signal) = oneshot::channel();
+    let served = tokio::spawn(gateway.serve(async {
+        let _ = signal.await;
+    }));
+    TestGateway {
+        addr,
+        shutdown: Some(shutdown),
+        served: Some(served),
+    }
+}
+
+impl TestGateway {
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/{query}", self.addr)
+    }
+
+    /// Connects without waiting for the welcome.
+    pub async fn connect(&self, query: &str) -> Client {
+        let (ws, _) = connect_async(self.url(query))
+            .await
+            .expect("websocket handshake");
+        Client { ws }
+    }
+
+    /// Connects and waits for the welcome; returns the client and its connection id.
+    pub async fn join(&self, query: &str) -> (Client, String) {
+        let mut client = self.connect(query).await;
+        let welcome = client.next_of_type("welcome").await;
+        let id = welcome["connectionId"]
+            .as_str()
+            .expect("connectionId")
+            .to_owned();
+        (client, id)
+    }
+
+    /// One HTTP/1.1 request; returns status, headers (lower-case names) and body.
+    pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> HttpResponse {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The server may answer (413) before reading a large body; a reset write is fine then.
+        let _ = stream.write_all(body).await;
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw)).await;
+        HttpResponse::parse(&raw)
+    }
+
+    /// Stops the gateway (as Ctrl-C does) and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        let served = self.served.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("stopped in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(served) = self.served.take() {
+            served.abort();
+        }
+    }
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    fn parse(raw: &[u8]) -> HttpResponse {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        HttpResponse {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// The next data frame, as text.
+    pub async fn next_text(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn next_json(&mut self) -> Value {
+        let text = self.next_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// The next frame of `kind`, skipping others (a welcome can arrive late).
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        loop {
+            let value = self.next_json().await;
+            if value["type"] == kind {
+                return value;
+            }
+        }
+    }
+
+    /// The next error frame's code.
+    pub async fn next_error_code(&mut self) -> String {
+        let error = self.next_of_type("error").await;
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+        error["code"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits for the server to close the socket; returns the close code (1006 if none was sent).
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return 1006,
+            }
+        }
+    }
+
+    /// Nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.ws.next()).await {
+            panic!("expected nothing, got {message:?}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // drain until the server's close arrives, so its $disconnect has started
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, self.ws.next()).await {}
+    }
+}

@@ -1,0 +1,541 @@
+//! The local gateway, driven with real websocket and HTTP clients: the wire protocol, the
+//! `@connections` API, API Gateway's limits, disconnects and bad input.
+
+mod helpers;
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use helpers::{PATIENCE, spawn, spawn_with};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use webchat::local::{Config, Limits};
+
+/// Polls `check` until it holds; for effects that follow a close asynchronously.
+async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asks for the list until it satisfies `check`.
+async fn eventually_listed(client: &mut helpers::Client, check: impl Fn(&[String]) -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        client.send_json(json!({"action":"list"})).await;
+        let list = client.next_of_type("connections").await;
+        let ids: Vec<String> = list["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["connectionId"].as_str().unwrap().to_owned())
+            .collect();
+        if check(&ids) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the list never satisfied the check: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn is_rfc3339(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
+}
+
+#[tokio::test]
+async fn a_new_connection_is_welcomed_with_its_own_id() {
+    let gateway = spawn().await;
+    let mut client = gateway.connect("").await;
+    let welcome = client.next_json().await;
+    let id = welcome["connectionId"].as_str().unwrap();
+    assert_eq!(id.len(), 16, "API Gateway style id: {id}");
+    assert_eq!(
+        welcome,
+        json!({"type":"welcome","connectionId":id,"message":format!("Welcome! - connected on {id}")})
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_name_fails_the_handshake_with_400() {
+    let gateway = spawn().await;
+    for query in [
+        "?name=",
+        "?name=has%20space",
+        "?name=%3Cscript%3E",
+        &format!("?name={}", "a".repeat(33)),
+    ] {
+        match tokio_tungstenite::connect_async(gateway.url(query)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 400, "{query}")
+            }
+            other => panic!(
+                "{query}: expected a refused handshake, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn broadcast_reaches_everyone_including_the_sender_verbatim() {
+    let gateway = spawn().await;
+    let (mut alice, alice_id) = gateway.join("?name=alice").await;
+    let (mut bob, _) = gateway.join("").await;
+    let text = "Anybody home? <b>bold</b> & \"quotes\" \\ ünïcödé 🎉\nnew line";
+    alice
+        .send_json(json!({"action":"broadcast","message":text}))
+        .await;
+    for client in [&mut alice, &mut bob] {
+        let frame = client.next_of_type("broadcast").await;
+        assert_eq!(frame["from"], alice_id.as_str());
+        assert_eq!(frame["name"], "alice");
+        assert_eq!(frame["message"], text);
+        assert!(is_rfc3339(&frame["sentAt"]), "{frame}");
+        assert_eq!(frame.as_object().unwrap().len(), 5, "{frame}");
+    }
+}
+
+#[tokio::test]
+async fn list_shows_every_connection_with_names() {
+    let gateway = spawn().await;
+    let (mut alice, alice_id) = gateway.join("?name=alice").await;
+    let (_bob, bob_id) = gateway.join("").await;
+    alice.send_json(json!({"action":"list"})).await;
+    let frame = alice.next_of_type("connections").await;
+    let mut entries = frame["connections"].as_array().unwrap().clone();
+    entries.sort_by_key(|e| e["connectionId"].as_str().unwrap().to_owned());
+    let mut expected = vec![(alice_id, json!("alice")), (bob_id, Value::Null)];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(entries.len(), 2);
+    for (entry, (id, name)) in entries.iter().zip(expected) {
+        assert_eq!(entry["connectionId"], id.as_str());
+        assert_eq!(entry["name"], name);
+        assert!(is_rfc3339(&entry["connectedAt"]));
+    }
+}
+
+#[tokio::test]
+async fn chat_reaches_only_its_target() {
+    let gateway = spawn().await;
+    let (mut alice, alice_id) = gateway.join("?name=alice").await;
+    let (mut bob, bob_id) = gateway.join("?name=bob").await;
+    let (mut carol, _) = gateway.join("").await;
+    alice
+        .send_json(json!({"action":"chat","connection":bob_id,"message":"Yo!"}))
+        .await;
+    let frame = bob.next_of_type("chat").await;
+    assert_eq!(frame["from"], alice_id.as_str());
+    assert_eq!(frame["name"], "alice");
+    assert_eq!(frame["message"], "Yo!");
+    assert!(is_rfc3339(&frame["sentAt"]));
+    alice.expect_silence(Duration::from_millis(200)).await;
+    carol.expect_silence(Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn chat_to_an_unknown_or_departed_connection_answers_connection_not_found() {
+    let gateway = spawn().await;
+    let (mut alice, _) = gateway.join("").await;
+    alice
+        .send_json(json!({"action":"chat","connection":"AAAAAAAAAAAAAAA=","message":"hi"}))
+        .await;
+    assert_eq!(alice.next_error_code().await, "connection_not_found");
+
+    let (bob, bob_id) = gateway.join("").await;
+    bob.close().await;
+    eventually(|| async {
+        gateway
+            .http("GET", &format!("/@connections/{bob_id}"), b"")
+            .await
+            .status
+            == 410
+    })
+    .await;
+    alice
+        .send_json(json!({"action":"chat","connection":bob_id,"message":"hi"}))
+        .await;
+    assert_eq!(alice.next_error_code().await, "connection_not_found");
+}
+
+#[tokio::test]
+async fn frames_that_name_no_route_get_the_right_error_and_the_connection_keeps_serving() {
+    let gateway = spawn().await;
+    let (mut client, _) = gateway.join("").await;
+    let cases = [
+        ("not json", "invalid_json"),
+        ("{\"action\":", "invalid_json"),
+        ("[1,2,3]", "unknown_action"),
+        ("42", "unknown_action"),
+        ("{}", "unknown_action"),
+        ("{\"action\":\"dance\"}", "unknown_action"),
+        ("{\"action\":7}", "unknown_action"),
+        ("{\"action\":\"$connect\"}", "unknown_action"),
+    ];
+    for (frame, code) in cases {
+        client.send_text(frame).await;
+        assert_eq!(client.next_error_code().await, code, "{frame}");
+    }
+    client
+        .ws
+        .send(Message::binary(vec![0u8, 159, 146, 150]))
+        .await
+        .unwrap();
+    assert_eq!(client.next_error_code().await, "invalid_json");
+    client.send_json(json!({"action":"list"})).await;
+    client.next_of_type("connections").await;
+}
+
+#[tokio::test]
+async fn messages_are_validated() {
+    let gateway = spawn().await;
+    let (mut client, id) = gateway.join("").await;
+    let cases = [
+        (json!({"action":"broadcast"}), "missing_field"),
+        (
+            json!({"action":"broadcast","message":null}),
+            "missing_field",
+        ),
+        (json!({"action":"broadcast","message":""}), "invalid_field"),
+        (
+            json!({"action":"broadcast","message":{"nested":true}}),
+            "invalid_field",
+        ),
+        (
+            json!({"action":"broadcast","message":"x".repeat(16 * 1024 + 1)}),
+            "message_too_large",
+        ),
+        (json!({"action":"chat","message":"hi"}), "missing_field"),
+        (
+            json!({"action":"chat","connection":id,"message":7}),
+            "invalid_field",
+        ),
+        (
+            json!({"action":"chat","connection":"no way","message":"hi"}),
+            "invalid_field",
+        ),
+        (json!({"action":"chat","connection":id}), "missing_field"),
+    ];
+    for (frame, code) in cases {
+        client.send_json(frame.clone()).await;
+        assert_eq!(client.next_error_code().await, code, "{frame}");
+    }
+    let largest = "é".repeat(8 * 1024);
+    client
+        .send_json(json!({"action":"broadcast","message":largest}))
+        .await;
+    assert_eq!(
+        client.next_of_type("broadcast").await["message"],
+        largest.as_str()
+    );
+}
+
+#[tokio::test]
+async fn connections_api_posts_the_raw_body_as_a_text_frame() {
+    let gateway = spawn().await;
+    let (mut client, id) = gateway.join("").await;
+    let posted = gateway
+        .http(
+            "POST",
+            &format!("/@connections/{id}"),
+            b"plain text, not JSON",
+        )
+        .await;
+    assert_eq!(posted.status, 200);
+    assert_eq!(client.next_text().await, "plain text, not JSON");
+    let staged = gateway
+        .http(
+            "POST",
+            &format!("/local/@connections/{id}"),
+            b"{\"via\":\"stage\"}",
+        )
+        .await;
+    assert_eq!(staged.status, 200);
+    assert_eq!(client.next_text().await, "{\"via\":\"stage\"}");
+    let escaped = id.replace('=', "%3D");
+    assert_eq!(
+        gateway
+            .http("POST", &format!("/@connections/{escaped}"), b"escaped")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(client.next_text().await, "escaped");
+}
+
+#[tokio::test]
+async fn connections_api_answers_gone_for_unknown_ids_the_aws_way() {
+    let gateway = spawn().await;
+    for method in ["POST", "GET", "DELETE"] {
+        let response = gateway
+            .http(method, "/@connections/AAAAAAAAAAAAAAA=", b"x")
+            .await;
+        assert_eq!(response.status, 410, "{method}");
+        assert_eq!(response.header("x-amzn-errortype"), Some("GoneException"));
+        assert!(response.json()["message"].is_string());
+    }
+    let wrong_stage = gateway
+        .http("POST", "/prod/@connections/AAAAAAAAAAAAAAA=", b"x")
+        .await;
+    assert_eq!(wrong_stage.status, 403);
+}
+
+#[tokio::test]
+async fn connections_api_refuses_bodies_over_128_kb() {
+    let gateway = spawn().await;
+    let (mut client, id) = gateway.join("").await;
+    let limit = 128 * 1024;
+    let over = gateway
+        .http(
+            "POST",
+            &format!("/@connections/{id}"),
+            &vec![b'x'; limit + 1],
+        )
+        .await;
+    assert_eq!(over.status, 413);
+    assert_eq!(
+        over.header("x-amzn-errortype"),
+        Some("PayloadTooLargeException")
+    );
+    let at = gateway
+        .http("POST", &format!("/@connections/{id}"), &vec![b'y'; limit])
+        .await;
+    assert_eq!(at.status, 200);
+    assert_eq!(client.next_text().await.len(), limit);
+}
+
+#[tokio::test]
+async fn connections_api_describes_a_connection_as_the_sdk_expects() {
+    let gateway = spawn().await;
+    let (_client, id) = gateway.join("").await;
+    let response = gateway
+        .http("GET", &format!("/@connections/{id}"), b"")
+        .await;
+    assert_eq!(response.status, 200);
+    let info = response.json();
+    assert!(is_rfc3339(&info["connectedAt"]), "{info}");
+    assert!(is_rfc3339(&info["lastActiveAt"]), "{info}");
+    assert_eq!(info["identity"]["sourceIp"], "127.0.0.1");
+    assert!(info["identity"]["userAgent"].is_string() || info["identity"]["userAgent"].is_null());
+}
+
+#[tokio::test]
+async fn connections_api_delete_closes_the_client_and_runs_disconnect() {
+    let gateway = spawn().await;
+    let (mut client, id) = gateway.join("").await;
+    let (mut other, _) = gateway.join("").await;
+    let deleted = gateway
+        .http("DELETE", &format!("/@connections/{id}"), b"")
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(client.closed().await, 1000);
+    eventually(|| async {
+        gateway
+            .http("POST", &format!("/@connections/{id}"), b"x")
+            .await
+            .status
+            == 410
+    })
+    .await;
+    // and $disconnect removed it from the store
+    eventually_listed(&mut other, |ids| !ids.contains(&id)).await;
+}
+
+#[tokio::test]
+async fn a_frame_over_32_kb_closes_the_connection_with_1009() {
+    let gateway = spawn().await;
+    let (mut client, id) = gateway.join("").await;
+    client.send_text(&"x".repeat(32 * 1024 + 1)).await;
+    assert_eq!(client.closed().await, 1009);
+    eventually(|| async {
+        gateway
+            .http("GET", &format!("/@connections/{id}"), b"")
+            .await
+            .status
+            == 410
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_over_128_kb_in_small_frames_closes_the_connection_with_1009() {
+    let gateway = spawn().await;
+    let (mut client, _) = gateway.join("").await;
+    let chunk = vec![b'x'; 30 * 1024];
+    client
+        .ws
+        .send(Message::Frame(Frame::message(
+            chunk.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let _ = client
+            .ws
+            .send(Message::Frame(Frame::message(
+                chunk.clone(),
+                OpCode::Data(Data::Continue),
+                false,
+            )))
+            .await;
+    }
+    let _ = client
+        .ws
+        .send(Message::Frame(Frame::message(
+            chunk,
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await;
+    assert_eq!(client.closed().await, 1009);
+}
+
+#[tokio::test]
+async fn a_message_in_several_frames_within_the_limits_is_served() {
+    let gateway = spawn().await;
+    let (mut client, _) = gateway.join("").await;
+    let text = json!({"action":"broadcast","message":"y".repeat(15_000)}).to_string();
+    let (first, rest) = text.as_bytes().split_at(8_000);
+    client
+        .ws
+        .send(Message::Frame(Frame::message(
+            first.to_vec(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .unwrap();
+    client
+        .ws
+        .send(Message::Frame(Frame::message(
+            rest.to_vec(),
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.next_of_type("broadcast").await["message"]
+            .as_str()
+            .unwrap()
+            .len(),
+        15_000
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_with_1001() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let gateway = spawn_with(Config {
+        limits,
+        ..Config::default()
+    })
+    .await;
+    let (mut client, _) = gateway.join("").await;
+    assert_eq!(client.closed().await, 1001);
+}
+
+#[tokio::test]
+async fn a_busy_connection_is_still_closed_at_the_maximum_duration() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(400),
+        max_duration: Duration::from_millis(1200),
+        ..Limits::default()
+    };
+    let gateway = spawn_with(Config {
+        limits,
+        ..Config::default()
+    })
+    .await;
+    let (mut client, _) = gateway.join("").await;
+    let started = tokio::time::Instant::now();
+    let code = loop {
+        client.send_json(json!({"action":"list"})).await; // activity keeps the idle timer away
+        match tokio::time::timeout(Duration::from_millis(150), client.closed()).await {
+            Ok(code) => break code,
+            Err(_) => continue,
+        }
+    };
+    assert_eq!(code, 1001);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "closed by the idle timer instead"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_is_forgotten() {
+    let gateway = spawn().await;
+    let (mut alice, _) = gateway.join("").await;
+    let (bob, bob_id) = gateway.join("").await;
+    bob.close().await;
+    eventually_listed(&mut alice, |ids| ids.len() == 1).await;
+    assert_eq!(
+        gateway
+            .http("POST", &format!("/@connections/{bob_id}"), b"x")
+            .await
+            .status,
+        410
+    );
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_200_clients() {
+    let gateway = spawn().await;
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        clients.push(gateway.join("").await.0);
+    }
+    clients[0]
+        .send_json(json!({"action":"broadcast","message":"to all 200"}))
+        .await;
+    for client in &mut clients {
+        assert_eq!(
+            client.next_of_type("broadcast").await["message"],
+            "to all 200"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_plain_get_is_told_to_use_a_websocket_client() {
+    let gateway = spawn().await;
+    let response = gateway.http("GET", "/", b"").await;
+    assert_eq!(response.status, 426);
+    assert!(
+        response.body.contains("wscat -c ws://"),
+        "{}",
+        response.body
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_client_with_1001() {
+    let gateway = spawn().await;
+    let (mut a, _) = gateway.join("").await;
+    let (mut b, _) = gateway.join("").await;
+    let stopping = tokio::spawn(gateway.stop());
+    assert_eq!(a.closed().await, 1001);
+    assert_eq!(b.closed().await, 1001);
+    stopping.await.unwrap();
+}
