@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Smoke test: the wscat session the README shows, against a real webchat-local process.
+# Usage: tests/smoke/wscat.sh PATH/TO/webchat-local
+# wscat with stdin at EOF prints nothing and exits 0, so every wscat here reads from a `sleep`
+# that keeps its stdin open, and the assertions are on what it printed.
+set -euo pipefail
+binary=${1:?usage: wscat.sh PATH/TO/webchat-local}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+wscat="$root/node_modules/.bin/wscat"
+[ -x "$wscat" ] || { echo "wscat is not installed: run npm ci in $root" >&2; exit 1; }
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$binary" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+for _ in $(seq 100); do
+  url=$(grep -o 'ws://[0-9.:]*' "$work/server.out" | head -n 1 || true)
+  [ -n "$url" ] && break
+  sleep 0.1
+done
+[ -n "${url:-}" ] || { echo "webchat-local printed no ws:// URL" >&2; cat "$work/server.err" >&2; exit 1; }
+
+passed=0 failed=0
+expect() { # expect NAME FILE PATTERN: FILE has a line matching the extended regex PATTERN
+  if grep -Eq -- "$3" "$2"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "FAIL: $1: no line matching $3 in:" >&2
+    cat "$2" >&2
+  fi
+}
+
+# alice stays connected and listens; bob connects, broadcasts and leaves.
+sleep 9 | "$wscat" -c "$url/?name=alice" >"$work/alice.out" 2>&1 &
+alice=$!
+sleep 1
+sleep 3 | "$wscat" -c "$url" -x '{"action":"broadcast","message":"Anybody home? <b>ü</b>"}' -w 1 >"$work/bob.out" 2>&1
+sleep 2 | "$wscat" -c "$url" -x '{"action":"list"}' -w 1 >"$work/list.out" 2>&1
+sleep 2 | "$wscat" -c "$url" -x 'hello?' -w 1 >"$work/bad.out" 2>&1
+wait "$alice" || true
+
+expect "alice is welcomed" "$work/alice.out" '^\{"type":"welcome","connectionId":"[A-Za-z0-9_=-]{16}","message":"Welcome! - connected on [A-Za-z0-9_=-]{16}"\}$'
+expect "alice hears bob" "$work/alice.out" '^\{"type":"broadcast","from":"[A-Za-z0-9_=-]{16}","name":null,"message":"Anybody home\? <b>ü</b>","sentAt":"[0-9T:.-]+Z"\}$'
+expect "bob hears himself" "$work/bob.out" '"type":"broadcast".*"message":"Anybody home\? <b>ü</b>"'
+expect "list names alice" "$work/list.out" '^\{"type":"connections","connections":\[.*"name":"alice".*\]\}$'
+expect "bad input gets invalid_json" "$work/bad.out" '^\{"type":"error","code":"invalid_json","message":".+"\}$'
+
+echo "wscat smoke: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
