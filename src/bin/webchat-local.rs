@@ -22,8 +22,8 @@ use webchat::local::{Config, Gateway, Limits};
 /// Try it: `wscat -c ws://127.0.0.1:3001` then send {"action":"broadcast","message":"hi"},
 /// {"action":"list"} or {"action":"chat","connection":"<id>","message":"yo"}.
 ///
-/// Logs go to stderr; the level comes from --log-level, LOG_LEVEL or RUST_LOG. Ctrl-C closes
-/// every connection (1001, running $disconnect) and exits.
+/// Logs go to stderr; the level comes from --log-level, LOG_LEVEL or RUST_LOG. Ctrl-C (or
+/// SIGTERM) closes every connection (1001, running $disconnect) and exits.
 #[derive(Debug, Parser)]
 #[command(name = "webchat-local", version, verbatim_doc_comment)]
 struct Args {
@@ -82,10 +82,16 @@ async fn main() -> anyhow::Result<()> {
     println!("  chat:         {}", gateway.url());
     println!("  @connections: {http}/@connections/{{connectionId}}");
     println!("Connect with: wscat -c {}", gateway.url());
-    gateway
-        .serve(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    gateway.serve(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM as sent by `kill`, systemd and container runtimes.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }
