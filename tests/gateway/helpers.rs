@@ -83,6 +83,23 @@ impl TestGateway {
         HttpResponse::parse(&raw)
     }
 
+    /// Waits until `@connections` answers 410 for `id`: the close has been processed.
+    pub async fn wait_until_gone(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self
+            .http("GET", &format!("/@connections/{id}"), b"")
+            .await
+            .status
+            != 410
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} never went away"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the gateway (as Ctrl-C does) and waits for it to finish.
     pub async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).unwrap();

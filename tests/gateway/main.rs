@@ -13,22 +13,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use webchat::local::{Config, Limits};
 
-/// Polls `check` until it holds; for effects that follow a close asynchronously.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Asks for the list until it satisfies `check`.
 async fn eventually_listed(client: &mut helpers::Client, check: impl Fn(&[String]) -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -159,14 +143,7 @@ async fn chat_to_an_unknown_or_departed_connection_answers_connection_not_found(
 
     let (bob, bob_id) = gateway.join("").await;
     bob.close().await;
-    eventually(|| async {
-        gateway
-            .http("GET", &format!("/@connections/{bob_id}"), b"")
-            .await
-            .status
-            == 410
-    })
-    .await;
+    gateway.wait_until_gone(&bob_id).await;
     alice
         .send_json(json!({"action":"chat","connection":bob_id,"message":"hi"}))
         .await;
@@ -344,14 +321,7 @@ async fn connections_api_delete_closes_the_client_and_runs_disconnect() {
         .await;
     assert_eq!(deleted.status, 204);
     assert_eq!(client.closed().await, 1000);
-    eventually(|| async {
-        gateway
-            .http("POST", &format!("/@connections/{id}"), b"x")
-            .await
-            .status
-            == 410
-    })
-    .await;
+    gateway.wait_until_gone(&id).await;
     // and $disconnect removed it from the store
     eventually_listed(&mut other, |ids| !ids.contains(&id)).await;
 }
@@ -362,14 +332,7 @@ async fn a_frame_over_32_kb_closes_the_connection_with_1009() {
     let (mut client, id) = gateway.join("").await;
     client.send_text(&"x".repeat(32 * 1024 + 1)).await;
     assert_eq!(client.closed().await, 1009);
-    eventually(|| async {
-        gateway
-            .http("GET", &format!("/@connections/{id}"), b"")
-            .await
-            .status
-            == 410
-    })
-    .await;
+    gateway.wait_until_gone(&id).await;
 }
 
 #[tokio::test]
