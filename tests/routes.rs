@@ -125,7 +125,24 @@ async fn connect_fails_when_the_store_fails() {
         chat.connect("abc=", None, None).await,
         Err(ConnectError::Failed(_))
     ));
-    assert!(chat.bus.published().is_empty());
+}
+
+#[tokio::test]
+async fn connect_publishes_the_welcome_before_storing_the_record() {
+    // Until $connect returns, @connections answers 410 for the new connection, and a broadcast
+    // that found its record would prune it: the record is written as late as possible.
+    let (chat, _) = chat();
+    chat.connect("abc=", None, None).await.unwrap();
+    let calls = chat.store.calls();
+    assert_eq!(calls, vec![StoreCall::Put("abc=".into())]);
+    assert_eq!(chat.bus.published().len(), 1);
+    chat.bus.set_failing(Some("PutEvents failed"));
+    assert!(chat.connect("def=", None, None).await.is_err());
+    assert_eq!(
+        chat.store.calls().len(),
+        1,
+        "nothing stored for a refused connection"
+    );
 }
 
 #[tokio::test]

@@ -50,8 +50,14 @@ enum Checked {
 }
 
 impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
-    /// `$connect`: validate the display name, store the connection, and publish the welcome event.
+    /// `$connect`: validate the display name, publish the welcome event, store the connection.
     /// `connected_at` is API Gateway's; the clock's time is used when the event lacks it.
+    ///
+    /// The record is written last on purpose. API Gateway establishes the connection only when
+    /// `$connect` returns, and until then `@connections` answers 410 for it: a broadcast that
+    /// finds the record in that window prunes it, and the newcomer would never hear from anyone.
+    /// Writing it after PutEvents shrinks that window to the put itself. The welcome needs no
+    /// record, and if the put fails the client is refused and its welcome finds it gone.
     pub async fn connect(
         &self,
         connection_id: &str,
@@ -61,10 +67,6 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let name = validate_name(name).map_err(ConnectError::Refused)?;
         let connected_at = connected_at.unwrap_or_else(|| self.clock.now());
         let record = ConnectionRecord::new(connection_id.to_owned(), name, connected_at);
-        self.store
-            .put(record.clone())
-            .await
-            .map_err(RouteError::from)?;
         let detail = WelcomeDetail {
             connection_id: connection_id.to_owned(),
             message: welcome_message(connection_id),
@@ -74,14 +76,13 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             detail_type: WELCOME_DETAIL_TYPE.to_owned(),
             detail: serde_json::to_string(&detail).expect("the welcome detail always serializes"),
         };
-        if let Err(error) = self.bus.publish(event).await {
-            // Refuse rather than accept a connection that will never be welcomed; the client
-            // can retry. Remove the record so that nobody chats to a connection that never was.
-            if let Err(cleanup) = self.store.delete(connection_id).await {
-                tracing::warn!(connection_id, error = %cleanup, "could not remove the record of a refused connection; cleanup will");
-            }
-            return Err(RouteError::from(error).into());
-        }
+        // Refuse rather than accept a connection that will never be welcomed: the client can
+        // retry, and nothing has been stored yet.
+        self.bus.publish(event).await.map_err(RouteError::from)?;
+        self.store
+            .put(record.clone())
+            .await
+            .map_err(RouteError::from)?;
         tracing::info!(connection_id, name = record.name.as_deref(), "connected");
         Ok(record)
     }

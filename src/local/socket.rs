@@ -61,6 +61,19 @@ pub(crate) async fn upgrade(
             query: &query,
         },
     );
+    // The socket is registered before $connect runs, so frames posted to it from then on (the
+    // welcome, above all) queue up and are the first the client reads. API Gateway answers 410
+    // in that window instead, but its EventBridge hop outlasts the handshake, so in AWS too the
+    // welcome comes first; in-process delivery is fast enough to race the handshake.
+    let id = connection.connection_id.clone();
+    let (outbound, queue) = mpsc::channel(shared.config.outbound_queue.max(1));
+    let socket = Arc::new(Socket::new(
+        outbound,
+        connection.connected_at,
+        connection.source_ip.clone(),
+        connection.user_agent.clone(),
+    ));
+    shared.chat.api.insert(&id, socket.clone());
     let status = match lambda::websocket(&shared.chat, RouteKey::Connect, &event).await {
         Ok(response) => response.status_code,
         Err(error) => {
@@ -69,6 +82,7 @@ pub(crate) async fn upgrade(
         }
     };
     if status != 200 {
+        shared.chat.api.remove(&id);
         let status = u16::try_from(status)
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok());
@@ -83,6 +97,7 @@ pub(crate) async fn upgrade(
         let connection = connection.clone();
         move |error: axum::Error| {
             tracing::warn!(connection_id = %connection.connection_id, %error, "the websocket handshake failed after $connect");
+            shared.chat.api.remove(&connection.connection_id);
             tokio::spawn(async move {
                 disconnect(&shared, &connection, 1006, "handshake failed".into()).await
             });
@@ -94,8 +109,8 @@ pub(crate) async fn upgrade(
         .max_frame_size(limits.max_frame_bytes)
         .max_message_size(limits.max_message_bytes)
         .on_failed_upgrade(on_failure)
-        .on_upgrade(move |socket| async move {
-            serve(&shared, socket, connection).await;
+        .on_upgrade(move |websocket| async move {
+            serve(&shared, websocket, connection, socket, queue).await;
             drop(token);
         })
 }
@@ -128,18 +143,16 @@ impl Ended {
     }
 }
 
-async fn serve(shared: &Arc<Shared>, websocket: WebSocket, connection: ConnectionMeta) {
+async fn serve(
+    shared: &Arc<Shared>,
+    websocket: WebSocket,
+    connection: ConnectionMeta,
+    socket: Arc<Socket>,
+    queue: mpsc::Receiver<Outbound>,
+) {
     let id = connection.connection_id.clone();
-    let (outbound, queue) = mpsc::channel(shared.config.outbound_queue.max(1));
-    let socket = Arc::new(Socket::new(
-        outbound,
-        connection.connected_at,
-        connection.source_ip.clone(),
-        connection.user_agent.clone(),
-    ));
     let (sink, mut frames) = websocket.split();
     let mut writer = tokio::spawn(write(sink, queue));
-    shared.chat.api.insert(&id, socket.clone());
     tracing::debug!(connection_id = %id, "established");
 
     let limits = &shared.config.limits;

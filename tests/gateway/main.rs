@@ -502,3 +502,26 @@ async fn shutdown_closes_every_client_with_1001() {
     assert_eq!(b.closed().await, 1001);
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_broadcast_during_a_handshake_neither_beats_the_welcome_nor_loses_the_newcomer() {
+    let gateway = spawn().await;
+    let (mut chatter, _) = gateway.join("").await;
+    for round in 0..20 {
+        let busy = json!({"action":"broadcast","message":"busy"});
+        chatter.send_json(busy.clone()).await;
+        let mut newcomer = gateway.connect("").await;
+        chatter.send_json(busy).await;
+        assert_eq!(newcomer.next_json().await["type"], "welcome");
+        let after = format!("after {round}");
+        chatter
+            .send_json(json!({"action":"broadcast","message":after}))
+            .await;
+        loop {
+            let frame = newcomer.next_of_type("broadcast").await;
+            if frame["message"] == after.as_str() {
+                break;
+            }
+        }
+    }
+}
