@@ -11,7 +11,9 @@
 //!   concurrency, pagination, pruning of gone connections and retry budgets live here.
 //! - [`ports`]: what the domain needs from the world: a connection store, the management API
 //!   (`@connections`: post, describe, delete, with "gone" as an outcome), an event bus, a clock.
-//! - [`adapters`]: the ports implemented. In-memory ones serve `webchat-local` and the tests.
+//! - [`adapters`]: the ports implemented: DynamoDB, EventBridge and the management API through
+//!   aws-sdk-rust for the Lambda functions; in memory for `webchat-local` and the tests.
+//! - [`config`]: the functions' configuration from the environment, validated at init.
 //! - [`lambda`]: the glue from API Gateway and EventBridge events to the domain and back; what
 //!   every Lambda binary and the local gateway run.
 //! - [`local`]: the local gateway: websocket upgrades, `@connections`, API Gateway's limits, the
@@ -21,6 +23,7 @@
 //! `src/bin/` holds composition roots only: read configuration, build the adapters, run.
 
 pub mod adapters;
+pub mod config;
 pub mod domain;
 pub mod lambda;
 pub mod local;

@@ -109,11 +109,21 @@ pub enum ApiError {
     /// 429 / LimitExceededException: worth retrying after a pause.
     #[error("throttled by the management API: {0}")]
     Throttled(String),
+    /// 5xx, a timeout or a broken connection: worth retrying too.
+    #[error("management API unavailable: {0}")]
+    Unavailable(String),
     /// 413: the payload exceeds 128 KB. Retrying cannot help.
     #[error("payload too large for the management API")]
     PayloadTooLarge,
     #[error("management API: {0}")]
     Other(String),
+}
+
+impl ApiError {
+    /// Whether a later attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ApiError::Throttled(_) | ApiError::Unavailable(_))
+    }
 }
 
 /// API Gateway's management API for the websocket connections.

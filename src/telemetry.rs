@@ -1,6 +1,8 @@
 //! Logging for every binary: `tracing` to stderr, at the level `LOG_LEVEL` names (or a `RUST_LOG`
 //! filter, which wins when set).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `default_level` applies when neither variable is set.
@@ -13,5 +15,6 @@ pub fn init(default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

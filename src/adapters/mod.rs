@@ -2,8 +2,13 @@
 //!
 //! - [`memory`]: in-memory store, management API and event bus. They power `webchat-local` and
 //!   every handler's unit tests, and record what they were asked to do.
+//! - [`dynamodb`], [`eventbridge`], [`management`]: the AWS services through aws-sdk-rust, as
+//!   the Lambda functions use them.
 //!
 //! The local gateway's own connection registry (in [`crate::local`]) is the management-API adapter
 //! that reaches real sockets.
 
+pub mod dynamodb;
+pub mod eventbridge;
+pub mod management;
 pub mod memory;

@@ -106,7 +106,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             .throttle_backoff
             .run(
                 || self.api.post(connection_id, data.clone()),
-                |result| matches!(result, Err(ApiError::Throttled(_))),
+                |result| result.as_ref().is_err_and(ApiError::is_retryable),
             )
             .await
     }

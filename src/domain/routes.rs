@@ -9,8 +9,7 @@ use futures_util::TryStreamExt;
 use super::fanout::paginate;
 use super::{Chat, RouteError};
 use crate::ports::{
-    ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
-    rfc3339,
+    BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome, rfc3339,
 };
 use crate::protocol::{
     BroadcastRequest, ChatRequest, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE, ErrorCode,
@@ -218,7 +217,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             .welcome_backoff
             .run(
                 || self.api.post(connection_id, frame.clone()),
-                |result| matches!(result, Ok(Outcome::Gone) | Err(ApiError::Throttled(_))),
+                |result| match result {
+                    Ok(outcome) => *outcome == Outcome::Gone,
+                    Err(error) => error.is_retryable(),
+                },
             )
             .await?;
         match outcome {

@@ -5,6 +5,8 @@
 //! events its emulated gateway builds, so the local path and the deployed path share everything
 //! above the transport.
 
+pub mod runtime;
+
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::eventbridge::EventBridgeEvent;

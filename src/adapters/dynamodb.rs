@@ -1,0 +1,221 @@
+//! The connection store on DynamoDB: one item per connection, keyed by `connectionId`, with
+//! `expiresAt` as the table's TTL attribute.
+//!
+//! Every Scan is paginated (the domain follows the cursor to the end) and projected to the
+//! attributes the caller needs. Expired items are skipped on every read, server-side by a filter
+//! and again client-side, because TTL deletion can lag by days.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+
+use crate::ports::{ConnectionRecord, ConnectionStore, Page, StoreError, rfc3339};
+
+/// The item's attribute names. The Pulumi program declares the key and the TTL attribute from
+/// the same names.
+pub mod attributes {
+    /// The partition key (a string).
+    pub const CONNECTION_ID: &str = "connectionId";
+    /// The display name (a string), absent when the client gave none.
+    pub const NAME: &str = "name";
+    /// RFC 3339 (a string).
+    pub const CONNECTED_AT: &str = "connectedAt";
+    /// Epoch seconds (a number): the TTL attribute.
+    pub const EXPIRES_AT: &str = "expiresAt";
+}
+use attributes::{CONNECTED_AT, CONNECTION_ID, EXPIRES_AT, NAME};
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    page_size: Option<i32>,
+}
+
+impl DynamoStore {
+    /// `page_size` bounds the items a Scan page examines; `None` leaves DynamoDB's 1 MB pages.
+    pub fn new(client: Client, table: impl Into<String>, page_size: Option<i32>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            page_size,
+        }
+    }
+
+    fn scan(
+        &self,
+        live_at: Option<i64>,
+        cursor: Option<String>,
+    ) -> aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder {
+        let mut scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .set_limit(self.page_size)
+            .set_exclusive_start_key(
+                cursor.map(|id| HashMap::from([(CONNECTION_ID.to_owned(), AttributeValue::S(id))])),
+            );
+        if let Some(now) = live_at {
+            scan = scan
+                .filter_expression("#expiresAt > :now")
+                .expression_attribute_names("#expiresAt", EXPIRES_AT)
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        }
+        scan
+    }
+}
+
+fn store_error(error: impl std::error::Error) -> StoreError {
+    StoreError(DisplayErrorContext(error).to_string())
+}
+
+fn next_cursor(last_evaluated_key: Option<&Item>) -> Option<String> {
+    last_evaluated_key?.get(CONNECTION_ID)?.as_s().ok().cloned()
+}
+
+fn to_item(record: &ConnectionRecord) -> Item {
+    let mut item = HashMap::from([
+        (
+            CONNECTION_ID.to_owned(),
+            AttributeValue::S(record.connection_id.clone()),
+        ),
+        (
+            CONNECTED_AT.to_owned(),
+            AttributeValue::S(rfc3339(record.connected_at)),
+        ),
+        (
+            EXPIRES_AT.to_owned(),
+            AttributeValue::N(record.expires_at.to_string()),
+        ),
+    ]);
+    if let Some(name) = &record.name {
+        item.insert(NAME.to_owned(), AttributeValue::S(name.clone()));
+    }
+    item
+}
+
+/// An item as a record; `None` (and a warning) for an item this code did not write.
+fn from_item(item: &Item) -> Option<ConnectionRecord> {
+    let text = |name: &str| item.get(name).and_then(|value| value.as_s().ok());
+    let parsed = (|| {
+        Some(ConnectionRecord {
+            connection_id: text(CONNECTION_ID)?.clone(),
+            name: text(NAME).cloned(),
+            connected_at: DateTime::parse_from_rfc3339(text(CONNECTED_AT)?)
+                .ok()?
+                .with_timezone(&Utc),
+            expires_at: item.get(EXPIRES_AT)?.as_n().ok()?.parse().ok()?,
+        })
+    })();
+    if parsed.is_none() {
+        tracing::warn!(item = ?item.get(CONNECTION_ID), "skipping a malformed connection item");
+    }
+    parsed
+}
+
+impl ConnectionStore for DynamoStore {
+    async fn put(&self, record: ConnectionRecord) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&record)))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        connection_id: &str,
+        live_at: i64,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(CONNECTION_ID, AttributeValue::S(connection_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(output
+            .item()
+            .and_then(from_item)
+            .filter(|record| record.is_live_at(live_at)))
+    }
+
+    async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(CONNECTION_ID, AttributeValue::S(connection_id.to_owned()))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn scan_ids(
+        &self,
+        live_at: i64,
+        cursor: Option<String>,
+    ) -> Result<Page<String>, StoreError> {
+        let output = self
+            .scan(Some(live_at), cursor)
+            .projection_expression("#connectionId, #expiresAt")
+            .expression_attribute_names("#connectionId", CONNECTION_ID)
+            .expression_attribute_names("#expiresAt", EXPIRES_AT)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let items = output
+            .items()
+            .iter()
+            .filter(|item| {
+                let expires_at = item
+                    .get(EXPIRES_AT)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse::<i64>().ok());
+                expires_at.is_some_and(|at| live_at < at)
+            })
+            .filter_map(|item| item.get(CONNECTION_ID)?.as_s().ok().cloned())
+            .collect();
+        Ok(Page {
+            items,
+            next: next_cursor(output.last_evaluated_key()),
+        })
+    }
+
+    async fn scan_records(
+        &self,
+        live_at: Option<i64>,
+        cursor: Option<String>,
+    ) -> Result<Page<ConnectionRecord>, StoreError> {
+        let output = self
+            .scan(live_at, cursor)
+            .projection_expression("#connectionId, #name, #connectedAt, #expiresAt")
+            .expression_attribute_names("#connectionId", CONNECTION_ID)
+            .expression_attribute_names("#name", NAME)
+            .expression_attribute_names("#connectedAt", CONNECTED_AT)
+            .expression_attribute_names("#expiresAt", EXPIRES_AT)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let items = output
+            .items()
+            .iter()
+            .filter_map(from_item)
+            .filter(|record| live_at.is_none_or(|now| record.is_live_at(now)))
+            .collect();
+        Ok(Page {
+            items,
+            next: next_cursor(output.last_evaluated_key()),
+        })
+    }
+}

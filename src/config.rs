@@ -1,0 +1,259 @@
+//! Configuration of the Lambda functions, from the environment, validated once at init.
+//!
+//! A missing or invalid variable is an init error that names the variable and says what it should
+//! hold, so a misconfigured stack fails at deployment's first cold start, not at the first chat.
+//! Endpoints of emulators are not configured here: the AWS SDK reads the standard
+//! `AWS_ENDPOINT_URL_<SERVICE>` variables itself.
+
+use std::time::Duration;
+
+use crate::domain::{Backoff, Settings};
+
+/// The environment variables the functions read. The Pulumi program sets them from the same list.
+pub mod vars {
+    /// The DynamoDB table of connections.
+    pub const CONNECTIONS_TABLE: &str = "CONNECTIONS_TABLE";
+    /// The EventBridge bus the welcome event goes to.
+    pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
+    /// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`: API Gateway's management
+    /// endpoint (`@connections`).
+    pub const WEBSOCKET_API_ENDPOINT: &str = "WEBSOCKET_API_ENDPOINT";
+    /// `error`, `warn`, `info`, `debug` or `trace` (or a `tracing` filter). Optional: `info`.
+    pub const LOG_LEVEL: &str = "LOG_LEVEL";
+    /// `@connections` calls a fan-out keeps in flight. Optional.
+    pub const FANOUT_CONCURRENCY: &str = "FANOUT_CONCURRENCY";
+    /// Calls in all for a throttled `@connections` call (the retry budget). Optional.
+    pub const RETRY_ATTEMPTS: &str = "RETRY_ATTEMPTS";
+    /// Items a DynamoDB Scan page may examine; unset, DynamoDB's 1 MB pages. Optional.
+    pub const SCAN_PAGE_SIZE: &str = "SCAN_PAGE_SIZE";
+
+    /// Every variable, required ones first.
+    pub const ALL: [&str; 7] = [
+        CONNECTIONS_TABLE,
+        EVENT_BUS_NAME,
+        WEBSOCKET_API_ENDPOINT,
+        LOG_LEVEL,
+        FANOUT_CONCURRENCY,
+        RETRY_ATTEMPTS,
+        SCAN_PAGE_SIZE,
+    ];
+}
+
+/// Everything a function needs to build its adapters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionConfig {
+    pub connections_table: String,
+    pub event_bus_name: String,
+    pub websocket_api_endpoint: String,
+    pub log_level: String,
+    pub scan_page_size: Option<i32>,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not set: it must hold {expected}")]
+    Missing {
+        name: &'static str,
+        expected: &'static str,
+    },
+    #[error("{name} is {value:?}: it must hold {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl FunctionConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str, expected: &'static str| {
+            lookup(name)
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+                .ok_or(ConfigError::Missing { name, expected })
+        };
+        let connections_table =
+            required(vars::CONNECTIONS_TABLE, "the DynamoDB table of connections")?;
+        let event_bus_name = required(vars::EVENT_BUS_NAME, "the EventBridge bus name or ARN")?;
+        const ENDPOINT: &str =
+            "the management endpoint https://{api-id}.execute-api.{region}.amazonaws.com/{stage}";
+        let endpoint = required(vars::WEBSOCKET_API_ENDPOINT, ENDPOINT)?;
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                name: vars::WEBSOCKET_API_ENDPOINT,
+                value: endpoint,
+                expected: ENDPOINT,
+            });
+        }
+        let log_level = lookup(vars::LOG_LEVEL).unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError::Invalid {
+                name: vars::LOG_LEVEL,
+                value: log_level,
+                expected: "a level (error, warn, info, debug, trace) or a tracing filter",
+            });
+        }
+
+        let mut settings = Settings::default();
+        if let Some(concurrency) = number(
+            &lookup,
+            vars::FANOUT_CONCURRENCY,
+            1..=10_000,
+            "a number from 1 to 10000",
+        )? {
+            settings.fanout_concurrency = concurrency;
+        }
+        if let Some(attempts) = number(
+            &lookup,
+            vars::RETRY_ATTEMPTS,
+            1..=20,
+            "a number from 1 to 20",
+        )? {
+            settings.throttle_backoff = Backoff {
+                attempts: attempts as u32,
+                ..settings.throttle_backoff
+            };
+        }
+        let scan_page_size = number(
+            &lookup,
+            vars::SCAN_PAGE_SIZE,
+            1..=1_000_000,
+            "a number from 1 to 1000000",
+        )?
+        .map(|size| size as i32);
+        Ok(FunctionConfig {
+            connections_table,
+            event_bus_name,
+            websocket_api_endpoint: endpoint.trim_end_matches('/').to_owned(),
+            log_level,
+            scan_page_size,
+            settings,
+        })
+    }
+}
+
+fn number(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    range: std::ops::RangeInclusive<usize>,
+    expected: &'static str,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(value) = lookup(name).filter(|value| !value.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(number) if range.contains(&number) => Ok(Some(number)),
+        _ => Err(ConfigError::Invalid {
+            name,
+            value,
+            expected,
+        }),
+    }
+}
+
+/// How long a `@connections` call may take before it counts as failed: one slow connection must
+/// not hold a fan-out slot for the SDK's default of no timeout at all.
+pub const MANAGEMENT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<FunctionConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        FunctionConfig::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const COMPLETE: [(&str, &str); 3] = [
+        ("CONNECTIONS_TABLE", "webchat-connections"),
+        ("EVENT_BUS_NAME", "webchat"),
+        (
+            "WEBSOCKET_API_ENDPOINT",
+            "https://abc.execute-api.eu-west-1.amazonaws.com/stage/",
+        ),
+    ];
+
+    #[test]
+    fn a_complete_environment_configures_everything_with_defaults() {
+        let config = config(&COMPLETE).unwrap();
+        assert_eq!(config.connections_table, "webchat-connections");
+        assert_eq!(
+            config.websocket_api_endpoint,
+            "https://abc.execute-api.eu-west-1.amazonaws.com/stage"
+        );
+        assert_eq!(config.log_level, "info");
+        assert_eq!(config.settings, Settings::default());
+        assert_eq!(config.scan_page_size, None);
+    }
+
+    #[test]
+    fn each_missing_variable_is_named() {
+        for missing in [
+            "CONNECTIONS_TABLE",
+            "EVENT_BUS_NAME",
+            "WEBSOCKET_API_ENDPOINT",
+        ] {
+            let partial: Vec<(&str, &str)> = COMPLETE
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let error = config(&partial).unwrap_err();
+            assert!(matches!(error, ConfigError::Missing { name, .. } if name == missing));
+            assert!(error.to_string().starts_with(missing), "{error}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_named_with_what_was_expected() {
+        let mut pairs = COMPLETE.to_vec();
+        pairs[2] = (
+            "WEBSOCKET_API_ENDPOINT",
+            "wss://abc.execute-api.eu-west-1.amazonaws.com/stage",
+        );
+        assert!(
+            config(&pairs)
+                .unwrap_err()
+                .to_string()
+                .contains("https://{api-id}")
+        );
+        for (name, value) in [
+            ("FANOUT_CONCURRENCY", "0"),
+            ("FANOUT_CONCURRENCY", "lots"),
+            ("RETRY_ATTEMPTS", "99"),
+            ("LOG_LEVEL", "very[loud"),
+        ] {
+            let mut pairs = COMPLETE.to_vec();
+            pairs.push((name, value));
+            let error = config(&pairs).unwrap_err();
+            assert!(error.to_string().starts_with(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn tunables_override_the_defaults() {
+        let mut pairs = COMPLETE.to_vec();
+        pairs.extend([
+            ("FANOUT_CONCURRENCY", "512"),
+            ("RETRY_ATTEMPTS", "3"),
+            ("SCAN_PAGE_SIZE", "100"),
+            ("LOG_LEVEL", "debug"),
+        ]);
+        let config = config(&pairs).unwrap();
+        assert_eq!(config.settings.fanout_concurrency, 512);
+        assert_eq!(config.settings.throttle_backoff.attempts, 3);
+        assert_eq!(config.scan_page_size, Some(100));
+        assert_eq!(config.log_level, "debug");
+    }
+}

@@ -1,0 +1,164 @@
+//! Serving on the Lambda Runtime API: what every function binary runs.
+//!
+//! Init happens once per execution environment: telemetry, configuration (an error is reported to
+//! the Runtime API's `/init/error` and the process exits), the AWS clients. Then `lambda_runtime`
+//! fetches events one at a time and hands them to the [glue](super); a handler error is reported
+//! as that invocation's error and the function goes on with the next event.
+
+use std::sync::Arc;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+use super::HandlerError;
+use crate::adapters::dynamodb::DynamoStore;
+use crate::adapters::eventbridge::EventBridgeBus;
+use crate::adapters::management::ManagementApi;
+use crate::config::{FunctionConfig, MANAGEMENT_CALL_TIMEOUT};
+use crate::domain::Chat;
+use crate::ports::SystemClock;
+use crate::protocol::RouteKey;
+use crate::telemetry;
+
+/// The routes over the AWS adapters.
+pub type AwsChat = Chat<DynamoStore, ManagementApi, EventBridgeBus>;
+
+impl From<HandlerError> for Diagnostic {
+    fn from(error: HandlerError) -> Diagnostic {
+        let error_type = match &error {
+            HandlerError::MalformedEvent(_) => "MalformedEvent",
+            HandlerError::Route(_) => "RouteFailed",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Builds the clients once. Credentials and region come from the standard chain (in Lambda, the
+/// function's role and `AWS_REGION`); emulator endpoints from `AWS_ENDPOINT_URL_<SERVICE>`.
+pub async fn build(config: &FunctionConfig) -> AwsChat {
+    let sdk = aws_config::load_from_env().await;
+    let management = aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
+        .endpoint_url(&config.websocket_api_endpoint)
+        // The domain retries throttling with its own budget; SDK retries would multiply it.
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(MANAGEMENT_CALL_TIMEOUT)
+                .build(),
+        )
+        .build();
+    Chat {
+        store: DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &config.connections_table,
+            config.scan_page_size,
+        ),
+        api: ManagementApi::new(aws_sdk_apigatewaymanagement::Client::from_conf(management)),
+        bus: EventBridgeBus::new(
+            aws_sdk_eventbridge::Client::new(&sdk),
+            &config.event_bus_name,
+        ),
+        clock: Arc::new(SystemClock),
+        settings: config.settings.clone(),
+    }
+}
+
+async fn init() -> Result<AwsChat, Error> {
+    match FunctionConfig::from_env() {
+        Ok(config) => {
+            telemetry::init(&config.log_level);
+            Ok(build(&config).await)
+        }
+        Err(error) => {
+            telemetry::init("info");
+            tracing::error!(%error, "invalid configuration");
+            report_init_error("Runtime.InvalidConfiguration", &error.to_string()).await;
+            Err(error.into())
+        }
+    }
+}
+
+/// Tells the Runtime API that init failed, so Lambda reports it (and does not wait for `/next`).
+async fn report_init_error(error_type: &str, message: &str) {
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return; // not running in Lambda
+    };
+    let base = if api.contains("://") {
+        api
+    } else {
+        format!("http://{api}")
+    };
+    let Ok(base) = base.parse() else {
+        tracing::error!("AWS_LAMBDA_RUNTIME_API is not a valid address");
+        return;
+    };
+    let client = lambda_runtime_api_client::PooledClient::builder()
+        .with_endpoint(base)
+        .build();
+    let body = json!({ "errorType": error_type, "errorMessage": message }).to_string();
+    let request = lambda_runtime_api_client::build_request()
+        .method("POST")
+        .uri("/2018-06-01/runtime/init/error")
+        .header("lambda-runtime-function-error-type", error_type)
+        .body(lambda_runtime_api_client::body::Body::from(body));
+    match request {
+        Ok(request) => {
+            if let Err(error) = client.call(request).await {
+                tracing::error!(%error, "could not report the init error");
+            }
+        }
+        Err(error) => tracing::error!(%error, "could not build the init error report"),
+    }
+}
+
+// Handler futures are boxed: the fan-out's stream combinators nest deep enough that
+// `lambda_runtime::run`'s future would exceed the compiler's layout recursion limit.
+
+/// Serves one API Gateway route: `connect`, `disconnect`, `default`, `broadcast`, `list`, `chat`.
+pub async fn serve_route(route: RouteKey) -> Result<(), Error> {
+    let chat = init().await?;
+    let chat = &chat;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+            Box::pin(async move { super::websocket(chat, route, &event.payload).await })
+        },
+    ))
+    .await
+}
+
+/// Serves the welcome events EventBridge delivers: the `post` function.
+pub async fn serve_post() -> Result<(), Error> {
+    let chat = init().await?;
+    let chat = &chat;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<EventBridgeEvent<Value>>| {
+            Box::pin(async move { super::post(chat, event.payload).await })
+        },
+    ))
+    .await
+}
+
+/// Serves the schedule's ticks: the `cleanup` function. Whatever the schedule sends is accepted.
+pub async fn serve_cleanup() -> Result<(), Error> {
+    let chat = init().await?;
+    let chat = &chat;
+    lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| {
+        Box::pin(async move {
+            let report = super::cleanup(chat).await?;
+            Ok::<_, HandlerError>(json!({
+                "checked": report.checked,
+                "expired": report.expired,
+                "gone": report.gone,
+                "failed": report.failed,
+            }))
+        })
+    }))
+    .await
+}

@@ -1,0 +1,194 @@
+//! The AWS adapters on their own: DynamoDB against moto, the management API against
+//! webchat-local's `@connections` and against the recording server.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::StreamExt;
+use webchat::adapters::dynamodb::DynamoStore;
+use webchat::adapters::management::ManagementApi;
+use webchat::local::{Config, Gateway};
+use webchat::ports::{ApiError, ConnectionApi, ConnectionRecord, ConnectionStore, Outcome};
+
+use super::fake_aws::FakeAws;
+use super::moto;
+
+async fn store(page_size: Option<i32>) -> DynamoStore {
+    let client = moto::client().await;
+    let table = moto::table(&client).await;
+    DynamoStore::new(client, table, page_size)
+}
+
+fn record(id: &str, age_seconds: i64) -> ConnectionRecord {
+    ConnectionRecord::new(
+        id.into(),
+        Some(format!("n-{id}")),
+        Utc::now() - chrono::Duration::seconds(age_seconds),
+    )
+}
+
+#[tokio::test]
+async fn the_dynamodb_store_round_trips_a_record() {
+    let store = store(None).await;
+    let mut alice = record("alice=", 0);
+    alice.connected_at =
+        chrono::DateTime::from_timestamp_millis(alice.connected_at.timestamp_millis()).unwrap();
+    store.put(alice.clone()).await.unwrap();
+    let now = Utc::now().timestamp();
+    assert_eq!(store.get("alice=", now).await.unwrap(), Some(alice.clone()));
+    let mut nameless = record("nobody=", 0);
+    nameless.name = None;
+    store.put(nameless).await.unwrap();
+    assert_eq!(store.get("nobody=", now).await.unwrap().unwrap().name, None);
+    store.delete("alice=").await.unwrap();
+    assert_eq!(store.get("alice=", now).await.unwrap(), None);
+    store.delete("never-was=").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_dynamodb_store_paginates_scans_and_skips_expired_records() {
+    let store = store(Some(4)).await;
+    for i in 0..21 {
+        store
+            .put(record(&format!("live-{i:02}="), 60))
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        store
+            .put(record(&format!("old-{i}="), 3 * 3600))
+            .await
+            .unwrap();
+    }
+    let now = Utc::now().timestamp();
+    let (mut ids, mut cursor, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = store.scan_ids(now, cursor).await.unwrap();
+        pages += 1;
+        ids.extend(page.items);
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    ids.sort();
+    assert_eq!(ids.len(), 21, "{ids:?}");
+    assert!(ids.iter().all(|id| id.starts_with("live-")));
+    assert!(
+        pages >= 7,
+        "26 items at 4 a page take at least 7 pages, took {pages}"
+    );
+    assert_eq!(
+        store.get("old-0=", now).await.unwrap(),
+        None,
+        "expired records are ignored on read"
+    );
+
+    let (mut all, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = store.scan_records(None, cursor).await.unwrap();
+        all.extend(page.items);
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(all.len(), 26, "cleanup sees expired records too");
+    assert!(
+        all.iter()
+            .all(|r| r.name.as_deref() == Some(&format!("n-{}", r.connection_id)[..]))
+    );
+}
+
+#[tokio::test]
+async fn the_management_adapter_talks_to_webchat_locals_connections_api() {
+    let gateway = Gateway::bind("127.0.0.1:0".parse().unwrap(), Config::default())
+        .await
+        .unwrap();
+    let addr = gateway.local_addr();
+    tokio::spawn(gateway.serve(std::future::pending()));
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+        .await
+        .unwrap();
+    let welcome = socket.next().await.unwrap().unwrap().into_text().unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(&welcome).unwrap()["connectionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let api = management_api(&format!("http://{addr}/local")).await;
+    assert_eq!(
+        api.post(&id, Bytes::from_static(b"via the SDK")).await,
+        Ok(Outcome::Done(()))
+    );
+    assert_eq!(
+        socket.next().await.unwrap().unwrap().into_text().unwrap(),
+        "via the SDK"
+    );
+    let Ok(Outcome::Done(info)) = api.describe(&id).await else {
+        panic!("a live connection is described")
+    };
+    assert_eq!(info.source_ip.as_deref(), Some("127.0.0.1"));
+    assert!(info.last_active_at >= info.connected_at);
+    assert_eq!(
+        api.post(&id, Bytes::from(vec![b'x'; 128 * 1024 + 1])).await,
+        Err(ApiError::PayloadTooLarge)
+    );
+    assert_eq!(
+        api.post("AAAAAAAAAAAAAAA=", Bytes::from_static(b"x")).await,
+        Ok(Outcome::Gone)
+    );
+    assert_eq!(api.describe("AAAAAAAAAAAAAAA=").await, Ok(Outcome::Gone));
+    assert_eq!(api.delete(&id).await, Ok(Outcome::Done(())));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while api.post(&id, Bytes::from_static(b"x")).await != Ok(Outcome::Gone) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a deleted connection is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_management_adapter_sorts_throttling_and_outages_as_retryable() {
+    let fake = FakeAws::start().await;
+    let api = management_api(&fake.management_endpoint()).await;
+    fake.script("a=", &[429, 500, 403]);
+    assert!(matches!(
+        api.post("a=", Bytes::from_static(b"x")).await,
+        Err(ApiError::Throttled(_))
+    ));
+    assert!(matches!(
+        api.post("a=", Bytes::from_static(b"x")).await,
+        Err(ApiError::Unavailable(_))
+    ));
+    assert!(matches!(
+        api.post("a=", Bytes::from_static(b"x")).await,
+        Err(ApiError::Other(_))
+    ));
+    assert_eq!(
+        api.post("a=", Bytes::from_static(b"x")).await,
+        Ok(Outcome::Done(()))
+    );
+    assert_eq!(fake.calls().len(), 4, "the SDK does not retry on its own");
+}
+
+async fn management_api(endpoint: &str) -> ManagementApi {
+    let config = webchat::config::FunctionConfig::from_lookup(|name| match name {
+        "CONNECTIONS_TABLE" => Some("t".into()),
+        "EVENT_BUS_NAME" => Some("b".into()),
+        "WEBSOCKET_API_ENDPOINT" => Some(endpoint.into()),
+        _ => None,
+    })
+    .unwrap();
+    // SAFETY of the environment: the SDK reads credentials and region from it; every test here sets the same values.
+    unsafe {
+        std::env::set_var("AWS_REGION", "us-east-1");
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    webchat::lambda::runtime::build(&config).await.api
+}

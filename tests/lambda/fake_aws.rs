@@ -1,0 +1,218 @@
+//! A recording stand-in for EventBridge (PutEvents, AWS JSON 1.1) and API Gateway's management
+//! API (`/{stage}/@connections/{id}`, REST-JSON), on one port, with scripted answers: 410 for
+//! chosen ids, 429s before success, PutEvents partial failures, and an optional delay per call.
+//! moto cannot stand in here: its `@connections` always answers 200, never 410.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use serde_json::{Value, json};
+
+/// One `@connections` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub method: String,
+    pub connection_id: String,
+    pub body: String,
+    /// What the fake answered.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct FakeState {
+    put_events: Mutex<Vec<Value>>,
+    put_events_failures: Mutex<usize>,
+    calls: Mutex<Vec<Call>>,
+    gone: Mutex<HashSet<String>>,
+    scripted: Mutex<HashMap<String, VecDeque<u16>>>,
+    delay: Mutex<Duration>,
+}
+
+#[derive(Clone)]
+pub struct FakeAws {
+    pub addr: SocketAddr,
+    state: Arc<FakeState>,
+}
+
+impl FakeAws {
+    pub async fn start() -> FakeAws {
+        let state = Arc::new(FakeState::default());
+        let app = Router::new()
+            .route("/", post(put_events))
+            .route("/{stage}/@connections/{id}", any(connections))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeAws { addr, state }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The management endpoint of stage `test`, as WEBSOCKET_API_ENDPOINT.
+    pub fn management_endpoint(&self) -> String {
+        format!("http://{}/test", self.addr)
+    }
+
+    /// The connection answers 410 from now on.
+    pub fn gone(&self, connection_id: &str) {
+        self.state
+            .gone
+            .lock()
+            .unwrap()
+            .insert(connection_id.to_owned());
+    }
+
+    /// The next calls for `connection_id` answer these statuses, then normal service resumes.
+    pub fn script(&self, connection_id: &str, statuses: &[u16]) {
+        self.state
+            .scripted
+            .lock()
+            .unwrap()
+            .entry(connection_id.to_owned())
+            .or_default()
+            .extend(statuses);
+    }
+
+    /// The next `count` PutEvents calls report their entry as failed.
+    pub fn fail_put_events(&self, count: usize) {
+        *self.state.put_events_failures.lock().unwrap() = count;
+    }
+
+    /// Every `@connections` call waits this long before answering.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// The PutEvents request bodies received.
+    pub fn put_events(&self) -> Vec<Value> {
+        self.state.put_events.lock().unwrap().clone()
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// Bodies POSTed to `connection_id` and answered 200, in order.
+    pub fn delivered_to(&self, connection_id: &str) -> Vec<String> {
+        self.delivered()
+            .into_iter()
+            .filter(|(id, _)| id == connection_id)
+            .map(|(_, body)| body)
+            .collect()
+    }
+
+    /// (connection id, body) of every POST answered 200.
+    pub fn delivered(&self) -> Vec<(String, String)> {
+        self.state
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|call| call.method == "POST" && call.status == 200)
+            .map(|call| (call.connection_id.clone(), call.body.clone()))
+            .collect()
+    }
+}
+
+async fn put_events(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if target != "AWSEvents.PutEvents" {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("unexpected target {target:?}"),
+        )
+            .into_response();
+    }
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let entries = request["Entries"].as_array().map_or(0, Vec::len);
+    state.put_events.lock().unwrap().push(request);
+    let fail = {
+        let mut failures = state.put_events_failures.lock().unwrap();
+        let fail = *failures > 0;
+        *failures = failures.saturating_sub(1);
+        fail
+    };
+    let answer = if fail {
+        json!({"FailedEntryCount": entries, "Entries": vec![json!({"ErrorCode": "InternalFailure", "ErrorMessage": "scripted failure"}); entries]})
+    } else {
+        json!({"FailedEntryCount": 0, "Entries": (0..entries).map(|i| json!({"EventId": format!("event-{i}")})).collect::<Vec<_>>()})
+    };
+    (
+        [("content-type", "application/x-amz-json-1.1")],
+        answer.to_string(),
+    )
+        .into_response()
+}
+
+fn aws_error(status: u16, error_type: &str) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [
+            ("x-amzn-ErrorType", error_type.to_string()),
+            ("content-type", "application/json".to_string()),
+        ],
+        json!({"message": format!("scripted {error_type}")}).to_string(),
+    )
+        .into_response()
+}
+
+async fn connections(
+    State(state): State<Arc<FakeState>>,
+    method: Method,
+    Path((_stage, id)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let scripted = state
+        .scripted
+        .lock()
+        .unwrap()
+        .get_mut(&id)
+        .and_then(VecDeque::pop_front);
+    let status = scripted.unwrap_or_else(|| {
+        if state.gone.lock().unwrap().contains(&id) {
+            410
+        } else {
+            200
+        }
+    });
+    state.calls.lock().unwrap().push(Call {
+        method: method.to_string(),
+        connection_id: id.clone(),
+        body,
+        status,
+    });
+    match (status, method) {
+        (200, Method::GET) => (
+            [("content-type", "application/json")],
+            json!({"connectedAt": "2026-11-28T07:00:00.000Z", "lastActiveAt": "2026-11-28T07:30:00.000Z", "identity": {"sourceIp": "203.0.113.7", "userAgent": "wscat"}}).to_string(),
+        )
+            .into_response(),
+        (200, Method::DELETE) => StatusCode::NO_CONTENT.into_response(),
+        (200, _) => StatusCode::OK.into_response(),
+        (410, _) => aws_error(410, "GoneException"),
+        (429, _) => aws_error(429, "LimitExceededException"),
+        (413, _) => aws_error(413, "PayloadTooLargeException"),
+        (other, _) => aws_error(other, "InternalServerErrorException"),
+    }
+}

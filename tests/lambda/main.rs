@@ -1,0 +1,574 @@
+//! The shipped function binaries, run as Lambda runs them (a fake Runtime API), against moto
+//! (DynamoDB) and a recording EventBridge / `@connections` server; and the AWS adapters on their
+//! own, against the same emulators and against webchat-local's `@connections`.
+
+mod adapters;
+mod fake_aws;
+mod moto;
+mod runtime_api;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Utc;
+use fake_aws::FakeAws;
+use runtime_api::Function;
+use serde_json::{Value, json};
+
+/// One test's world: a fresh table in moto and a fresh recording server.
+pub struct Stack {
+    pub fake: FakeAws,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub table: String,
+}
+
+impl Stack {
+    pub async fn new() -> Stack {
+        let dynamodb = moto::client().await;
+        let table = moto::table(&dynamodb).await;
+        Stack {
+            fake: FakeAws::start().await,
+            dynamodb,
+            table,
+        }
+    }
+
+    /// The functions' environment, as the stack sets it, plus the emulators' endpoints.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CONNECTIONS_TABLE", self.table.clone()),
+            ("EVENT_BUS_NAME", "webchat-test".into()),
+            ("WEBSOCKET_API_ENDPOINT", self.fake.management_endpoint()),
+            ("LOG_LEVEL", "debug".into()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", moto::endpoint().into()),
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.fake.endpoint()),
+        ]
+    }
+
+    pub async fn function(&self, name: &str) -> Function {
+        self.function_with(name, &[]).await
+    }
+
+    pub async fn function_with(&self, name: &str, extra: &[(&'static str, String)]) -> Function {
+        let mut env = self.env();
+        env.extend(extra.iter().cloned());
+        Function::start(name, &env).await
+    }
+
+    /// Stores a connection record as `$connect` would, connected `age_seconds` ago.
+    pub async fn put(&self, id: &str, name: Option<&str>, age_seconds: i64) {
+        let connected_at = Utc::now() - chrono::Duration::seconds(age_seconds);
+        let mut item = HashMap::from([
+            ("connectionId".to_string(), AttributeValue::S(id.into())),
+            (
+                "connectedAt".to_string(),
+                AttributeValue::S(
+                    connected_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ),
+            ),
+            (
+                "expiresAt".to_string(),
+                AttributeValue::N((connected_at.timestamp() + 7500).to_string()),
+            ),
+        ]);
+        if let Some(name) = name {
+            item.insert("name".into(), AttributeValue::S(name.into()));
+        }
+        self.dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Every item in the table, by connection id.
+    pub async fn items(&self) -> HashMap<String, HashMap<String, AttributeValue>> {
+        let output = self
+            .dynamodb
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .unwrap();
+        output
+            .items()
+            .iter()
+            .map(|item| (item["connectionId"].as_s().unwrap().clone(), item.clone()))
+            .collect()
+    }
+
+    pub async fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.items().await.into_keys().collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// An event exactly as API Gateway sends it to a websocket route's Lambda integration.
+pub fn websocket_event(route_key: &str, connection_id: &str, body: Option<&str>) -> Value {
+    let now = Utc::now().timestamp_millis();
+    let event_type = match route_key {
+        "$connect" => "CONNECT",
+        "$disconnect" => "DISCONNECT",
+        _ => "MESSAGE",
+    };
+    let mut event = json!({
+        "requestContext": {
+            "routeKey": route_key,
+            "eventType": event_type,
+            "extendedRequestId": "Fk8JsHs_IAMFmKQ=",
+            "requestTime": "28/Nov/2026:07:00:00 +0000",
+            "messageDirection": "IN",
+            "stage": "test",
+            "connectedAt": now - 1000,
+            "requestTimeEpoch": now,
+            "identity": {"userAgent": "wscat", "sourceIp": "203.0.113.7"},
+            "requestId": "Fk8JsHs_IAMFmKQ=",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "connectionId": connection_id,
+            "apiId": "abc123"
+        },
+        "isBase64Encoded": false
+    });
+    match event_type {
+        "MESSAGE" => {
+            event["body"] = json!(body.unwrap_or_default());
+            event["requestContext"]["messageId"] = json!("Fk8JtdQdIAMCJqQ=");
+        }
+        "CONNECT" => {
+            event["headers"] = json!({
+                "Host": "abc123.execute-api.us-east-1.amazonaws.com",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version": "13",
+                "X-Forwarded-For": "203.0.113.7",
+                "X-Forwarded-Port": "443",
+                "X-Forwarded-Proto": "https"
+            });
+            event["multiValueHeaders"] =
+                json!({"Host": ["abc123.execute-api.us-east-1.amazonaws.com"]});
+        }
+        _ => {
+            event["requestContext"]["disconnectStatusCode"] = json!(1001);
+            event["requestContext"]["disconnectReason"] = json!("Going away");
+        }
+    }
+    event
+}
+
+pub fn connect_event(connection_id: &str, name: Option<&str>) -> Value {
+    let mut event = websocket_event("$connect", connection_id, None);
+    if let Some(name) = name {
+        event["queryStringParameters"] = json!({"name": name});
+        event["multiValueQueryStringParameters"] = json!({"name": [name]});
+    }
+    event
+}
+
+/// An event exactly as an EventBridge rule hands it to its target.
+pub fn welcome_event(connection_id: &str) -> Value {
+    json!({
+        "version": "0",
+        "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": "welcome",
+        "source": "webchat",
+        "account": "123456789012",
+        "time": "2026-11-28T07:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {"connectionId": connection_id, "message": format!("Welcome! - connected on {connection_id}")}
+    })
+}
+
+fn frames(bodies: Vec<String>) -> Vec<Value> {
+    bodies
+        .iter()
+        .map(|body| serde_json::from_str(body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn connect_stores_the_connection_and_publishes_the_welcome() {
+    let stack = Stack::new().await;
+    let connect = stack.function("connect").await;
+    let answer = connect
+        .invoke(&connect_event("L0SM9cOFvHcCIhw=", Some("alice")))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 200);
+
+    let items = stack.items().await;
+    let item = &items["L0SM9cOFvHcCIhw="];
+    assert_eq!(item["name"].as_s().unwrap(), "alice");
+    let connected_at =
+        chrono::DateTime::parse_from_rfc3339(item["connectedAt"].as_s().unwrap()).unwrap();
+    let expires_at: i64 = item["expiresAt"].as_n().unwrap().parse().unwrap();
+    assert_eq!(expires_at, connected_at.timestamp() + 2 * 3600 + 300);
+
+    let put = stack.fake.put_events();
+    assert_eq!(put.len(), 1);
+    let entry = &put[0]["Entries"][0];
+    assert_eq!(entry["Source"], "webchat");
+    assert_eq!(entry["DetailType"], "welcome");
+    assert_eq!(entry["EventBusName"], "webchat-test");
+    let detail: Value = serde_json::from_str(entry["Detail"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        detail,
+        json!({"connectionId": "L0SM9cOFvHcCIhw=", "message": "Welcome! - connected on L0SM9cOFvHcCIhw="})
+    );
+}
+
+#[tokio::test]
+async fn connect_refuses_an_invalid_name_with_400_and_stores_nothing() {
+    let stack = Stack::new().await;
+    let connect = stack.function("connect").await;
+    let answer = connect
+        .invoke(&connect_event("abc=", Some("no spaces")))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 400);
+    assert!(stack.ids().await.is_empty());
+    assert!(stack.fake.put_events().is_empty());
+}
+
+#[tokio::test]
+async fn connect_fails_when_put_events_reports_a_failed_entry() {
+    let stack = Stack::new().await;
+    stack.fake.fail_put_events(1);
+    let connect = stack.function("connect").await;
+    let (error_type, body) = connect.invoke(&connect_event("abc=", None)).await.error();
+    assert_eq!(error_type, "RouteFailed");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("InternalFailure"),
+        "{body}"
+    );
+    assert!(
+        stack.ids().await.is_empty(),
+        "a refused connection leaves no record"
+    );
+    // and the next connect works
+    assert_eq!(
+        connect
+            .invoke(&connect_event("def=", None))
+            .await
+            .response()["statusCode"],
+        200
+    );
+    assert_eq!(stack.ids().await, vec!["def="]);
+}
+
+#[tokio::test]
+async fn disconnect_deletes_the_record() {
+    let stack = Stack::new().await;
+    stack.put("a=", None, 10).await;
+    stack.put("b=", None, 10).await;
+    let disconnect = stack.function("disconnect").await;
+    let answer = disconnect
+        .invoke(&websocket_event("$disconnect", "a=", None))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 200);
+    assert_eq!(stack.ids().await, vec!["b="]);
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_page_prunes_the_gone_and_skips_the_expired() {
+    let stack = Stack::new().await;
+    for id in ["a=", "b=", "c=", "d=", "e=", "f="] {
+        stack.put(id, (id == "a=").then_some("alice"), 60).await;
+    }
+    stack.put("expired=", None, 3 * 3600).await;
+    stack.fake.gone("c=");
+    stack.fake.gone("e=");
+    let broadcast = stack
+        .function_with("broadcast", &[("SCAN_PAGE_SIZE", "2".into())])
+        .await;
+    let body = r#"{"action":"broadcast","message":"Anybody home? <b>\"ü\"</b>"}"#;
+    let answer = broadcast
+        .invoke(&websocket_event("broadcast", "a=", Some(body)))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 200);
+
+    for id in ["a=", "b=", "d=", "f="] {
+        let frames = frames(stack.fake.delivered_to(id));
+        assert_eq!(frames.len(), 1, "{id}");
+        assert_eq!(frames[0]["type"], "broadcast");
+        assert_eq!(frames[0]["from"], "a=");
+        assert_eq!(frames[0]["name"], "alice");
+        assert_eq!(frames[0]["message"], "Anybody home? <b>\"ü\"</b>");
+    }
+    let posted_to_expired = stack
+        .fake
+        .calls()
+        .iter()
+        .any(|call| call.connection_id == "expired=");
+    assert!(!posted_to_expired, "expired records are skipped");
+    assert_eq!(
+        stack.ids().await,
+        vec!["a=", "b=", "d=", "expired=", "f="],
+        "exactly the gone ones are pruned"
+    );
+    assert!(
+        broadcast
+            .logs()
+            .iter()
+            .any(|line| line.contains("delivered=4") && line.contains("pruned=2")),
+        "a summary is logged"
+    );
+}
+
+#[tokio::test]
+async fn broadcast_retries_throttled_posts_and_delivers() {
+    let stack = Stack::new().await;
+    stack.put("a=", None, 60).await;
+    stack.put("b=", None, 60).await;
+    stack.fake.script("b=", &[429, 429]);
+    let broadcast = stack.function("broadcast").await;
+    let body = r#"{"action":"broadcast","message":"hi"}"#;
+    broadcast
+        .invoke(&websocket_event("broadcast", "a=", Some(body)))
+        .await
+        .response();
+    assert_eq!(stack.fake.delivered_to("b=").len(), 1);
+    let attempts = stack
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.connection_id == "b=")
+        .count();
+    assert_eq!(attempts, 3);
+    assert_eq!(
+        stack.ids().await,
+        vec!["a=", "b="],
+        "throttling is not gone"
+    );
+}
+
+#[tokio::test]
+async fn list_sends_the_sender_every_live_connection() {
+    let stack = Stack::new().await;
+    stack.put("a=", Some("alice"), 60).await;
+    stack.put("b=", None, 30).await;
+    stack.put("expired=", None, 3 * 3600).await;
+    let list = stack.function("list").await;
+    list.invoke(&websocket_event("list", "b=", Some(r#"{"action":"list"}"#)))
+        .await
+        .response();
+    let frames = frames(stack.fake.delivered_to("b="));
+    assert_eq!(frames.len(), 1);
+    let mut entries = frames[0]["connections"].as_array().unwrap().clone();
+    entries.sort_by_key(|e| e["connectionId"].as_str().unwrap().to_owned());
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["connectionId"], "a=");
+    assert_eq!(entries[0]["name"], "alice");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(entries[1]["connectedAt"].as_str().unwrap()).is_ok()
+    );
+}
+
+#[tokio::test]
+async fn chat_delivers_to_its_target_and_prunes_a_gone_one() {
+    let stack = Stack::new().await;
+    stack.put("a=", Some("alice"), 60).await;
+    stack.put("b=", None, 60).await;
+    stack.put("c=", None, 60).await;
+    stack.fake.gone("c=");
+    let chat = stack.function("chat").await;
+    let to_b = r#"{"action":"chat","connection":"b=","message":"Yo!"}"#;
+    chat.invoke(&websocket_event("chat", "a=", Some(to_b)))
+        .await
+        .response();
+    let frames_b = frames(stack.fake.delivered_to("b="));
+    assert_eq!(frames_b[0]["type"], "chat");
+    assert_eq!(frames_b[0]["name"], "alice");
+
+    let to_c = r#"{"action":"chat","connection":"c=","message":"Yo!"}"#;
+    chat.invoke(&websocket_event("chat", "a=", Some(to_c)))
+        .await
+        .response();
+    let to_a = frames(stack.fake.delivered_to("a="));
+    assert_eq!(to_a.len(), 1);
+    assert_eq!(to_a[0]["code"], "connection_not_found");
+    assert_eq!(stack.ids().await, vec!["a=", "b="]);
+}
+
+#[tokio::test]
+async fn default_tells_the_client_what_was_wrong() {
+    let stack = Stack::new().await;
+    let default = stack.function("default").await;
+    default
+        .invoke(&websocket_event("$default", "a=", Some("not json")))
+        .await
+        .response();
+    default
+        .invoke(&websocket_event(
+            "$default",
+            "a=",
+            Some(r#"{"action":"dance"}"#),
+        ))
+        .await
+        .response();
+    let codes: Vec<Value> = frames(stack.fake.delivered_to("a="))
+        .iter()
+        .map(|f| f["code"].clone())
+        .collect();
+    assert_eq!(codes, vec![json!("invalid_json"), json!("unknown_action")]);
+}
+
+#[tokio::test]
+async fn post_delivers_the_welcome_after_the_connection_is_established() {
+    let stack = Stack::new().await;
+    stack.fake.script("new=", &[410, 410]); // $connect has not returned yet
+    let post = stack.function("post").await;
+    post.invoke(&welcome_event("new=")).await.response();
+    assert_eq!(
+        frames(stack.fake.delivered_to("new=")),
+        vec![
+            json!({"type":"welcome","connectionId":"new=","message":"Welcome! - connected on new="})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn post_gives_up_quietly_on_a_connection_that_left() {
+    let stack = Stack::new().await;
+    stack.fake.gone("left=");
+    let post = stack.function("post").await;
+    post.invoke(&welcome_event("left=")).await.response();
+    let attempts = stack.fake.calls().len();
+    assert!(
+        attempts > 1 && attempts <= 10,
+        "retried briefly: {attempts} attempts"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_removes_expired_and_gone_records_only() {
+    let stack = Stack::new().await;
+    for id in ["live1=", "live2=", "gone1=", "gone2="] {
+        stack.put(id, None, 600).await;
+    }
+    stack.put("expired=", None, 3 * 3600).await;
+    stack.fake.gone("gone1=");
+    stack.fake.gone("gone2=");
+    let cleanup = stack.function("cleanup").await;
+    let scheduler_event = json!({"version":"0","id":"x","detail-type":"Scheduled Event","source":"aws.scheduler","account":"123456789012","time":"2026-11-28T07:00:00Z","region":"us-east-1","resources":[],"detail":{}});
+    let report = cleanup.invoke(&scheduler_event).await.response();
+    assert_eq!(
+        report,
+        json!({"checked": 5, "expired": 1, "gone": 2, "failed": 0})
+    );
+    assert_eq!(stack.ids().await, vec!["live1=", "live2="]);
+    let described: Vec<String> = stack
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "GET")
+        .map(|c| c.connection_id)
+        .collect();
+    assert!(
+        !described.contains(&"expired=".to_string()),
+        "an expired record needs no GetConnection"
+    );
+    // whatever the schedule sends is accepted
+    assert!(matches!(
+        cleanup.invoke(&json!({})).await,
+        runtime_api::Answer::Response(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_an_invocation_error_and_the_function_keeps_serving() {
+    let stack = Stack::new().await;
+    stack.put("a=", None, 60).await;
+    let list = stack.function("list").await;
+    let mut no_id = websocket_event("list", "a=", Some(r#"{"action":"list"}"#));
+    no_id["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("connectionId");
+    let (error_type, body) = list.invoke(&no_id).await.error();
+    assert_eq!(error_type, "MalformedEvent");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("connectionId"),
+        "{body}"
+    );
+
+    let (_, _) = list.api.invoke_raw("this is not JSON").await.error();
+    let (_, _) = list.invoke(&json!([1, 2, 3])).await.error();
+
+    let served = list
+        .invoke(&websocket_event("list", "a=", Some(r#"{"action":"list"}"#)))
+        .await
+        .response();
+    assert_eq!(served["statusCode"], 200);
+    assert_eq!(stack.fake.delivered_to("a=").len(), 1);
+
+    let post = stack.function("post").await;
+    let mut wrong = welcome_event("a=");
+    wrong["detail"] = json!({"who": "knows"});
+    assert_eq!(post.invoke(&wrong).await.error().0, "MalformedEvent");
+    post.invoke(&welcome_event("a=")).await.response();
+}
+
+#[tokio::test]
+async fn missing_configuration_is_an_init_error_that_names_the_variable() {
+    let stack = Stack::new().await;
+    for missing in [
+        "CONNECTIONS_TABLE",
+        "EVENT_BUS_NAME",
+        "WEBSOCKET_API_ENDPOINT",
+    ] {
+        let env: Vec<(&str, String)> = stack
+            .env()
+            .into_iter()
+            .filter(|(name, _)| *name != missing)
+            .collect();
+        let mut function = Function::start("broadcast", &env).await;
+        let (error_type, body) = function.api.init_error().await;
+        assert_eq!(error_type, "Runtime.InvalidConfiguration");
+        assert!(
+            body["errorMessage"].as_str().unwrap().starts_with(missing),
+            "{body}"
+        );
+        assert!(!function.exited().await.success());
+    }
+    let mut function = stack
+        .function_with("chat", &[("FANOUT_CONCURRENCY", "zero".into())])
+        .await;
+    let (_, body) = function.api.init_error().await;
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("FANOUT_CONCURRENCY"),
+        "{body}"
+    );
+    assert!(!function.exited().await.success());
+}
+
+#[tokio::test]
+async fn every_function_starts_and_asks_for_work() {
+    let stack = Stack::new().await;
+    for name in [
+        "connect",
+        "disconnect",
+        "default",
+        "broadcast",
+        "list",
+        "chat",
+        "post",
+        "cleanup",
+    ] {
+        let function = stack.function(name).await;
+        function.api.next_called(1).await;
+    }
+}

@@ -1,0 +1,102 @@
+//! A moto server for DynamoDB, shared by the tests of this binary, and a fresh table per test.
+//!
+//! The test command (`scripts/test`) starts moto and exports `WEBCHAT_TEST_MOTO`; without it the
+//! tests start `moto_server` themselves (from `.venv/bin` or the PATH) under a watchdog that stops
+//! it when the test process ends.
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+
+static MOTO: OnceLock<String> = OnceLock::new();
+
+/// The moto endpoint, e.g. `http://127.0.0.1:5123`.
+pub fn endpoint() -> &'static str {
+    MOTO.get_or_init(|| match std::env::var("WEBCHAT_TEST_MOTO") {
+        Ok(endpoint) => endpoint,
+        Err(_) => start(),
+    })
+}
+
+fn start() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let venv = format!("{root}/.venv/bin/moto_server");
+    let binary = if std::path::Path::new(&venv).exists() {
+        venv
+    } else {
+        "moto_server".to_owned()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        "{binary} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & moto=$!; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $moto 2>/dev/null; do sleep 0.5; done; kill $moto 2>/dev/null",
+        parent = std::process::id()
+    );
+    let mut watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("could not start moto_server ({e}); pip install -r requirements-test.txt")
+        });
+    // The watchdog outlives this call; a thread reaps it when it ends with the test process.
+    std::thread::spawn(move || watchdog.wait());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start on port {port}: pip install -r requirements-test.txt"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A DynamoDB client for moto, configured like the functions' (test credentials, us-east-1).
+pub async fn client() -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .endpoint_url(endpoint())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// Creates a table shaped as the stack's (key `connectionId`, on demand); returns its name.
+pub async fn table(client: &aws_sdk_dynamodb::Client) -> String {
+    let name = format!("connections-{:012x}", fastrand::u64(..) >> 16);
+    client
+        .create_table()
+        .table_name(&name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("connectionId")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("connectionId")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create a table in moto");
+    name
+}
