@@ -554,3 +554,120 @@ async fn post_rejects_events_that_are_not_welcomes() {
         Err(HandlerError::MalformedEvent(_))
     ));
 }
+
+mod never_panics {
+    //! Property tests over request parsing through the Lambda glue: whatever a client sends, and
+    //! whatever shape an event arrives in, no route panics and every frame gets an answer.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn route() -> impl Strategy<Value = RouteKey> {
+        prop::sample::select(RouteKey::ALL.to_vec())
+    }
+
+    fn body() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            (
+                prop::sample::select(vec!["broadcast", "list", "chat", "", "x"]),
+                any::<Option<String>>(),
+                any::<Option<String>>()
+            )
+                .prop_map(|(action, connection, message)| {
+                    json!({"action": action, "connection": connection, "message": message})
+                        .to_string()
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_frame_on_any_route_is_answered(route in route(), body in body(), base64 in any::<bool>()) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let (chat, _) = chat();
+                join(&chat, "a", Some("alice"));
+                join(&chat, "b", None);
+                let mut event = websocket_event(route, Some("a"), Some(&body));
+                event.is_base64_encoded = base64;
+                event.query_string_parameters =
+                    std::collections::HashMap::from([("name".to_string(), body.clone())]).into();
+                let response = lambda::websocket(&chat, route, &event).await.unwrap();
+                prop_assert!(response.status_code == 200 || (route == RouteKey::Connect && response.status_code == 400));
+                if !matches!(route, RouteKey::Connect | RouteKey::Disconnect) {
+                    prop_assert!(!chat.api.posts().is_empty(), "every frame is answered or delivered");
+                }
+                Ok(())
+            })?;
+        }
+
+        #[test]
+        fn any_json_event_is_served_or_rejected_without_panicking(event in arb_json(4)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let (chat, _) = chat();
+                if let Ok(event) = serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(event.clone()) {
+                    for route in RouteKey::ALL {
+                        let _ = lambda::websocket(&chat, route, &event).await;
+                    }
+                }
+                if let Ok(event) = serde_json::from_value::<EventBridgeEvent<Value>>(event) {
+                    let _ = lambda::post(&chat, event).await;
+                }
+            });
+        }
+    }
+
+    fn arb_json(depth: u32) -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "requestContext",
+                "connectionId",
+                "routeKey",
+                "body",
+                "detail",
+                "source",
+                "webchat",
+                "welcome",
+                "$connect",
+                "a"
+            ])
+            .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(depth, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "requestContext",
+                        "connectionId",
+                        "routeKey",
+                        "eventType",
+                        "body",
+                        "isBase64Encoded",
+                        "connectedAt",
+                        "requestTimeEpoch",
+                        "queryStringParameters",
+                        "detail",
+                        "detail-type",
+                        "source",
+                        "name",
+                        "message",
+                        "identity",
+                    ])
+                    .prop_map(String::from),
+                    inner,
+                    0..6,
+                )
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+}

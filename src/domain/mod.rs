@@ -22,8 +22,10 @@ use crate::ports::{ApiError, BusError, Clock, StoreError};
 /// The tunables of the routes. The defaults suit Lambda with a 128-1024 MB function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// How many `@connections` calls a fan-out keeps in flight. API Gateway's management API is
-    /// network-bound (tens of ms a call), so concurrency, not CPU, decides fan-out time.
+    /// How many `@connections` calls a fan-out keeps in flight. A call is network-bound (tens of
+    /// ms), so concurrency decides fan-out time until signing and HTTP work saturate the CPU:
+    /// `cargo bench --bench fanout` reaches 10 000 connections at 20 ms a call fastest at 512
+    /// on one core (0.69 s; 256: 0.93 s; 1024: 0.85 s).
     pub fanout_concurrency: usize,
     /// Retries of a throttled (429) `@connections` call.
     pub throttle_backoff: Backoff,
@@ -35,7 +37,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            fanout_concurrency: 256,
+            fanout_concurrency: 512,
             throttle_backoff: Backoff {
                 attempts: 5,
                 base: Duration::from_millis(50),

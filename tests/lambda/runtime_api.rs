@@ -300,6 +300,10 @@ impl Function {
         self.api.invoke(event).await
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the function wrote to stderr so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()

@@ -1,0 +1,170 @@
+//! Fan-out: a broadcast to 10 000 stored connections through the real management-API adapter
+//! (aws-sdk-apigatewaymanagement over HTTP) against a fake `@connections` endpoint that answers
+//! every call after 20 ms, compared in the same run with a sequential loop over the same
+//! connections (the well-known samples' approach).
+//!
+//!     cargo bench --bench fanout -- [--connections N] [--delay-ms D] [--concurrency C ...] [--sequential N]
+//!
+//! The store is the in-memory adapter (paginated like DynamoDB), so the figures measure the
+//! fan-out, not a store emulator. `--sequential N` times the loop over the first N connections
+//! and extrapolates (default: all of them, which takes N x delay).
+
+#[allow(dead_code)]
+#[path = "../tests/lambda/fake_aws.rs"]
+mod fake_aws;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use webchat::adapters::management::ManagementApi;
+use webchat::adapters::memory::{MemoryEventBus, MemoryStore};
+use webchat::config::FunctionConfig;
+use webchat::domain::{Chat, Settings};
+use webchat::ports::{ConnectionApi, ConnectionRecord, SystemClock};
+
+struct Args {
+    connections: usize,
+    delay: Duration,
+    concurrency: Vec<usize>,
+    sequential: Option<usize>,
+}
+
+fn args() -> Args {
+    let mut parsed = Args {
+        connections: 10_000,
+        delay: Duration::from_millis(20),
+        concurrency: Vec::new(),
+        sequential: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("{arg} takes a number"))
+        };
+        match arg.as_str() {
+            "--connections" => parsed.connections = value(),
+            "--delay-ms" => parsed.delay = Duration::from_millis(value() as u64),
+            "--concurrency" => parsed.concurrency.push(value()),
+            "--sequential" => parsed.sequential = Some(value()),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    if parsed.concurrency.is_empty() {
+        parsed.concurrency = vec![256, 512, 1024];
+    }
+    parsed
+}
+
+async fn management_api(endpoint: &str) -> ManagementApi {
+    // SAFETY: set before any thread reads the environment; the SDK takes credentials from it.
+    unsafe {
+        std::env::set_var("AWS_REGION", "us-east-1");
+        std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let config = FunctionConfig::from_lookup(|name| match name {
+        "CONNECTIONS_TABLE" => Some("bench".into()),
+        "EVENT_BUS_NAME" => Some("bench".into()),
+        "WEBSOCKET_API_ENDPOINT" => Some(endpoint.into()),
+        _ => None,
+    })
+    .unwrap();
+    webchat::lambda::runtime::build(&config).await.api
+}
+
+fn main() {
+    let args = args();
+    // One thread, as a Lambda function at 128-1769 MB has at most one vCPU; the fake endpoint
+    // runs on its own runtime so that it does not steal this one's time.
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = server.block_on(fake_aws::FakeAws::start());
+    fake.set_delay(args.delay);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(args, fake));
+}
+
+async fn run(args: Args, fake: fake_aws::FakeAws) {
+    let store = MemoryStore::new();
+    let now = Utc::now();
+    for i in 0..args.connections {
+        store.insert(ConnectionRecord::new(format!("conn-{i:06}="), None, now));
+    }
+    let ids: Vec<String> = store
+        .records()
+        .into_iter()
+        .map(|r| r.connection_id)
+        .collect();
+    let api = management_api(&fake.management_endpoint()).await;
+    let mut chat = Chat {
+        store,
+        api,
+        bus: MemoryEventBus::recording(),
+        clock: Arc::new(SystemClock),
+        settings: Settings::default(),
+    };
+    let body = r#"{"action":"broadcast","message":"fan-out benchmark"}"#;
+
+    println!(
+        "broadcast to {} connections, @connections answering after {:?}",
+        args.connections, args.delay
+    );
+    // One uncounted round opens the HTTP connections, as the first broadcast of a warm function has.
+    chat.settings.fanout_concurrency = args.concurrency[0];
+    chat.broadcast(&ids[0], body)
+        .await
+        .expect("warm-up broadcast");
+    let mut best = Duration::MAX;
+    for concurrency in &args.concurrency {
+        chat.settings.fanout_concurrency = *concurrency;
+        let before = fake.delivered().len();
+        let started = Instant::now();
+        chat.broadcast(&ids[0], body).await.expect("broadcast");
+        let took = started.elapsed();
+        let delivered = fake.delivered().len() - before;
+        assert_eq!(delivered, args.connections, "every connection is reached");
+        println!(
+            "  ours, {concurrency:>5} in flight: {:>8.3} s ({delivered} delivered)",
+            took.as_secs_f64()
+        );
+        best = best.min(took);
+    }
+
+    let sample = args
+        .sequential
+        .unwrap_or(args.connections)
+        .min(args.connections);
+    let data = Bytes::from_static(b"{\"type\":\"broadcast\"}");
+    let started = Instant::now();
+    for id in &ids[..sample] {
+        chat.api.post(id, data.clone()).await.expect("post");
+    }
+    let sequential = started
+        .elapsed()
+        .mul_f64(args.connections as f64 / sample as f64);
+    let note = if sample < args.connections {
+        format!(" (extrapolated from {sample})")
+    } else {
+        String::new()
+    };
+    println!(
+        "  sequential loop:        {:>8.3} s{note}",
+        sequential.as_secs_f64()
+    );
+    println!(
+        "  ratio (sequential / best of ours): {:.0}x",
+        sequential.as_secs_f64() / best.as_secs_f64()
+    );
+}

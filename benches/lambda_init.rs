@@ -1,0 +1,169 @@
+//! The shipped function binaries as Lambda starts them: time from process start to the first
+//! `/next` request (the init duration Lambda bills on a cold start), stripped binary size, and
+//! peak resident memory after init and after serving one invocation.
+//!
+//!     cargo bench --bench lambda_init -- [--runs N]
+//!
+//! Needs moto for the invocation (from `WEBCHAT_TEST_MOTO`, or `.venv/bin/moto_server`, as the
+//! tests); `@connections` and EventBridge are the tests' recording server.
+
+#[allow(dead_code)]
+#[path = "../tests/lambda/fake_aws.rs"]
+mod fake_aws;
+#[allow(dead_code)]
+#[path = "../tests/lambda/moto.rs"]
+mod moto;
+#[allow(dead_code)]
+#[path = "../tests/lambda/runtime_api.rs"]
+mod runtime_api;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const FUNCTIONS: [&str; 8] = [
+    "connect",
+    "disconnect",
+    "default",
+    "broadcast",
+    "list",
+    "chat",
+    "post",
+    "cleanup",
+];
+
+fn event(function: &str) -> Value {
+    let now = chrono::Utc::now().timestamp_millis();
+    let context = |route: &str, kind: &str| {
+        json!({"routeKey": route, "eventType": kind, "connectionId": "bench=", "stage": "test",
+               "requestId": "r", "connectedAt": now, "requestTimeEpoch": now, "domainName": "d", "apiId": "a",
+               "identity": {"sourceIp": "203.0.113.7"}})
+    };
+    match function {
+        "connect" => {
+            json!({"requestContext": context("$connect", "CONNECT"), "isBase64Encoded": false})
+        }
+        "disconnect" => {
+            json!({"requestContext": context("$disconnect", "DISCONNECT"), "isBase64Encoded": false})
+        }
+        "default" => {
+            json!({"requestContext": context("$default", "MESSAGE"), "body": "hello", "isBase64Encoded": false})
+        }
+        "broadcast" => {
+            json!({"requestContext": context("broadcast", "MESSAGE"), "body": r#"{"action":"broadcast","message":"hi"}"#, "isBase64Encoded": false})
+        }
+        "list" => {
+            json!({"requestContext": context("list", "MESSAGE"), "body": r#"{"action":"list"}"#, "isBase64Encoded": false})
+        }
+        "chat" => {
+            json!({"requestContext": context("chat", "MESSAGE"), "body": r#"{"action":"chat","connection":"bench=","message":"hi"}"#, "isBase64Encoded": false})
+        }
+        "post" => {
+            json!({"version": "0", "id": "1", "detail-type": "welcome", "source": "webchat", "account": "1",
+                         "time": "2026-11-28T07:00:00Z", "region": "us-east-1", "resources": [],
+                         "detail": {"connectionId": "bench=", "message": "Welcome!"}})
+        }
+        _ => json!({}),
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn stripped_size(function: &str) -> u64 {
+    let copy = std::env::temp_dir().join(format!("webchat-size-{function}"));
+    std::fs::copy(runtime_api::binary(function), &copy).unwrap();
+    let status = std::process::Command::new("strip")
+        .arg(&copy)
+        .status()
+        .expect("strip (binutils)");
+    assert!(status.success());
+    let size = std::fs::metadata(&copy).unwrap().len();
+    let _ = std::fs::remove_file(&copy);
+    size
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn main() {
+    let mut runs = 20;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().and_then(|r| r.parse().ok()).expect("--runs N"),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dynamodb = moto::client().await;
+        let table = moto::table(&dynamodb).await;
+        let fake = fake_aws::FakeAws::start().await;
+        let env: Vec<(&str, String)> = vec![
+            ("CONNECTIONS_TABLE", table),
+            ("EVENT_BUS_NAME", "bench".into()),
+            ("WEBSOCKET_API_ENDPOINT", fake.management_endpoint()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", moto::endpoint().into()),
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", fake.endpoint()),
+        ];
+        println!("{runs} cold starts per function; init = process start to its first /next");
+        println!(
+            "{:<11} {:>12} {:>12} {:>14} {:>16} {:>20}",
+            "function",
+            "init p50",
+            "init max",
+            "stripped size",
+            "peak RSS (init)",
+            "peak RSS (1 invoke)"
+        );
+        for function in FUNCTIONS {
+            let mut inits = Vec::new();
+            let mut rss_init = 0;
+            for _ in 0..runs {
+                let started = Instant::now();
+                let process = runtime_api::Function::start(function, &env).await;
+                let first_next = process.api.next_called(1).await;
+                inits.push(first_next - started);
+                rss_init = rss_init.max(peak_rss_kib(process.pid()));
+            }
+            let process = runtime_api::Function::start(function, &env).await;
+            let answer = process.invoke(&event(function)).await;
+            assert!(
+                matches!(answer, runtime_api::Answer::Response(_)),
+                "{function}: {answer:?}"
+            );
+            let rss_invoked = peak_rss_kib(process.pid());
+            let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+            println!(
+                "{:<11} {:>12} {:>12} {:>11.1} MiB {:>12.1} MiB {:>16.1} MiB",
+                function,
+                ms(median(inits.clone())),
+                ms(*inits.iter().max().unwrap()),
+                stripped_size(function) as f64 / 1048576.0,
+                rss_init as f64 / 1024.0,
+                rss_invoked as f64 / 1024.0,
+            );
+        }
+    });
+}
