@@ -20,17 +20,7 @@ mod runtime_api;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-const FUNCTIONS: [&str; 8] = [
-    "connect",
-    "disconnect",
-    "default",
-    "broadcast",
-    "list",
-    "chat",
-    "post",
-    "cleanup",
-];
+use webchat::lambda::FUNCTIONS;
 
 fn event(function: &str) -> Value {
     let now = chrono::Utc::now().timestamp_millis();

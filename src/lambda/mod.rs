@@ -7,6 +7,19 @@
 
 pub mod runtime;
 
+/// The Lambda functions: one binary (`src/bin/<name>.rs`), one image and one function each.
+/// The Pulumi program declares the same list.
+pub const FUNCTIONS: [&str; 8] = [
+    "connect",
+    "disconnect",
+    "default",
+    "broadcast",
+    "list",
+    "chat",
+    "post",
+    "cleanup",
+];
+
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::eventbridge::EventBridgeEvent;

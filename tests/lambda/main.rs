@@ -558,17 +558,33 @@ async fn missing_configuration_is_an_init_error_that_names_the_variable() {
 #[tokio::test]
 async fn every_function_starts_and_asks_for_work() {
     let stack = Stack::new().await;
-    for name in [
-        "connect",
-        "disconnect",
-        "default",
-        "broadcast",
-        "list",
-        "chat",
-        "post",
-        "cleanup",
-    ] {
+    for name in webchat::lambda::FUNCTIONS {
         let function = stack.function(name).await;
         function.api.next_called(1).await;
     }
+}
+
+#[test]
+fn every_function_has_its_binary_and_every_binary_is_a_function_or_webchat_local() {
+    let mut binaries: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin"))
+            .unwrap()
+            .map(|entry| {
+                entry
+                    .unwrap()
+                    .file_name()
+                    .into_string()
+                    .unwrap()
+                    .trim_end_matches(".rs")
+                    .to_owned()
+            })
+            .filter(|name| name != "webchat-local")
+            .collect();
+    binaries.sort();
+    let mut functions: Vec<String> = webchat::lambda::FUNCTIONS
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    functions.sort();
+    assert_eq!(binaries, functions);
 }
