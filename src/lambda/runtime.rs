@@ -43,7 +43,15 @@ impl From<HandlerError> for Diagnostic {
 /// Builds the clients once. Credentials and region come from the standard chain (in Lambda, the
 /// function's role and `AWS_REGION`); emulator endpoints from `AWS_ENDPOINT_URL_<SERVICE>`.
 pub async fn build(config: &FunctionConfig) -> AwsChat {
-    let sdk = aws_config::load_from_env().await;
+    let mut sdk = aws_config::load_from_env().await;
+    if sdk.region().is_none() {
+        // Lambda always sets AWS_REGION; an emulator harness may not, and every call would fail.
+        tracing::warn!("no AWS region configured; using {FALLBACK_REGION}");
+        sdk = sdk
+            .into_builder()
+            .region(aws_config::Region::new(FALLBACK_REGION))
+            .build();
+    }
     let management = aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
         .endpoint_url(&config.websocket_api_endpoint)
         // The domain retries throttling with its own budget; SDK retries would multiply it.
@@ -70,7 +78,40 @@ pub async fn build(config: &FunctionConfig) -> AwsChat {
     }
 }
 
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// lambda_runtime panics when Lambda's own variables are missing. Lambda always sets them, but a
+/// hand-rolled Runtime API harness may not: default them rather than crash.
+fn default_lambda_environment() {
+    let name = std::env::args()
+        .next()
+        .and_then(|path| {
+            std::path::Path::new(&path)
+                .file_name()?
+                .to_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "webchat".into());
+    for (variable, default) in [
+        ("AWS_LAMBDA_FUNCTION_NAME", name.as_str()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+    ] {
+        let valid = match variable {
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" => {
+                std::env::var(variable).is_ok_and(|v| v.parse::<i32>().is_ok())
+            }
+            _ => std::env::var_os(variable).is_some(),
+        };
+        if !valid {
+            // SAFETY: called first thing in init, before this process starts any other thread.
+            unsafe { std::env::set_var(variable, default) };
+        }
+    }
+}
+
 async fn init() -> Result<AwsChat, Error> {
+    default_lambda_environment();
     match FunctionConfig::from_env() {
         Ok(config) => {
             telemetry::init(&config.log_level);

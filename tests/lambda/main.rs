@@ -564,6 +564,23 @@ async fn every_function_starts_and_asks_for_work() {
     }
 }
 
+#[tokio::test]
+async fn a_harness_that_sets_only_the_runtime_api_and_the_configuration_is_served() {
+    let stack = Stack::new().await;
+    let mut env = stack.env();
+    env.extend([
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+    ]);
+    let default = Function::start_bare("default", &env, false).await;
+    let answer = default
+        .invoke(&websocket_event("$default", "a=", Some("?")))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 200);
+    assert_eq!(stack.fake.delivered_to("a=").len(), 1);
+}
+
 #[test]
 fn every_function_has_its_binary_and_every_binary_is_a_function_or_webchat_local() {
     let mut binaries: Vec<String> =

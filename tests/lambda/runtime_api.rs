@@ -257,30 +257,37 @@ impl Function {
     /// Starts `function` as Lambda would: its environment is exactly `env` plus the variables
     /// Lambda itself sets.
     pub async fn start(function: &str, env: &[(&str, String)]) -> Function {
+        Function::start_bare(function, env, true).await
+    }
+
+    /// With `as_lambda` false, only `env` and `AWS_LAMBDA_RUNTIME_API` are set.
+    pub async fn start_bare(function: &str, env: &[(&str, String)], as_lambda: bool) -> Function {
         let api = RuntimeApi::start().await;
         let mut command = Command::new(binary(function));
         command
             .env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", format!("webchat-{function}"))
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/webchat-{function}"),
-            )
-            .env(
-                "AWS_LAMBDA_LOG_STREAM_NAME",
-                "2026/11/28/[$LATEST]0123456789abcdef",
-            )
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_SESSION_TOKEN", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string());
+        if as_lambda {
+            command
+                .env("AWS_LAMBDA_FUNCTION_NAME", format!("webchat-{function}"))
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env(
+                    "AWS_LAMBDA_LOG_GROUP_NAME",
+                    format!("/aws/lambda/webchat-{function}"),
+                )
+                .env(
+                    "AWS_LAMBDA_LOG_STREAM_NAME",
+                    "2026/11/28/[$LATEST]0123456789abcdef",
+                )
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_SESSION_TOKEN", "testing")
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
         }
