@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use crate::ports::{ConnectionRecord, ConnectionStore, Page, StoreError, rfc3339};
+use crate::telemetry::{aws_span, call};
 
 /// The item's attribute names. The Pulumi program declares the key and the TTL attribute from
 /// the same names.
@@ -120,11 +121,13 @@ fn from_item(item: &Item) -> Option<ConnectionRecord> {
 
 impl ConnectionStore for DynamoStore {
     async fn put(&self, record: ConnectionRecord) -> Result<(), StoreError> {
-        self.client
+        let put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(to_item(&record)))
-            .send()
+            .send();
+        call(aws_span("DynamoDB", "PutItem"), put)
             .await
             .map_err(store_error)?;
         Ok(())
@@ -135,13 +138,14 @@ impl ConnectionStore for DynamoStore {
         connection_id: &str,
         live_at: i64,
     ) -> Result<Option<ConnectionRecord>, StoreError> {
-        let output = self
+        let get = self
             .client
             .get_item()
             .table_name(&self.table)
             .key(CONNECTION_ID, AttributeValue::S(connection_id.to_owned()))
             .consistent_read(true)
-            .send()
+            .send();
+        let output = call(aws_span("DynamoDB", "GetItem"), get)
             .await
             .map_err(store_error)?;
         Ok(output
@@ -151,11 +155,13 @@ impl ConnectionStore for DynamoStore {
     }
 
     async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
-        self.client
+        let delete = self
+            .client
             .delete_item()
             .table_name(&self.table)
             .key(CONNECTION_ID, AttributeValue::S(connection_id.to_owned()))
-            .send()
+            .send();
+        call(aws_span("DynamoDB", "DeleteItem"), delete)
             .await
             .map_err(store_error)?;
         Ok(())
@@ -166,12 +172,13 @@ impl ConnectionStore for DynamoStore {
         live_at: i64,
         cursor: Option<String>,
     ) -> Result<Page<String>, StoreError> {
-        let output = self
+        let scan = self
             .scan(Some(live_at), cursor)
             .projection_expression("#connectionId, #expiresAt")
             .expression_attribute_names("#connectionId", CONNECTION_ID)
             .expression_attribute_names("#expiresAt", EXPIRES_AT)
-            .send()
+            .send();
+        let output = call(aws_span("DynamoDB", "Scan"), scan)
             .await
             .map_err(store_error)?;
         let items = output
@@ -197,14 +204,15 @@ impl ConnectionStore for DynamoStore {
         live_at: Option<i64>,
         cursor: Option<String>,
     ) -> Result<Page<ConnectionRecord>, StoreError> {
-        let output = self
+        let scan = self
             .scan(live_at, cursor)
             .projection_expression("#connectionId, #name, #connectedAt, #expiresAt")
             .expression_attribute_names("#connectionId", CONNECTION_ID)
             .expression_attribute_names("#name", NAME)
             .expression_attribute_names("#connectedAt", CONNECTED_AT)
             .expression_attribute_names("#expiresAt", EXPIRES_AT)
-            .send()
+            .send();
+        let output = call(aws_span("DynamoDB", "Scan"), scan)
             .await
             .map_err(store_error)?;
         let items = output

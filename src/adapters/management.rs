@@ -12,6 +12,34 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::ports::{ApiError, ConnectionApi, ConnectionInfo, Outcome};
+use crate::telemetry::{aws_span, is_counted};
+
+/// Runs one management-API call in its own span with its outcome, unless a fan-out is counting
+/// its calls instead.
+async fn traced<T>(
+    operation: &'static str,
+    work: impl std::future::Future<Output = Result<Outcome<T>, ApiError>>,
+) -> Result<Outcome<T>, ApiError> {
+    use tracing::Instrument;
+    if is_counted() {
+        return work.await;
+    }
+    let span = aws_span("ApiGatewayManagementApi", operation);
+    let result = work.instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(Outcome::Done(_)) => "done",
+        Ok(Outcome::Gone) => "gone",
+        Err(ApiError::Throttled(_)) => "throttled",
+        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(ApiError::PayloadTooLarge) => "payload_too_large",
+        Err(ApiError::Other(_)) => "error",
+    };
+    span.record("outcome", outcome);
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
+}
 
 #[derive(Clone, Debug)]
 pub struct ManagementApi {
@@ -55,51 +83,57 @@ fn to_chrono(time: Option<&AwsDateTime>) -> Option<DateTime<Utc>> {
 
 impl ConnectionApi for ManagementApi {
     async fn post(&self, connection_id: &str, data: Bytes) -> Result<Outcome<()>, ApiError> {
-        match self
+        let post = self
             .client
             .post_to_connection()
             .connection_id(connection_id)
             .data(Blob::new(data))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Outcome::Done(())),
-            Err(error) => classify(error),
-        }
+            .send();
+        traced("PostToConnection", async {
+            match post.await {
+                Ok(_) => Ok(Outcome::Done(())),
+                Err(error) => classify(error),
+            }
+        })
+        .await
     }
 
     async fn describe(&self, connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
-        match self
+        let get = self
             .client
             .get_connection()
             .connection_id(connection_id)
-            .send()
-            .await
-        {
-            Ok(output) => {
-                let connected_at = to_chrono(output.connected_at()).unwrap_or_else(Utc::now);
-                let identity = output.identity();
-                Ok(Outcome::Done(ConnectionInfo {
-                    connected_at,
-                    last_active_at: to_chrono(output.last_active_at()).unwrap_or(connected_at),
-                    source_ip: identity.and_then(|i| i.source_ip()).map(str::to_owned),
-                    user_agent: identity.and_then(|i| i.user_agent()).map(str::to_owned),
-                }))
+            .send();
+        traced("GetConnection", async {
+            match get.await {
+                Ok(output) => {
+                    let connected_at = to_chrono(output.connected_at()).unwrap_or_else(Utc::now);
+                    let identity = output.identity();
+                    Ok(Outcome::Done(ConnectionInfo {
+                        connected_at,
+                        last_active_at: to_chrono(output.last_active_at()).unwrap_or(connected_at),
+                        source_ip: identity.and_then(|i| i.source_ip()).map(str::to_owned),
+                        user_agent: identity.and_then(|i| i.user_agent()).map(str::to_owned),
+                    }))
+                }
+                Err(error) => classify(error),
             }
-            Err(error) => classify(error),
-        }
+        })
+        .await
     }
 
     async fn delete(&self, connection_id: &str) -> Result<Outcome<()>, ApiError> {
-        match self
+        let delete = self
             .client
             .delete_connection()
             .connection_id(connection_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Outcome::Done(())),
-            Err(error) => classify(error),
-        }
+            .send();
+        traced("DeleteConnection", async {
+            match delete.await {
+                Ok(_) => Ok(Outcome::Done(())),
+                Err(error) => classify(error),
+            }
+        })
+        .await
     }
 }

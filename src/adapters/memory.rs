@@ -311,12 +311,20 @@ impl ConnectionApi for MemoryConnectionApi {
     }
 }
 
+/// An event on its way to the bus's subscriber.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub event: BusEvent,
+    /// The X-Ray trace header of the publisher, which EventBridge passes to the target.
+    pub trace_header: Option<String>,
+}
+
 /// An event bus that records what was published and/or forwards it to a subscriber (the local
 /// gateway's EventBridge rule, which invokes `post`).
 #[derive(Debug, Default)]
 pub struct MemoryEventBus {
     published: Option<Mutex<Vec<BusEvent>>>,
-    forward: Option<mpsc::UnboundedSender<BusEvent>>,
+    forward: Option<mpsc::UnboundedSender<Delivery>>,
     failing: Mutex<Option<String>>,
 }
 
@@ -329,8 +337,9 @@ impl MemoryEventBus {
         }
     }
 
-    /// Forwards every event to `subscriber` and keeps nothing.
-    pub fn forwarding(subscriber: mpsc::UnboundedSender<BusEvent>) -> Self {
+    /// Forwards every event to `subscriber`, with the publisher's X-Ray trace header as
+    /// EventBridge hands it to a target, and keeps nothing.
+    pub fn forwarding(subscriber: mpsc::UnboundedSender<Delivery>) -> Self {
         MemoryEventBus {
             forward: Some(subscriber),
             ..MemoryEventBus::default()
@@ -359,8 +368,12 @@ impl EventBus for MemoryEventBus {
             lock(published).push(event.clone());
         }
         if let Some(forward) = &self.forward {
+            let trace_header = crate::telemetry::current_xray_header();
             forward
-                .send(event)
+                .send(Delivery {
+                    event,
+                    trace_header,
+                })
                 .map_err(|_| BusError("no subscriber is listening any more".into()))?;
         }
         Ok(())

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use webchat::local::{Config, Gateway, Limits};
+use webchat::telemetry::{self, Export, LogFormat, Options};
 
 /// Runs webchat locally: the same route handlers the Lambda functions run, behind an emulation of
 /// API Gateway's WebSocket API, with an in-memory connection store.
@@ -22,7 +23,11 @@ use webchat::local::{Config, Gateway, Limits};
 /// Try it: `wscat -c ws://127.0.0.1:3001` then send {"action":"broadcast","message":"hi"},
 /// {"action":"list"} or {"action":"chat","connection":"<id>","message":"yo"}.
 ///
-/// Logs go to stderr; the level comes from --log-level, LOG_LEVEL or RUST_LOG. Ctrl-C (or
+/// Every event runs in a span as a Lambda invocation would, and log lines carry its trace_id;
+/// with --otlp-endpoint the spans are exported (OTLP/HTTP), and a connect and the post of its
+/// welcome are one trace.
+///
+/// Logs go to stderr; the level comes from --log-level, RUST_LOG or LOG_LEVEL. Ctrl-C (or
 /// SIGTERM) closes every connection (1001, running $disconnect) and exits.
 #[derive(Debug, Parser)]
 #[command(name = "webchat-local", version, verbatim_doc_comment)]
@@ -58,12 +63,44 @@ struct Args {
     /// Log level or filter (e.g. info, debug, webchat=debug); overrides LOG_LEVEL.
     #[arg(long)]
     log_level: Option<String>,
+
+    /// Log lines as `text` (for a terminal) or `json` (as the Lambda functions write them).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: Format,
+
+    /// Export spans over OTLP/HTTP to this collector, e.g. http://localhost:4318 (an ADOT or
+    /// OpenTelemetry collector, or Jaeger). Without it, spans only give log lines their trace id.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    webchat::telemetry::init(args.log_level.as_deref().unwrap_or("info"));
+    let log_filter = args
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .or_else(|| std::env::var("LOG_LEVEL").ok())
+        .unwrap_or_else(|| "info".into());
+    let telemetry = telemetry::init(Options {
+        service_name: "webchat-local".into(),
+        log_filter,
+        log_format: match args.log_format {
+            Format::Text => LogFormat::Text,
+            Format::Json => LogFormat::Json,
+        },
+        export: args
+            .otlp_endpoint
+            .clone()
+            .map_or(Export::Disabled, Export::Endpoint),
+    });
     let config = Config {
         stage: args.stage,
         limits: Limits {
@@ -83,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  @connections: {http}/@connections/{{connectionId}}");
     println!("Connect with: wscat -c {}", gateway.url());
     gateway.serve(shutdown_signal()).await?;
+    telemetry.flush();
     Ok(())
 }
 

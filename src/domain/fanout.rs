@@ -9,8 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 
+use tracing::Instrument;
+use tracing::field::Empty;
+
 use super::{Chat, RouteError};
 use crate::ports::{ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, StoreError};
+use crate::telemetry;
 
 /// A retry budget: `attempts` calls in all, the n-th retry waiting between half and all of
 /// `min(base * 2^n, max)` ("equal jitter", so concurrent retries spread out but never hammer).
@@ -115,7 +119,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     pub(crate) async fn fan_out(&self, data: Bytes) -> Result<FanOut, RouteError> {
         let now = self.clock.now().timestamp();
         let mut summary = FanOut::default();
-        self.concurrently(
+        // One span for the whole fan-out, with its counts; the posts are not traced one by one.
+        let span =
+            tracing::info_span!("fan_out", delivered = Empty, pruned = Empty, failed = Empty);
+        let delivering = self.concurrently(
             paginate(|cursor| self.store.scan_ids(now, cursor)),
             |id| {
                 let data = &data;
@@ -126,8 +133,14 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 Delivery::Pruned => summary.pruned += 1,
                 Delivery::Failed => summary.failed += 1,
             },
-        )
-        .await?;
+        );
+        let result = telemetry::counted(delivering)
+            .instrument(span.clone())
+            .await;
+        span.record("delivered", summary.delivered);
+        span.record("pruned", summary.pruned);
+        span.record("failed", summary.failed);
+        result?;
         Ok(summary)
     }
 

@@ -237,7 +237,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     pub async fn cleanup(&self) -> Result<CleanupReport, RouteError> {
         let now = self.clock.now().timestamp();
         let mut report = CleanupReport::default();
-        self.concurrently(
+        let checking = self.concurrently(
             paginate(|cursor| self.store.scan_records(None, cursor)),
             |record| async move { self.check(&record, now).await },
             |checked| {
@@ -249,8 +249,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                     Checked::Failed => report.failed += 1,
                 }
             },
-        )
-        .await?;
+        );
+        // GetConnection for every record is counted, not traced one call at a time.
+        crate::telemetry::counted(checking).await?;
         tracing::info!(
             checked = report.checked,
             expired = report.expired,

@@ -59,6 +59,9 @@ where
         .as_deref()
         .filter(|id| !id.is_empty())
         .ok_or_else(|| HandlerError::MalformedEvent("no requestContext.connectionId".into()))?;
+    let span = tracing::Span::current();
+    span.record("route", route.as_str());
+    span.record("connection_id", connection_id);
     match route {
         RouteKey::Connect => {
             let name = event.query_string_parameters.first("name");
@@ -101,6 +104,7 @@ where
     }
     let welcome: WelcomeDetail = serde_json::from_value(event.detail)
         .map_err(|error| HandlerError::MalformedEvent(format!("welcome detail: {error}")))?;
+    tracing::Span::current().record("connection_id", welcome.connection_id.as_str());
     chat.post(&welcome).await?;
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! fetches events one at a time and hands them to the [glue](super); a handler error is reported
 //! as that invocation's error and the function goes on with the next event.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -22,7 +24,8 @@ use crate::config::{FunctionConfig, MANAGEMENT_CALL_TIMEOUT};
 use crate::domain::Chat;
 use crate::ports::SystemClock;
 use crate::protocol::RouteKey;
-use crate::telemetry;
+use crate::telemetry::{self, Options, Telemetry};
+use tracing::Instrument;
 
 /// The routes over the AWS adapters.
 pub type AwsChat = Chat<DynamoStore, ManagementApi, EventBridgeBus>;
@@ -110,19 +113,61 @@ fn default_lambda_environment() {
     }
 }
 
-async fn init() -> Result<AwsChat, Error> {
+/// A function after init: its routes and its telemetry.
+struct Function {
+    name: String,
+    chat: AwsChat,
+    telemetry: Telemetry,
+}
+
+async fn init() -> Result<Function, Error> {
     default_lambda_environment();
+    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "webchat".into());
     match FunctionConfig::from_env() {
         Ok(config) => {
-            telemetry::init(&config.log_level);
-            Ok(build(&config).await)
+            let telemetry = telemetry::init(Options::for_lambda(&name, &config.log_level));
+            let chat = build(&config).await;
+            Ok(Function {
+                name,
+                chat,
+                telemetry,
+            })
         }
         Err(error) => {
-            telemetry::init("info");
+            let _telemetry = telemetry::init(Options::for_lambda(&name, "info"));
             tracing::error!(%error, "invalid configuration");
             report_init_error("Runtime.InvalidConfiguration", &error.to_string()).await;
             Err(error.into())
         }
+    }
+}
+
+/// The first invocation of an execution environment is its cold start.
+static COLD_START: AtomicBool = AtomicBool::new(true);
+
+impl Function {
+    /// Runs one invocation inside its root span, parented on the invocation's X-Ray trace header
+    /// (from the Runtime API, not the process-wide `_X_AMZN_TRACE_ID`), then exports its spans
+    /// before the response lets Lambda freeze the sandbox.
+    async fn invoke<T>(
+        &self,
+        context: &lambda_runtime::Context,
+        work: impl Future<Output = Result<T, HandlerError>>,
+    ) -> Result<T, HandlerError> {
+        let span = telemetry::invocation_span(
+            &self.name,
+            &context.request_id,
+            COLD_START.swap(false, Ordering::Relaxed),
+        );
+        telemetry::begin(&span, context.xray_trace_id.as_deref());
+        let result = work.instrument(span.clone()).await;
+        if let Err(error) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.in_scope(|| tracing::error!(%error, "invocation failed"));
+        }
+        drop(span);
+        self.telemetry.flush();
+        result
     }
 }
 
@@ -164,11 +209,13 @@ async fn report_init_error(error_type: &str, message: &str) {
 
 /// Serves one API Gateway route: `connect`, `disconnect`, `default`, `broadcast`, `list`, `chat`.
 pub async fn serve_route(route: RouteKey) -> Result<(), Error> {
-    let chat = init().await?;
-    let chat = &chat;
+    let function = &init().await?;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
-            Box::pin(async move { super::websocket(chat, route, &event.payload).await })
+            Box::pin(async move {
+                let work = Box::pin(super::websocket(&function.chat, route, &event.payload));
+                function.invoke(&event.context, work).await
+            })
         },
     ))
     .await
@@ -176,11 +223,13 @@ pub async fn serve_route(route: RouteKey) -> Result<(), Error> {
 
 /// Serves the welcome events EventBridge delivers: the `post` function.
 pub async fn serve_post() -> Result<(), Error> {
-    let chat = init().await?;
-    let chat = &chat;
+    let function = &init().await?;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent<Value>>| {
-            Box::pin(async move { super::post(chat, event.payload).await })
+            Box::pin(async move {
+                let work = Box::pin(super::post(&function.chat, event.payload));
+                function.invoke(&event.context, work).await
+            })
         },
     ))
     .await
@@ -188,17 +237,19 @@ pub async fn serve_post() -> Result<(), Error> {
 
 /// Serves the schedule's ticks: the `cleanup` function. Whatever the schedule sends is accepted.
 pub async fn serve_cleanup() -> Result<(), Error> {
-    let chat = init().await?;
-    let chat = &chat;
-    lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| {
+    let function = &init().await?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         Box::pin(async move {
-            let report = super::cleanup(chat).await?;
-            Ok::<_, HandlerError>(json!({
-                "checked": report.checked,
-                "expired": report.expired,
-                "gone": report.gone,
-                "failed": report.failed,
-            }))
+            let work = async {
+                let report = Box::pin(super::cleanup(&function.chat)).await?;
+                Ok(json!({
+                    "checked": report.checked,
+                    "expired": report.expired,
+                    "gone": report.gone,
+                    "failed": report.failed,
+                }))
+            };
+            function.invoke(&event.context, work).await
         })
     }))
     .await

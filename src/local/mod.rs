@@ -28,12 +28,14 @@ use tokio_util::task::TaskTracker;
 
 pub use registry::Registry;
 
-use crate::adapters::memory::{MemoryEventBus, MemoryStore};
+use crate::adapters::memory::{Delivery, MemoryEventBus, MemoryStore};
 use crate::domain::{Chat, Settings};
 use crate::lambda;
-use crate::ports::{BusEvent, SystemClock};
+use crate::ports::SystemClock;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
+use crate::telemetry;
 use events::StageMeta;
+use tracing::Instrument;
 
 /// API Gateway's quotas, each overridable for tests and experiments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +100,7 @@ pub(crate) struct Shared {
 pub struct Gateway {
     listener: TcpListener,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedReceiver<BusEvent>,
+    events: mpsc::UnboundedReceiver<Delivery>,
 }
 
 impl Gateway {
@@ -200,17 +202,38 @@ impl Gateway {
     }
 }
 
-/// The stack's EventBridge rule: every welcome event goes to `post`.
-async fn deliver_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<BusEvent>) {
-    while let Some(event) = events.recv().await {
+/// The stack's EventBridge rule: every welcome event goes to `post`, continuing the trace of
+/// the `$connect` that published it.
+async fn deliver_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Delivery>) {
+    while let Some(Delivery {
+        event,
+        trace_header,
+    }) = events.recv().await
+    {
         let shared = shared.clone();
         tokio::spawn(async move {
             let delivered = events::eventbridge_event(&event, "local");
-            if let Err(error) = lambda::post(&shared.chat, delivered).await {
+            let span = invocation(
+                "post",
+                delivered.id.as_deref().unwrap_or_default(),
+                trace_header.as_deref(),
+            );
+            if let Err(error) = lambda::post(&shared.chat, delivered).instrument(span).await {
                 tracing::error!(%error, "post failed");
             }
         });
     }
+}
+
+/// The root span of one local "invocation", as a Lambda function would have.
+pub(crate) fn invocation(
+    function: &str,
+    request_id: &str,
+    trace_header: Option<&str>,
+) -> tracing::Span {
+    let span = telemetry::invocation_span(function, request_id, false);
+    telemetry::begin(&span, trace_header);
+    span
 }
 
 /// The stack's schedule: `cleanup` every `interval`.
@@ -220,7 +243,8 @@ async fn run_cleanup(shared: Arc<Shared>, interval: Duration) {
     ticks.tick().await; // the first tick is immediate; the schedule's is not
     loop {
         ticks.tick().await;
-        if let Err(error) = lambda::cleanup(&shared.chat).await {
+        let span = invocation("cleanup", &events::gateway_id(), None);
+        if let Err(error) = lambda::cleanup(&shared.chat).instrument(span).await {
             tracing::error!(%error, "cleanup failed");
         }
     }

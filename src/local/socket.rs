@@ -24,6 +24,7 @@ use super::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
 use super::registry::{Outbound, Socket};
 use crate::lambda;
 use crate::protocol::{RouteKey, select_route};
+use tracing::Instrument;
 
 /// tungstenite's read buffer is allocated up front for every socket and defaults to 128 KiB; chat
 /// frames are small, and 10 000 idle clients should not cost 1.3 GB.
@@ -74,7 +75,11 @@ pub(crate) async fn upgrade(
         connection.user_agent.clone(),
     ));
     shared.chat.api.insert(&id, socket.clone());
-    let status = match lambda::websocket(&shared.chat, RouteKey::Connect, &event).await {
+    let span = super::invocation("connect", request_id(&event), None);
+    let status = match lambda::websocket(&shared.chat, RouteKey::Connect, &event)
+        .instrument(span)
+        .await
+    {
         Ok(response) => response.status_code,
         Err(error) => {
             tracing::error!(connection_id = %connection.connection_id, %error, "$connect failed");
@@ -273,7 +278,15 @@ async fn route_frame(
             base64,
         },
     );
-    if let Err(error) = lambda::websocket(&shared.chat, route, &event).await {
+    let function = match route {
+        RouteKey::Default => "default",
+        other => other.as_str(),
+    };
+    let span = super::invocation(function, request_id(&event), None);
+    if let Err(error) = lambda::websocket(&shared.chat, route, &event)
+        .instrument(span)
+        .await
+    {
         tracing::error!(connection_id = %connection.connection_id, route = route.as_str(), %error, "route failed");
     }
 }
@@ -292,9 +305,21 @@ pub(crate) async fn disconnect(
             reason,
         },
     );
-    if let Err(error) = lambda::websocket(&shared.chat, RouteKey::Disconnect, &event).await {
+    let span = super::invocation("disconnect", request_id(&event), None);
+    if let Err(error) = lambda::websocket(&shared.chat, RouteKey::Disconnect, &event)
+        .instrument(span)
+        .await
+    {
         tracing::error!(connection_id = %connection.connection_id, %error, "$disconnect failed");
     }
+}
+
+fn request_id(event: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest) -> &str {
+    event
+        .request_context
+        .request_id
+        .as_deref()
+        .unwrap_or_default()
 }
 
 /// A frame or message over API Gateway's size limits.

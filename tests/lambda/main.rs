@@ -317,7 +317,7 @@ async fn broadcast_reaches_every_page_prunes_the_gone_and_skips_the_expired() {
         broadcast
             .logs()
             .iter()
-            .any(|line| line.contains("delivered=4") && line.contains("pruned=2")),
+            .any(|line| line.contains("\"delivered\":4") && line.contains("\"pruned\":2")),
         "a summary is logged"
     );
 }
