@@ -319,6 +319,7 @@ where
             }
         }
         event.record(&mut JsonVisitor(&mut line));
+        line.entry("message").or_insert_with(|| Value::String(String::new()));
         writeln!(writer, "{}", Value::Object(line))
     }
 }

@@ -5,7 +5,9 @@
 mod adapters;
 mod fake_aws;
 mod moto;
+mod otlp;
 mod runtime_api;
+mod tracing;
 
 use std::collections::HashMap;
 

@@ -307,6 +307,12 @@ impl Function {
         self.api.invoke(event).await
     }
 
+    /// Invokes with this X-Ray trace header as the invocation's `Lambda-Runtime-Trace-Id`.
+    pub async fn invoke_traced(&self, event: &Value, trace_header: &str) -> Answer {
+        let id = self.api.enqueue(&event.to_string(), trace_header);
+        self.api.answer(&id).await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
