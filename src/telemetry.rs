@@ -319,7 +319,8 @@ where
             }
         }
         event.record(&mut JsonVisitor(&mut line));
-        line.entry("message").or_insert_with(|| Value::String(String::new()));
+        line.entry("message")
+            .or_insert_with(|| Value::String(String::new()));
         writeln!(writer, "{}", Value::Object(line))
     }
 }

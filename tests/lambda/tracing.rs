@@ -213,3 +213,64 @@ async fn without_a_collector_the_function_still_serves_and_says_why_spans_were_l
             .any(|line| line.contains("could not export spans"))
     );
 }
+
+#[tokio::test]
+async fn webchat_local_exports_a_connect_and_its_welcome_as_one_trace() {
+    use futures_util::StreamExt;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let otlp = OtlpReceiver::start().await;
+    let mut local = Command::new(env!("CARGO_BIN_EXE_webchat-local"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            &otlp.endpoint(),
+        ])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(local.stdout.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "webchat-local printed no URL"
+        );
+        if let Some(at) = line.find("ws://") {
+            break line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let welcome = socket.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(welcome.contains("\"welcome\""));
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (connect, post) = loop {
+        let spans = otlp.spans();
+        let connect = spans.iter().find(|s| s.name == "connect").cloned();
+        let post = spans.iter().find(|s| s.name == "post").cloned();
+        if let (Some(connect), Some(post)) = (connect, post) {
+            break (connect, post);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spans were not exported: {:?}",
+            otlp.spans()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let _ = local.kill();
+    let _ = local.wait();
+    assert_eq!(
+        connect.trace_id, post.trace_id,
+        "the welcome continues the connect's trace"
+    );
+    assert_eq!(
+        post.parent_span_id, connect.span_id,
+        "post's parent is the connect that published the welcome"
+    );
+}
