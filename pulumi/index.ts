@@ -1,0 +1,14 @@
+// The Pulumi program: `pulumi up -s stage` deploys webchat; `pulumi destroy` removes it.
+// Settings come from Pulumi.<stack>.yaml at the repository root (see settings.ts for defaults).
+import { loadSettings } from "./settings";
+import { webchat } from "./stack";
+
+const outputs = webchat(loadSettings());
+
+/** The URL to give wscat or the browser page. */
+export const url = outputs.url;
+/** API Gateway's management endpoint (WEBSOCKET_API_ENDPOINT). */
+export const managementEndpoint = outputs.managementEndpoint;
+export const tableName = outputs.tableName;
+export const busName = outputs.busName;
+export const repositoryUrl = outputs.repositoryUrl;

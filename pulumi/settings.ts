@@ -1,0 +1,76 @@
+// Stack settings, from the stack's config file (Pulumi.<stack>.yaml), with defaults.
+import * as pulumi from "@pulumi/pulumi";
+
+export interface Settings {
+  /** Stack name, part of every resource name. */
+  stack: string;
+  /** Require SigV4-signed (IAM) connect requests. */
+  iamAuth: boolean;
+  /** LOG_LEVEL of the functions, and their application log level in CloudWatch. */
+  logLevel: "trace" | "debug" | "info" | "warn" | "error";
+  /** Function memory in MB (CPU scales with it: fan-out signs faster with more). */
+  memory: number;
+  /** Function timeout in seconds. */
+  timeout: number;
+  architecture: "arm64" | "x86_64";
+  /** EventBridge Scheduler expression for cleanup. */
+  cleanupSchedule: string;
+  /** Stage throttling: steady requests per second, and burst. */
+  throttlingRateLimit: number;
+  throttlingBurstLimit: number;
+  /** Retention of every log group, in days. */
+  logRetentionDays: number;
+  /** `@connections` calls a fan-out keeps in flight (FANOUT_CONCURRENCY). */
+  fanoutConcurrency: number;
+  /** The ADOT collector Lambda layer whose extension is baked into each image, per architecture. */
+  adotLayerArn: string;
+  /** Where to download that layer; resolved from `adotLayerArn` when unset. */
+  adotLayerUrl?: string;
+}
+
+export const DEFAULTS = {
+  iamAuth: false,
+  logLevel: "info",
+  memory: 512,
+  timeout: 10,
+  architecture: "arm64",
+  cleanupSchedule: "rate(5 minutes)",
+  throttlingRateLimit: 500,
+  throttlingBurstLimit: 1000,
+  logRetentionDays: 14,
+  fanoutConcurrency: 512,
+} as const;
+
+/** The ADOT layer (account 901920570463 publishes it in every region) for an architecture. */
+export function defaultAdotLayerArn(region: string, architecture: string): string {
+  const arch = architecture === "arm64" ? "arm64" : "amd64";
+  return `arn:aws:lambda:${region}:901920570463:layer:aws-otel-collector-${arch}-ver-0-117-0:1`;
+}
+
+export function loadSettings(): Settings {
+  const config = new pulumi.Config("webchat");
+  const region = new pulumi.Config("aws").require("region");
+  const architecture = (config.get("architecture") ?? DEFAULTS.architecture) as Settings["architecture"];
+  if (architecture !== "arm64" && architecture !== "x86_64") {
+    throw new Error(`webchat:architecture must be arm64 or x86_64, not ${architecture}`);
+  }
+  const logLevel = (config.get("logLevel") ?? DEFAULTS.logLevel) as Settings["logLevel"];
+  if (!["trace", "debug", "info", "warn", "error"].includes(logLevel)) {
+    throw new Error(`webchat:logLevel must be trace, debug, info, warn or error, not ${logLevel}`);
+  }
+  return {
+    stack: pulumi.getStack(),
+    iamAuth: config.getBoolean("iamAuth") ?? DEFAULTS.iamAuth,
+    logLevel,
+    memory: config.getNumber("memory") ?? DEFAULTS.memory,
+    timeout: config.getNumber("timeout") ?? DEFAULTS.timeout,
+    architecture,
+    cleanupSchedule: config.get("cleanupSchedule") ?? DEFAULTS.cleanupSchedule,
+    throttlingRateLimit: config.getNumber("throttlingRateLimit") ?? DEFAULTS.throttlingRateLimit,
+    throttlingBurstLimit: config.getNumber("throttlingBurstLimit") ?? DEFAULTS.throttlingBurstLimit,
+    logRetentionDays: config.getNumber("logRetentionDays") ?? DEFAULTS.logRetentionDays,
+    fanoutConcurrency: config.getNumber("fanoutConcurrency") ?? DEFAULTS.fanoutConcurrency,
+    adotLayerArn: config.get("adotLayerArn") ?? defaultAdotLayerArn(region, architecture),
+    adotLayerUrl: config.get("adotLayerUrl"),
+  };
+}

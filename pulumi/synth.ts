@@ -1,0 +1,40 @@
+// `npm run synth -- <stack>`: the resource graph of Pulumi.<stack>.yaml computed with mocks, as
+// JSON ({"resources":[{type,name,inputs}],"outputs":{}}), so infrastructure changes can be
+// reviewed and diffed without credentials or the Pulumi CLI.
+import * as fs from "fs";
+import * as path from "path";
+import { parse } from "yaml";
+import { installMocks, settled, value } from "./mocks";
+
+async function main(): Promise<void> {
+  const stack = process.argv[2];
+  if (!stack) throw new Error("usage: npm run synth -- <stack>");
+  const file = path.resolve(__dirname, "..", `Pulumi.${stack}.yaml`);
+  const config: Record<string, string> = {};
+  for (const [key, v] of Object.entries(parse(fs.readFileSync(file, "utf8"))?.config ?? {})) {
+    config[key] = typeof v === "string" ? v : JSON.stringify(v);
+  }
+  // The layer's download location needs AWS; the synth shows a placeholder instead.
+  config["webchat:adotLayerUrl"] ??= "https://example.invalid/aws-otel-collector-layer.zip";
+  const recorded = installMocks(config, stack);
+  const { loadSettings } = await import("./settings");
+  const { webchat } = await import("./stack");
+  const outputs = webchat(loadSettings());
+  const resolved = {
+    url: await value(outputs.url),
+    managementEndpoint: await value(outputs.managementEndpoint),
+    tableName: await value(outputs.tableName),
+    busName: await value(outputs.busName),
+    repositoryUrl: await value(outputs.repositoryUrl),
+  };
+  await settled(recorded);
+  const resources = recorded
+    .filter((r) => !r.type.startsWith("pulumi:providers:"))
+    .map(({ type, name, inputs }) => ({ type, name, inputs }));
+  process.stdout.write(JSON.stringify({ resources, outputs: resolved }, null, 2) + "\n");
+}
+
+main().catch((error) => {
+  process.stderr.write(`synth failed: ${error instanceof Error ? error.message : error}\n`);
+  process.exit(1);
+});
