@@ -4,6 +4,8 @@
 import * as fs from "fs";
 import * as path from "path";
 import { parse } from "yaml";
+import { loadSettings } from "./settings";
+import { webchat } from "./stack";
 import { installMocks, settled, value } from "./mocks";
 
 async function main(): Promise<void> {
@@ -17,8 +19,6 @@ async function main(): Promise<void> {
   // The layer's download location needs AWS; the synth shows a placeholder instead.
   config["webchat:adotLayerUrl"] ??= "https://example.invalid/aws-otel-collector-layer.zip";
   const recorded = installMocks(config, stack);
-  const { loadSettings } = await import("./settings");
-  const { webchat } = await import("./stack");
   const outputs = webchat(loadSettings());
   const resolved = {
     url: await value(outputs.url),

@@ -20,6 +20,18 @@ pub const FUNCTIONS: [&str; 8] = [
     "cleanup",
 ];
 
+/// The function that serves an API Gateway route.
+pub fn function_of(route: RouteKey) -> &'static str {
+    match route {
+        RouteKey::Connect => "connect",
+        RouteKey::Disconnect => "disconnect",
+        RouteKey::Default => "default",
+        RouteKey::Broadcast => "broadcast",
+        RouteKey::List => "list",
+        RouteKey::Chat => "chat",
+    }
+}
+
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::eventbridge::EventBridgeEvent;

@@ -3,6 +3,7 @@
 //! own, against the same emulators and against webchat-local's `@connections`.
 
 mod adapters;
+mod contract;
 mod fake_aws;
 mod moto;
 mod otlp;

@@ -1,0 +1,22 @@
+// Runs the program under Pulumi's mocks with a stack configuration; returns what it registered.
+import { loadSettings } from "../settings";
+import { webchat } from "../stack";
+import { installMocks, Recorded, settled, value } from "../mocks";
+
+export async function synthesize(config: Record<string, string> = {}): Promise<Recorded[]> {
+  const recorded = installMocks({ "webchat:adotLayerUrl": "https://example.invalid/layer.zip", ...config });
+  const outputs = webchat(loadSettings());
+  await value(outputs.url);
+  await settled(recorded);
+  return recorded;
+}
+
+export function ofType(recorded: Recorded[], type: string): Recorded[] {
+  return recorded.filter((r) => r.type === type);
+}
+
+export function one(recorded: Recorded[], type: string): Recorded {
+  const found = ofType(recorded, type);
+  if (found.length !== 1) throw new Error(`expected one ${type}, found ${found.length}`);
+  return found[0];
+}

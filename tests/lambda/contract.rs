@@ -1,0 +1,72 @@
+//! The names the Pulumi program uses (pulumi/contract.json) are the names the Rust code uses.
+
+use serde_json::Value;
+use webchat::adapters::dynamodb::attributes;
+use webchat::config::vars;
+use webchat::lambda::{FUNCTIONS, function_of};
+use webchat::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE};
+
+fn contract() -> Value {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pulumi/contract.json"))
+            .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
+    let contract = contract();
+    let functions: Vec<&str> = contract["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(functions, FUNCTIONS);
+    let routes = contract["routes"].as_object().unwrap();
+    assert_eq!(routes.len(), RouteKey::ALL.len());
+    for route in RouteKey::ALL {
+        assert_eq!(
+            routes[route.as_str()],
+            function_of(route),
+            "{}",
+            route.as_str()
+        );
+    }
+    assert_eq!(contract["routeSelectionExpression"], "$request.body.action");
+    assert_eq!(contract["welcomeEvent"]["source"], EVENT_SOURCE);
+    assert_eq!(contract["welcomeEvent"]["detailType"], WELCOME_DETAIL_TYPE);
+    assert_eq!(contract["welcomeEvent"]["function"], "post");
+    assert_eq!(contract["cleanupFunction"], "cleanup");
+    assert!(FUNCTIONS.contains(&"post") && FUNCTIONS.contains(&"cleanup"));
+    assert_eq!(contract["table"]["key"], attributes::CONNECTION_ID);
+    assert_eq!(contract["table"]["ttlAttribute"], attributes::EXPIRES_AT);
+    let environment = &contract["environment"];
+    assert_eq!(environment["table"], vars::CONNECTIONS_TABLE);
+    assert_eq!(environment["eventBus"], vars::EVENT_BUS_NAME);
+    assert_eq!(
+        environment["managementEndpoint"],
+        vars::WEBSOCKET_API_ENDPOINT
+    );
+    assert_eq!(environment["logLevel"], vars::LOG_LEVEL);
+    assert_eq!(environment["fanoutConcurrency"], vars::FANOUT_CONCURRENCY);
+}
+
+#[test]
+fn the_stack_sets_every_variable_a_function_requires() {
+    // The required variables are the ones the program sets for every function.
+    let contract = contract();
+    let set: Vec<&str> = contract["environment"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for required in [
+        vars::CONNECTIONS_TABLE,
+        vars::EVENT_BUS_NAME,
+        vars::WEBSOCKET_API_ENDPOINT,
+    ] {
+        assert!(set.contains(&required), "{required}");
+    }
+}
