@@ -23,6 +23,7 @@ ARG HANDLER
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY web ./web
 COPY benches ./benches
 RUN test -n "${HANDLER}" \
     && cargo build --locked --profile dist --bin "${HANDLER}" \

@@ -43,7 +43,7 @@ pub(crate) async fn upgrade(
 ) -> Response {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(_) => return not_a_websocket(&shared),
+        Err(_) => return not_a_websocket(),
     };
     let connection = ConnectionMeta {
         connection_id: gateway_id(),
@@ -120,15 +120,23 @@ pub(crate) async fn upgrade(
         })
 }
 
-fn not_a_websocket(shared: &Shared) -> Response {
-    let text = format!(
-        "This is webchat-local's websocket endpoint. Connect with a websocket client:\n\n  wscat -c ws://{}\n",
-        shared.stage.domain_name
-    );
+/// The chat page (`web/index.html`): one self-contained file, no build step. It connects back to
+/// the address it was served from, or to any `ws://` / `wss://` URL given in the page.
+const PAGE: &str = include_str!("../../web/index.html");
+
+/// A plain `GET /` (no upgrade) gets the chat page, as serverless-offline-style tools do.
+fn not_a_websocket() -> Response {
     (
-        StatusCode::UPGRADE_REQUIRED,
-        [(header::UPGRADE, "websocket")],
-        text,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // the page's own script and styles only; it may connect to any websocket server
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src ws: wss:; base-uri 'none'; form-action 'none'",
+            ),
+        ],
+        PAGE,
     )
         .into_response()
 }

@@ -481,15 +481,21 @@ async fn a_broadcast_reaches_200_clients() {
 }
 
 #[tokio::test]
-async fn a_plain_get_is_told_to_use_a_websocket_client() {
+async fn a_plain_get_serves_the_chat_page() {
     let gateway = spawn().await;
-    let response = gateway.http("GET", "/", b"").await;
-    assert_eq!(response.status, 426);
+    let response = gateway.http("GET", "/?name=alice", b"").await;
+    assert_eq!(response.status, 200);
     assert!(
-        response.body.contains("wscat -c ws://"),
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    assert!(
+        response.body.contains("<title>webchat</title>"),
         "{}",
         response.body
     );
+    assert!(response.header("content-security-policy").is_some());
 }
 
 #[tokio::test]

@@ -1,0 +1,68 @@
+// The chat page webchat-local serves, in headless Chromium: two pages chat with each other,
+// a broadcast reaches both, hostile text renders as text, and server errors show as notices.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { join, launchChromium, startWebchat } from "./support.mjs";
+
+let webchat, browser;
+before(async () => {
+  webchat = await startWebchat();
+  browser = await launchChromium();
+});
+after(async () => {
+  await browser?.close();
+  webchat?.stop();
+});
+
+test("two pages chat with each other, and a broadcast reaches both", async () => {
+  const alice = await browser.newPage();
+  const bob = await browser.newPage();
+  const aliceId = await join(alice, webchat.http, "alice");
+  await join(bob, webchat.http, "bob");
+
+  // bob sees alice in the list and chats to her directly
+  await bob.getByRole("button", { name: "Refresh list" }).click();
+  await bob.getByRole("button", { name: new RegExp(`^alice \\(${aliceId.replace(/[=+]/g, "\\$&")}\\)$`) }).click();
+  await bob.getByLabel(/Message to/).fill("Yo alice!");
+  await bob.getByLabel(/Message to/).press("Enter");
+  await alice.locator("#log li.chat", { hasText: "Yo alice!" }).waitFor();
+  assert.match(await alice.locator("#log li.chat").last().textContent(), /bob → you:/);
+
+  // alice broadcasts: both pages show it
+  await alice.getByRole("button", { name: "Everyone" }).click();
+  await alice.getByLabel("Message to everyone").fill("Anybody home?");
+  await alice.getByRole("button", { name: "Send" }).click();
+  for (const page of [alice, bob]) {
+    await page.locator("#log li.broadcast", { hasText: "Anybody home?" }).waitFor();
+  }
+  await alice.close();
+  await bob.close();
+});
+
+test("hostile names and messages render as text, never as markup", async () => {
+  const page = await browser.newPage();
+  let alerted = false;
+  page.on("dialog", async (dialog) => { alerted = true; await dialog.dismiss(); });
+  await join(page, webchat.http, "x_y.z-1");
+  const hostile = `<img src=x onerror="alert(1)"><script>alert(2)</script>"'&`;
+  await page.getByLabel("Message to everyone").fill(hostile);
+  await page.getByLabel("Message to everyone").press("Enter");
+  const line = page.locator("#log li.broadcast").last();
+  await line.waitFor();
+  assert.ok((await line.textContent()).includes(hostile));
+  assert.equal(await page.locator("#log img, #log script").count(), 0);
+  assert.equal(alerted, false);
+  await page.close();
+});
+
+test("a server error shows as a readable notice", async () => {
+  const page = await browser.newPage();
+  await join(page, webchat.http);
+  // over the 16 KiB limit: the server answers message_too_large
+  await page.getByLabel("Message to everyone").fill("x".repeat(16 * 1024 + 1));
+  await page.getByLabel("Message to everyone").press("Enter");
+  const notice = page.locator("#log li.notice").last();
+  await notice.waitFor();
+  assert.match(await notice.textContent(), /message_too_large/);
+  await page.close();
+});
