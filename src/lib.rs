@@ -18,11 +18,13 @@
 //!   every Lambda binary and the local gateway run.
 //! - [`local`]: the local gateway: websocket upgrades, `@connections`, API Gateway's limits, the
 //!   welcome event path and the cleanup timer, on one port.
+//! - [`client`]: the terminal client (`webchat connect`): shortcuts, SigV4 presigning, sessions.
 //! - [`telemetry`]: logging setup shared by the binaries.
 //!
 //! `src/bin/` holds composition roots only: read configuration, build the adapters, run.
 
 pub mod adapters;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod lambda;

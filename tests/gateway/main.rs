@@ -531,3 +531,97 @@ async fn a_broadcast_during_a_handshake_neither_beats_the_welcome_nor_loses_the_
         }
     }
 }
+
+#[tokio::test]
+async fn the_terminal_client_chats_through_its_stdin_and_stdout() {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let gateway = spawn().await;
+    let (mut listener, _) = gateway.join("").await;
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat"))
+        .args([
+            "connect",
+            &gateway.url(""),
+            "--name",
+            "terminal",
+            "--linger",
+            "1s",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start webchat connect");
+    let mut stdin = client.stdin.take().unwrap();
+    stdin
+        .write_all(b"/list\n/broadcast hello from the terminal\n/chat AAAAAAAAAAAAAAA= anyone?\n/dance\n{\"action\":\"list\"}\n")
+        .await
+        .unwrap();
+    drop(stdin); // end of input: the client lingers for answers, then leaves
+    let output = tokio::time::timeout(Duration::from_secs(10), client.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let frames: Vec<Value> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("< "))
+        .map(|frame| serde_json::from_str(frame).unwrap())
+        .collect();
+    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(types[0], "welcome", "{stdout}");
+    assert!(
+        frames.iter().any(|f| f["type"] == "connections"
+            && f["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == "terminal")),
+        "{stdout}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "broadcast" && f["name"] == "terminal"),
+        "{stdout}"
+    );
+    assert!(
+        frames.iter().any(|f| f["code"] == "connection_not_found"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("commands: /list"),
+        "a mistyped shortcut is explained: {stdout}"
+    );
+    assert_eq!(types.iter().filter(|t| **t == "connections").count(), 2);
+    // and the other client heard the broadcast
+    assert_eq!(
+        listener.next_of_type("broadcast").await["message"],
+        "hello from the terminal"
+    );
+}
+
+#[tokio::test]
+async fn the_terminal_client_prints_a_url_with_the_name_for_wscat() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat"))
+        .args([
+            "connect",
+            "ws://127.0.0.1:9/",
+            "--name",
+            "alice",
+            "--print-url",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap().trim(),
+        "ws://127.0.0.1:9/?name=alice"
+    );
+}

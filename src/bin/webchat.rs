@@ -1,0 +1,99 @@
+//! `webchat`: the terminal client.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::ProvideCredentials;
+use clap::{Parser, Subcommand};
+use webchat::client;
+
+/// The webchat terminal client.
+#[derive(Debug, Parser)]
+#[command(name = "webchat", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Connect to a webchat stage and chat: type lines to send them, see frames as they arrive.
+    ///
+    /// Shortcuts: /list, /broadcast <text>, /chat <connection id> <text>, /help, /quit; any other
+    /// line is sent as it is (e.g. raw JSON). At the end of the input (a pipe, Ctrl-D) the
+    /// session waits --linger for answers, then closes.
+    ///
+    /// For a stage with IAM auth on $connect, --iam signs the connect request with SigV4 from the
+    /// standard AWS credential chain (environment, --profile / AWS_PROFILE, SSO cache, instance
+    /// role); --print-url prints the signed URL for wscat instead of connecting.
+    #[command(verbatim_doc_comment)]
+    Connect {
+        /// ws:// or wss:// URL of the stage, e.g. wss://abc123.execute-api.eu-west-1.amazonaws.com/stage
+        url: String,
+        /// Sign the connect request with SigV4 (for stages with iamAuth).
+        #[arg(long)]
+        iam: bool,
+        /// AWS profile for --iam (default: the standard chain's).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Region for --iam (default: from the URL's host).
+        #[arg(long)]
+        region: Option<String>,
+        /// Display name: 1 to 32 of A-Z a-z 0-9 _ . -
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the (signed) URL and exit, e.g. for wscat -c.
+        #[arg(long)]
+        print_url: bool,
+        /// How long to wait for answers after the end of the input.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        linger: Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Commands::Connect {
+        url,
+        iam,
+        profile,
+        region,
+        name,
+        print_url,
+        linger,
+    } = Cli::parse().command;
+    let mut url = url;
+    if let Some(name) = &name {
+        url = client::with_name(&url, name);
+    }
+    if iam {
+        let region = region
+            .or_else(|| client::region_of(&url))
+            .ok_or_else(|| anyhow::anyhow!("--region is needed: the URL does not name one"))?;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(profile) = &profile {
+            loader = loader.profile_name(profile);
+        }
+        let config = loader.load().await;
+        let provider = config
+            .credentials_provider()
+            .ok_or_else(|| anyhow::anyhow!("no AWS credentials provider is configured"))?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|error| anyhow::anyhow!("no AWS credentials for --iam: {error}"))?;
+        url = client::sign_url(
+            &url,
+            &region,
+            &credentials,
+            SystemTime::now(),
+            Duration::from_secs(300),
+        )
+        .map_err(|error| anyhow::anyhow!("could not sign the URL: {error}"))?;
+    }
+    if print_url {
+        println!("{url}");
+        return Ok(());
+    }
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    client::session(&url, stdin, tokio::io::stdout(), linger).await
+}

@@ -1,0 +1,283 @@
+//! The terminal client (`webchat connect`): an interactive session like wscat's, with shortcuts
+//! for the protocol, that signs its own connect request for stages with IAM auth.
+//!
+//! - [`command`] turns a typed line into the frame to send (`/list`, `/chat <id> <text>`,
+//!   `/broadcast <text>`; any other line is sent as it is).
+//! - [`sign_url`] presigns the connect URL with SigV4 (service `execute-api`), as API Gateway
+//!   expects for `AWS_IAM` on `$connect`.
+//! - [`session`] runs the session over any input and output, so tests drive it through pipes.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
+};
+use aws_sigv4::sign::v4;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What a line typed in a session means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send this frame.
+    Send(String),
+    /// Tell the user this (a mistyped shortcut), send nothing.
+    Explain(String),
+    /// Nothing to do (an empty line).
+    Nothing,
+}
+
+pub const HELP: &str = "commands: /list · /broadcast <text> · /chat <connection id> <text> · /help · /quit; any other line is sent as it is";
+
+/// Interprets one typed line.
+pub fn command(line: &str) -> Command {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Command::Nothing;
+    }
+    let Some(shortcut) = line.strip_prefix('/') else {
+        return Command::Send(line.to_owned());
+    };
+    let (name, rest) = shortcut
+        .split_once(char::is_whitespace)
+        .unwrap_or((shortcut, ""));
+    let rest = rest.trim_start();
+    match name {
+        "list" => Command::Send(json!({"action": "list"}).to_string()),
+        "broadcast" if !rest.is_empty() => Command::Send(json!({"action": "broadcast", "message": rest}).to_string()),
+        "chat" => match rest.split_once(char::is_whitespace) {
+            Some((connection, message)) if !message.trim().is_empty() => {
+                Command::Send(json!({"action": "chat", "connection": connection, "message": message.trim_start()}).to_string())
+            }
+            _ => Command::Explain("usage: /chat <connection id> <text>".into()),
+        },
+        "broadcast" => Command::Explain("usage: /broadcast <text>".into()),
+        _ => Command::Explain(HELP.into()),
+    }
+}
+
+/// The region of an API Gateway URL (`wss://{api-id}.execute-api.{region}.amazonaws.com/...`).
+pub fn region_of(url: &str) -> Option<String> {
+    let host = url.split("://").nth(1)?.split(['/', '?', ':']).next()?;
+    let mut parts = host.split('.');
+    let (_, service, region) = (parts.next()?, parts.next()?, parts.next()?);
+    (service == "execute-api").then(|| region.to_owned())
+}
+
+/// Adds `name` to the connect URL's query string.
+pub fn with_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    format!("{url}{separator}name={encoded}")
+}
+
+/// Presigns a `wss://` (or `https://`) connect URL with SigV4 in the query string, valid for
+/// `expires`, as API Gateway requires on `$connect` with `AWS_IAM` authorization.
+pub fn sign_url(
+    url: &str,
+    region: &str,
+    credentials: &Credentials,
+    time: SystemTime,
+    expires: Duration,
+) -> Result<String, String> {
+    let https = match url.split_once("://") {
+        Some(("wss" | "https", rest)) => format!("https://{rest}"),
+        Some(("ws" | "http", rest)) => format!("http://{rest}"),
+        _ => return Err(format!("not a websocket URL: {url}")),
+    };
+    let identity = credentials.clone().into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(expires);
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("execute-api")
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signable =
+        SignableRequest::new("GET", &https, std::iter::empty(), SignableBody::Bytes(&[]))
+            .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let mut request = axum::http::Request::builder()
+        .uri(&https)
+        .body(())
+        .map_err(|e| e.to_string())?;
+    instructions.apply_to_request_http1x(&mut request);
+    let signed = request.uri().to_string();
+    Ok(match url.split_once("://") {
+        Some(("wss", _)) => signed.replacen("https://", "wss://", 1),
+        Some(("ws", _)) => signed.replacen("http://", "ws://", 1),
+        _ => signed,
+    })
+}
+
+/// Runs a session: frames from the server are written as `< frame`, typed lines are sent. At the
+/// end of the input the session waits `linger` for answers, then closes. Returns when the
+/// server closes the connection or the session ends.
+pub async fn session(
+    url: &str,
+    input: impl AsyncBufRead + Unpin,
+    mut output: impl AsyncWrite + Unpin,
+    linger: Duration,
+) -> anyhow::Result<()> {
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "could not connect to {}: {error}",
+                url.split('?').next().unwrap_or(url)
+            )
+        })?;
+    output
+        .write_all(b"connected (type /help for commands)\n")
+        .await?;
+    let (mut sink, mut frames) = socket.split();
+    let mut lines = input.lines();
+    let mut input_open = true;
+    let mut deadline = None::<tokio::time::Instant>;
+    loop {
+        tokio::select! {
+            frame = frames.next() => match frame {
+                Some(Ok(Message::Text(text))) => output.write_all(format!("< {text}\n").as_bytes()).await?,
+                Some(Ok(Message::Binary(bytes))) => output.write_all(format!("< ({} binary bytes)\n", bytes.len()).as_bytes()).await?,
+                Some(Ok(Message::Close(frame))) => {
+                    let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
+                    output.write_all(format!("disconnected {why}\n").as_bytes()).await?;
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    output.write_all(format!("disconnected: {error}\n").as_bytes()).await?;
+                    break;
+                }
+                None => break,
+            },
+            line = lines.next_line(), if input_open => match line? {
+                Some(line) if line.trim() == "/quit" => break,
+                Some(line) => match command(&line) {
+                    Command::Send(frame) => sink.send(Message::text(frame)).await?,
+                    Command::Explain(text) => output.write_all(format!("{text}\n").as_bytes()).await?,
+                    Command::Nothing => {}
+                },
+                None => {
+                    input_open = false;
+                    deadline = Some(tokio::time::Instant::now() + linger);
+                }
+            },
+            () = async { tokio::time::sleep_until(deadline.expect("set")).await }, if deadline.is_some() => break,
+        }
+        output.flush().await?;
+    }
+    output.flush().await?;
+    let _ = sink.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcuts_become_protocol_frames() {
+        let frame = |line| match command(line) {
+            Command::Send(frame) => serde_json::from_str::<serde_json::Value>(&frame).unwrap(),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(frame("/list"), json!({"action": "list"}));
+        assert_eq!(
+            frame("/broadcast Anybody <b>home</b>?"),
+            json!({"action": "broadcast", "message": "Anybody <b>home</b>?"})
+        );
+        assert_eq!(
+            frame("/chat L0SM9cOFvHcCIhw= Yo! how are you"),
+            json!({"action": "chat", "connection": "L0SM9cOFvHcCIhw=", "message": "Yo! how are you"})
+        );
+        assert_eq!(
+            command(r#"{"action":"list"}"#),
+            Command::Send(r#"{"action":"list"}"#.into())
+        );
+        assert_eq!(command("plain text"), Command::Send("plain text".into()));
+        assert_eq!(command("   "), Command::Nothing);
+        assert!(matches!(command("/chat onlyid"), Command::Explain(_)));
+        assert!(matches!(command("/broadcast"), Command::Explain(_)));
+        assert!(matches!(command("/dance"), Command::Explain(_)));
+    }
+
+    #[test]
+    fn the_region_comes_from_an_api_gateway_url() {
+        assert_eq!(
+            region_of("wss://abc123.execute-api.eu-west-1.amazonaws.com/stage").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(region_of("ws://127.0.0.1:3001"), None);
+    }
+
+    #[test]
+    fn names_are_added_to_the_query_string_encoded() {
+        assert_eq!(with_name("ws://h/", "alice"), "ws://h/?name=alice");
+        assert_eq!(with_name("ws://h/?x=1", "a b"), "ws://h/?x=1&name=a%20b");
+    }
+
+    /// A known answer computed independently with botocore's SigV4QueryAuth for the same
+    /// credentials (AWS's documentation example keys), URL, region and fixed clock.
+    #[test]
+    fn presigning_matches_an_independent_sigv4_implementation() {
+        let credentials = Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            None,
+            None,
+            "test",
+        );
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_849_200); // 2026-11-28T07:00:00Z
+        let signed = sign_url(
+            "wss://abc123.execute-api.eu-west-1.amazonaws.com/stage?name=alice",
+            "eu-west-1",
+            &credentials,
+            time,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        assert!(
+            signed.starts_with("wss://abc123.execute-api.eu-west-1.amazonaws.com/stage?"),
+            "{signed}"
+        );
+        let query: std::collections::HashMap<&str, &str> = signed
+            .split_once('?')
+            .unwrap()
+            .1
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .collect();
+        assert_eq!(query["name"], "alice");
+        assert_eq!(query["X-Amz-Algorithm"], "AWS4-HMAC-SHA256");
+        assert_eq!(
+            query["X-Amz-Credential"],
+            "AKIDEXAMPLE%2F20261128%2Feu-west-1%2Fexecute-api%2Faws4_request"
+        );
+        assert_eq!(query["X-Amz-Date"], "20261128T070000Z");
+        assert_eq!(query["X-Amz-Expires"], "300");
+        assert_eq!(query["X-Amz-SignedHeaders"], "host");
+        assert_eq!(
+            query["X-Amz-Signature"],
+            "145ce1f4d488f15f85847365a5a24b2c024ddcfce96b1af02c3aef38df962c4e"
+        );
+    }
+}
