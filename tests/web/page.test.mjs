@@ -66,3 +66,30 @@ test("a server error shows as a readable notice", async () => {
   assert.match(await notice.textContent(), /message_too_large/);
   await page.close();
 });
+
+test("a dropped connection reconnects by itself", async () => {
+  const page = await browser.newPage();
+  const first = await join(page, webchat.http, "phoenix");
+  // the server drops the connection (DeleteConnection on the management API)
+  const deleted = await fetch(`${webchat.http}@connections/${encodeURIComponent(first)}`, { method: "DELETE" });
+  assert.equal(deleted.status, 204);
+  await page.locator("#status", { hasText: "Reconnecting" }).waitFor();
+  await page.locator("#log li.welcome").nth(1).waitFor({ timeout: 10000 });
+  const second = (await page.locator("#log li.welcome").nth(1).textContent()).match(/connected on (\S+)/)[1];
+  assert.notEqual(second, first);
+  await page.locator("#status", { hasText: "Connected to" }).waitFor();
+  await page.close();
+});
+
+test("a hostile display name is refused by the server and explained as text", async () => {
+  const page = await browser.newPage();
+  await page.goto(webchat.http);
+  await page.getByLabel("Display name").fill(`<img src=x onerror=alert(1)>`);
+  // the field's own pattern check would stop a person; the server must refuse it too
+  await page.evaluate(() => document.getElementById("name").removeAttribute("pattern"));
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await page.locator("#log li.notice", { hasText: "refused" }).waitFor();
+  assert.equal(await page.locator("img").count(), 0);
+  await page.getByRole("button", { name: "Disconnect" }).click().catch(() => {});
+  await page.close();
+});
