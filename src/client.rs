@@ -69,8 +69,14 @@ pub fn region_of(url: &str) -> Option<String> {
 
 /// Adds `name` to the connect URL's query string (and the `/` path a bare host lacks).
 pub fn with_name(url: &str, name: &str) -> String {
-    let bare_host = url.split_once("://").is_some_and(|(_, rest)| !rest.contains(['/', '?']));
-    let url = if bare_host { format!("{url}/") } else { url.to_owned() };
+    let bare_host = url
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.contains(['/', '?']));
+    let url = if bare_host {
+        format!("{url}/")
+    } else {
+        url.to_owned()
+    };
     let separator = if url.contains('?') { '&' } else { '?' };
     let encoded: String = name
         .bytes()
@@ -235,7 +241,10 @@ mod tests {
     fn names_are_added_to_the_query_string_encoded() {
         assert_eq!(with_name("ws://h/", "alice"), "ws://h/?name=alice");
         assert_eq!(with_name("ws://h/?x=1", "a b"), "ws://h/?x=1&name=a%20b");
-        assert_eq!(with_name("ws://127.0.0.1:3001", "bob"), "ws://127.0.0.1:3001/?name=bob");
+        assert_eq!(
+            with_name("ws://127.0.0.1:3001", "bob"),
+            "ws://127.0.0.1:3001/?name=bob"
+        );
     }
 
     /// A known answer computed independently with botocore's SigV4QueryAuth for the same
