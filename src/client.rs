@@ -136,6 +136,40 @@ pub fn sign_url(
     })
 }
 
+/// Presigns `url` for five minutes with credentials from the standard AWS chain (`profile`, or
+/// the chain's default), for `region` or the one the URL's host names.
+pub async fn sign_with_default_credentials(
+    url: &str,
+    profile: Option<&str>,
+    region: Option<&str>,
+) -> anyhow::Result<String> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let region = region
+        .map(str::to_owned)
+        .or_else(|| region_of(url))
+        .ok_or_else(|| anyhow::anyhow!("a region is needed: the URL does not name one"))?;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(profile) = profile {
+        loader = loader.profile_name(profile);
+    }
+    let config = loader.load().await;
+    let provider = config
+        .credentials_provider()
+        .ok_or_else(|| anyhow::anyhow!("no AWS credentials provider is configured"))?;
+    let credentials = provider
+        .provide_credentials()
+        .await
+        .map_err(|error| anyhow::anyhow!("no AWS credentials to sign with: {error}"))?;
+    sign_url(
+        url,
+        &region,
+        &credentials,
+        SystemTime::now(),
+        Duration::from_secs(300),
+    )
+    .map_err(|error| anyhow::anyhow!("could not sign the URL: {error}"))
+}
+
 /// Runs a session: frames from the server are written as `< frame`, typed lines are sent. At the
 /// end of the input the session waits `linger` for answers, then closes. Returns when the
 /// server closes the connection or the session ends.

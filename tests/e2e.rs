@@ -8,9 +8,8 @@
 //! tests use their own connections only, so they can run on a stage others are using.
 
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_credential_types::provider::ProvideCredentials;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -74,22 +73,9 @@ impl Stage {
     async fn join(&self, name: &str) -> Peer {
         let mut url = client::with_name(&self.url, name);
         if self.iam {
-            let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let credentials = config
-                .credentials_provider()
-                .expect("AWS credentials")
-                .provide_credentials()
+            url = client::sign_with_default_credentials(&url, None, None)
                 .await
-                .unwrap();
-            let region = client::region_of(&url).expect("the URL names a region");
-            url = client::sign_url(
-                &url,
-                &region,
-                &credentials,
-                SystemTime::now(),
-                Duration::from_secs(300),
-            )
-            .unwrap();
+                .expect("a signed URL");
         }
         let (socket, _) = tokio_tungstenite::connect_async(&url)
             .await

@@ -1,8 +1,7 @@
 //! `webchat`: the terminal client.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_credential_types::provider::ProvideCredentials;
 use clap::{Parser, Subcommand};
 use webchat::client;
 
@@ -66,29 +65,8 @@ async fn main() -> anyhow::Result<()> {
         url = client::with_name(&url, name);
     }
     if iam {
-        let region = region
-            .or_else(|| client::region_of(&url))
-            .ok_or_else(|| anyhow::anyhow!("--region is needed: the URL does not name one"))?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(profile) = &profile {
-            loader = loader.profile_name(profile);
-        }
-        let config = loader.load().await;
-        let provider = config
-            .credentials_provider()
-            .ok_or_else(|| anyhow::anyhow!("no AWS credentials provider is configured"))?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|error| anyhow::anyhow!("no AWS credentials for --iam: {error}"))?;
-        url = client::sign_url(
-            &url,
-            &region,
-            &credentials,
-            SystemTime::now(),
-            Duration::from_secs(300),
-        )
-        .map_err(|error| anyhow::anyhow!("could not sign the URL: {error}"))?;
+        url = client::sign_with_default_credentials(&url, profile.as_deref(), region.as_deref())
+            .await?;
     }
     if print_url {
         println!("{url}");
