@@ -110,13 +110,7 @@ fn main() {
         let dynamodb = moto::client().await;
         let table = moto::table(&dynamodb).await;
         let fake = fake_aws::FakeAws::start().await;
-        let env: Vec<(&str, String)> = vec![
-            ("CONNECTIONS_TABLE", table),
-            ("EVENT_BUS_NAME", "bench".into()),
-            ("WEBSOCKET_API_ENDPOINT", fake.management_endpoint()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", moto::endpoint().into()),
-            ("AWS_ENDPOINT_URL_EVENTBRIDGE", fake.endpoint()),
-        ];
+        let env = fake.function_env(&table, moto::endpoint());
         println!("{runs} cold starts per function; init = process start to its first /next");
         println!(
             "{:<11} {:>12} {:>12} {:>14} {:>16} {:>20}",

@@ -70,13 +70,7 @@ fn main() {
         }
         let fake = fake_aws::FakeAws::start().await;
         let receiver = otlp::OtlpReceiver::start().await;
-        let base: Vec<(&str, String)> = vec![
-            ("CONNECTIONS_TABLE", table),
-            ("EVENT_BUS_NAME", "bench".into()),
-            ("WEBSOCKET_API_ENDPOINT", fake.management_endpoint()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", moto::endpoint().into()),
-            ("AWS_ENDPOINT_URL_EVENTBRIDGE", fake.endpoint()),
-        ];
+        let base = fake.function_env(&table, moto::endpoint());
         let ts = chrono::Utc::now().timestamp_millis();
         let event = json!({"requestContext": {"routeKey": "broadcast", "eventType": "MESSAGE", "connectionId": "c0=",
             "stage": "test", "requestId": "r", "connectedAt": ts, "requestTimeEpoch": ts, "domainName": "d", "apiId": "a"},

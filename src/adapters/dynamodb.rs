@@ -48,11 +48,20 @@ impl DynamoStore {
         }
     }
 
-    fn scan(
+    /// One page of a Scan, projected to `attributes`, skipping items expired at `live_at` (by
+    /// a filter; callers check again, since a filter only saves transfer). Returns the items
+    /// and the cursor of the next page.
+    async fn scan_page(
         &self,
         live_at: Option<i64>,
         cursor: Option<String>,
-    ) -> aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder {
+        attributes: &[&str],
+    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        let projection = attributes
+            .iter()
+            .map(|a| format!("#{a}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut scan = self
             .client
             .scan()
@@ -60,14 +69,22 @@ impl DynamoStore {
             .set_limit(self.page_size)
             .set_exclusive_start_key(
                 cursor.map(|id| HashMap::from([(CONNECTION_ID.to_owned(), AttributeValue::S(id))])),
-            );
+            )
+            .projection_expression(projection);
+        for attribute in attributes {
+            scan = scan.expression_attribute_names(format!("#{attribute}"), *attribute);
+        }
         if let Some(now) = live_at {
             scan = scan
-                .filter_expression("#expiresAt > :now")
-                .expression_attribute_names("#expiresAt", EXPIRES_AT)
+                .filter_expression(format!("#{EXPIRES_AT} > :now"))
+                .expression_attribute_names(format!("#{EXPIRES_AT}"), EXPIRES_AT)
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
         }
-        scan
+        let output = call(aws_span("DynamoDB", "Scan"), scan.send())
+            .await
+            .map_err(store_error)?;
+        let next = next_cursor(output.last_evaluated_key());
+        Ok((output.items.unwrap_or_default(), next))
     }
 }
 
@@ -172,17 +189,10 @@ impl ConnectionStore for DynamoStore {
         live_at: i64,
         cursor: Option<String>,
     ) -> Result<Page<String>, StoreError> {
-        let scan = self
-            .scan(Some(live_at), cursor)
-            .projection_expression("#connectionId, #expiresAt")
-            .expression_attribute_names("#connectionId", CONNECTION_ID)
-            .expression_attribute_names("#expiresAt", EXPIRES_AT)
-            .send();
-        let output = call(aws_span("DynamoDB", "Scan"), scan)
-            .await
-            .map_err(store_error)?;
-        let items = output
-            .items()
+        let (items, next) = self
+            .scan_page(Some(live_at), cursor, &[CONNECTION_ID, EXPIRES_AT])
+            .await?;
+        let items = items
             .iter()
             .filter(|item| {
                 let expires_at = item
@@ -193,10 +203,7 @@ impl ConnectionStore for DynamoStore {
             })
             .filter_map(|item| item.get(CONNECTION_ID)?.as_s().ok().cloned())
             .collect();
-        Ok(Page {
-            items,
-            next: next_cursor(output.last_evaluated_key()),
-        })
+        Ok(Page { items, next })
     }
 
     async fn scan_records(
@@ -204,26 +211,18 @@ impl ConnectionStore for DynamoStore {
         live_at: Option<i64>,
         cursor: Option<String>,
     ) -> Result<Page<ConnectionRecord>, StoreError> {
-        let scan = self
-            .scan(live_at, cursor)
-            .projection_expression("#connectionId, #name, #connectedAt, #expiresAt")
-            .expression_attribute_names("#connectionId", CONNECTION_ID)
-            .expression_attribute_names("#name", NAME)
-            .expression_attribute_names("#connectedAt", CONNECTED_AT)
-            .expression_attribute_names("#expiresAt", EXPIRES_AT)
-            .send();
-        let output = call(aws_span("DynamoDB", "Scan"), scan)
-            .await
-            .map_err(store_error)?;
-        let items = output
-            .items()
+        let (items, next) = self
+            .scan_page(
+                live_at,
+                cursor,
+                &[CONNECTION_ID, NAME, CONNECTED_AT, EXPIRES_AT],
+            )
+            .await?;
+        let items = items
             .iter()
             .filter_map(from_item)
             .filter(|record| live_at.is_none_or(|now| record.is_live_at(now)))
             .collect();
-        Ok(Page {
-            items,
-            next: next_cursor(output.last_evaluated_key()),
-        })
+        Ok(Page { items, next })
     }
 }

@@ -136,7 +136,13 @@ impl Registry {
 
     /// Closes every socket (server shutdown).
     pub(crate) fn close_all(&self, code: u16, reason: &'static str) {
-        let sockets: Vec<Arc<Socket>> = self.write().values().cloned().collect();
+        let sockets: Vec<Arc<Socket>> = self
+            .sockets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for socket in sockets {
             socket.send(Outbound::Close { code, reason });
         }

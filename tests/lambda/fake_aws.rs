@@ -63,6 +63,22 @@ impl FakeAws {
         format!("http://{}/test", self.addr)
     }
 
+    /// A function's environment for the stack's variables, with DynamoDB at `dynamodb_endpoint`
+    /// (moto) and EventBridge and `@connections` here.
+    pub fn function_env(
+        &self,
+        table: &str,
+        dynamodb_endpoint: &str,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("CONNECTIONS_TABLE", table.to_owned()),
+            ("EVENT_BUS_NAME", "webchat-test".into()),
+            ("WEBSOCKET_API_ENDPOINT", self.management_endpoint()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.to_owned()),
+            ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.endpoint()),
+        ]
+    }
+
     /// The connection answers 410 from now on.
     pub fn gone(&self, connection_id: &str) {
         self.state

@@ -38,14 +38,9 @@ impl Stack {
 
     /// The functions' environment, as the stack sets it, plus the emulators' endpoints.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("CONNECTIONS_TABLE", self.table.clone()),
-            ("EVENT_BUS_NAME", "webchat-test".into()),
-            ("WEBSOCKET_API_ENDPOINT", self.fake.management_endpoint()),
-            ("LOG_LEVEL", "debug".into()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", moto::endpoint().into()),
-            ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.fake.endpoint()),
-        ]
+        let mut env = self.fake.function_env(&self.table, moto::endpoint());
+        env.push(("LOG_LEVEL", "debug".into()));
+        env
     }
 
     pub async fn function(&self, name: &str) -> Function {
