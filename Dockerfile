@@ -1,61 +1,92 @@
 # syntax=docker/dockerfile:1
-# One image per Lambda function: `--build-arg HANDLER=<function>` (connect, disconnect, default,
-# broadcast, list, chat, post, cleanup). The binary is the image's entrypoint and talks to the
-# Lambda Runtime API itself; the ADOT collector extension from the official layer is baked in
-# under /opt/extensions (container-image functions cannot attach layers), configured by
-# otel/collector.yaml.
+# One image per Lambda function, all from this file: `--build-arg HANDLER=<function>` (connect,
+# disconnect, default, broadcast, list, chat, post, cleanup). The binary is the image's
+# entrypoint and speaks the Lambda Runtime API itself; the ADOT collector extension from the
+# official layer is baked in under /opt/extensions (container-image functions cannot attach
+# layers), configured by otel/collector.yaml.
 #
-# The Pulumi program builds it with HANDLER and ADOT_LAYER_URL (the layer's download location,
-# which it resolves). The other arguments exist so that what cannot be fetched somewhere (base
-# images, the layer) can be substituted there; tests/image/test.sh builds with
-#   BINARY_FROM=prebuilt RUNTIME_IMAGE=scratch ADOT_FROM=adot-context
-# because this machine reaches no image registry.
-
+# Built once, however many images: nothing before the last stage depends on HANDLER, so the
+# compile stage is the same for every function and BuildKit runs it once for all of them; its
+# cargo registry and target directory are cache mounts, so a code change recompiles this crate
+# only. It runs on the build machine's own architecture and cross-compiles (FROM
+# --platform=$BUILDPLATFORM; TARGETARCH picks the Rust target and Debian's cross gcc), so an arm64
+# image built on x86_64 runs nothing under emulation.
+#
+# The ADOT layer: the Pulumi program (pulumi/adot.ts) downloads the layer's zip once, checks it
+# against the CodeSha256 Lambda gives, and keeps it at build/adot-layer/<sha256 hex>.zip;
+# ADOT_LAYER_SHA256 names that file. Nothing in the build fetches it, so a build never meets an
+# expired download URL, and an unchanged layer changes no build input.
+#
+#   docker buildx build --platform linux/arm64 --build-arg HANDLER=connect \
+#     --build-arg ADOT_LAYER_SHA256=<hex> -t webchat-connect .
+#
+# BUILDER_IMAGE and RUNTIME_IMAGE exist so that where these public images cannot be pulled, local
+# equivalents can stand in: tests/image/test.sh builds with ones assembled from Debian's packages.
 ARG BUILDER_IMAGE=docker.io/library/rust:1.95-slim-bookworm
-# glibc, CA certificates and nsswitch (DNS) for a binary built on bookworm; ~20 MB; no shell.
+# glibc, libgcc, CA certificates and nsswitch for a binary linked on bookworm; no shell; ~20 MB.
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-ARG BINARY_FROM=compiled
-ARG ADOT_FROM=adot-layer
 
-# The function's binary, compiled from this repository.
-FROM ${BUILDER_IMAGE} AS compiled
-ARG HANDLER
+# The toolchain for TARGETARCH, on the build machine's architecture.
+FROM --platform=$BUILDPLATFORM ${BUILDER_IMAGE} AS toolchain
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG TARGETARCH
+ARG BUILDARCH
+# Bookworm's packages are fixed within the release: pinning them adds nothing but breakage.
+# ${cross} is a list of packages, split on purpose.
+# hadolint ignore=DL3008,SC2086
+RUN case "${TARGETARCH}" in \
+      arm64) target=aarch64-unknown-linux-gnu; cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;; \
+      amd64) target=x86_64-unknown-linux-gnu; cross="gcc-x86-64-linux-gnu libc6-dev-amd64-cross" ;; \
+      *) echo "TARGETARCH ${TARGETARCH}: Lambda runs arm64 or amd64" >&2; exit 1 ;; \
+    esac \
+    && if [ "${TARGETARCH}" = "${BUILDARCH}" ]; then cross=""; fi \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends unzip ${cross} \
+    && rm -rf /var/lib/apt/lists/* \
+    && if [ -n "${cross}" ]; then rustup target add "${target}"; fi \
+    && echo "${target}" > /rust-target
+# Debian names each gcc <gnu triple>-gcc, natively and as a cross compiler alike.
+ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
+    CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc \
+    AR_x86_64_unknown_linux_gnu=x86_64-linux-gnu-ar
+
+# Every binary of the crate, compiled once: /out/<function>.
+FROM toolchain AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY web ./web
 COPY benches ./benches
-RUN test -n "${HANDLER}" \
-    && cargo build --locked --profile dist --bin "${HANDLER}" \
-    && install -D -m 0755 "target/dist/${HANDLER}" /out/bootstrap
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    target="$(cat /rust-target)" \
+    && cargo build --locked --profile dist --target "${target}" --bins \
+    && mkdir -p /out \
+    && find "target/${target}/dist" -maxdepth 1 -type f -perm -u+x -exec cp {} /out/ \;
 
-# Or a binary built beforehand (static, for a scratch base): target/dist-static/<handler>.
-FROM scratch AS prebuilt
-ARG HANDLER
-COPY target/dist-static/${HANDLER} /out/bootstrap
-
-# The ADOT collector extension, from the official Lambda layer.
-FROM ${BUILDER_IMAGE} AS adot-layer
-ARG ADOT_LAYER_URL
-# ADD, not COPY: it downloads the layer from the presigned URL the program resolved.
-# hadolint ignore=DL3020
-ADD ${ADOT_LAYER_URL} /tmp/layer.zip
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends unzip=6.* \
-    && rm -rf /var/lib/apt/lists/* \
-    && unzip -q /tmp/layer.zip -d /out \
+# The ADOT collector extension, from the layer's zip the program fetched and checked.
+FROM toolchain AS adot
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG ADOT_LAYER_SHA256
+COPY build/adot-layer/${ADOT_LAYER_SHA256}.zip /tmp/layer.zip
+RUN echo "${ADOT_LAYER_SHA256}  /tmp/layer.zip" | sha256sum --check --quiet \
+    && unzip -q /tmp/layer.zip 'extensions/*' -d /out \
     && test -x /out/extensions/collector
 
-# Or the extension from the build context: build/adot/extensions/...
-FROM scratch AS adot-context
-COPY build/adot/ /out/
-
-FROM ${BINARY_FROM} AS binary
-FROM ${ADOT_FROM} AS adot
+# The one binary this image runs, named by HANDLER.
+FROM builder AS handler
+ARG HANDLER
+RUN if [ -z "${HANDLER}" ] || [ ! -x "/out/${HANDLER}" ]; then \
+      echo "--build-arg HANDLER= must name one of: $(ls /out)" >&2; exit 1; \
+    fi \
+    && cp "/out/${HANDLER}" /bootstrap
 
 FROM ${RUNTIME_IMAGE}
 COPY --from=adot /out/extensions/ /opt/extensions/
 COPY otel/collector.yaml /opt/collector-config/webchat.yaml
 ENV OPENTELEMETRY_COLLECTOR_CONFIG_URI=/opt/collector-config/webchat.yaml
-COPY --from=binary /out/bootstrap /bootstrap
+COPY --from=handler /bootstrap /bootstrap
 ENTRYPOINT ["/bootstrap"]

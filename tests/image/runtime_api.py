@@ -1,8 +1,10 @@
 """A one-invocation Lambda Runtime API and @connections recorder, for the image test.
 
-Serves one API Gateway $default event on /next (with the request-id, deadline, function-ARN and
-trace-id headers), records the function's response and its @connections posts, then writes what
-it saw as JSON to the result file and exits.
+Usage: runtime_api.py PORT RESULT_FILE HANDLER. Serves one event on /next (with the request-id,
+deadline, function-ARN and trace-id headers): for `post`, the welcome event exactly as the
+EventBridge rule hands it over; for the others, an API Gateway $default message. Records the
+function's response and its @connections posts, then writes what it saw as JSON to the result
+file and exits.
 """
 import json
 import sys
@@ -10,11 +12,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-port, result_path = int(sys.argv[1]), sys.argv[2]
+port, result_path, handler = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 now = int(time.time() * 1000)
-EVENT = {
+CONNECTION_ID = "L0SM9cOFvHcCIhw="
+MESSAGE = {
     "requestContext": {
-        "routeKey": "$default", "eventType": "MESSAGE", "connectionId": "L0SM9cOFvHcCIhw=",
+        "routeKey": "$default", "eventType": "MESSAGE", "connectionId": CONNECTION_ID,
         "stage": "test", "requestId": "r", "messageId": "m", "connectedAt": now, "requestTimeEpoch": now,
         "domainName": "abc.execute-api.eu-west-1.amazonaws.com", "apiId": "abc", "messageDirection": "IN",
         "identity": {"sourceIp": "203.0.113.7"},
@@ -22,7 +25,14 @@ EVENT = {
     "body": "hello from the image test",
     "isBase64Encoded": False,
 }
-seen = {"response": None, "errors": [], "posts": []}
+WELCOME = {
+    "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718", "detail-type": "welcome",
+    "source": "webchat", "account": "123456789012", "time": "2026-11-28T07:00:00Z",
+    "region": "eu-west-1", "resources": [],
+    "detail": {"connectionId": CONNECTION_ID, "message": f"Welcome! - connected on {CONNECTION_ID}"},
+}
+EVENT = WELCOME if handler == "post" else MESSAGE
+seen = {"responded": False, "response": None, "errors": [], "posts": []}
 handed_out = threading.Event()
 done = threading.Event()
 
@@ -48,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, json.dumps(EVENT).encode(), [
                 ("lambda-runtime-aws-request-id", "image-test-1"),
                 ("lambda-runtime-deadline-ms", str(int(time.time() * 1000) + 30000)),
-                ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:eu-west-1:123456789012:function:webchat-default"),
+                ("lambda-runtime-invoked-function-arn", f"arn:aws:lambda:eu-west-1:123456789012:function:webchat-{handler}"),
                 ("lambda-runtime-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"),
             ])
         self.reply(404)
@@ -56,6 +66,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
         if self.path.endswith("/response"):
+            seen["responded"] = True
             seen["response"] = json.loads(body)
             self.reply(202)
             done.set()

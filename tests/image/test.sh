@@ -1,83 +1,151 @@
 #!/usr/bin/env bash
-# Builds one function's image from the Dockerfile with buildah and serves one invocation from it,
-# as Lambda would start it. Usage: tests/image/test.sh [handler] (default: default).
+# Builds function images from the Dockerfile with buildah, through all of its stages (the
+# toolchain, the one compile of every binary, the layer, the handler), and serves one invocation
+# from each image as Lambda would start it. Usage: tests/image/test.sh [handler...]
+# (default: default post). The first image pays the compile; every later one must reuse it.
 #
-# This machine reaches no image registry and no AWS, so exactly three build arguments substitute
-# what cannot be fetched: BINARY_FROM=prebuilt (the handler built here as a static binary, instead
-# of compiling in the rust builder image), RUNTIME_IMAGE=scratch (instead of distroless), and
-# ADOT_FROM=adot-context (a stand-in file at /opt/extensions/collector, instead of the layer).
-# Everything else (stages, paths, entrypoint, collector configuration) is the shipped Dockerfile.
+# This machine reaches no image registry and no AWS, so three build arguments substitute what
+# cannot be fetched, and nothing else: BUILDER_IMAGE and RUNTIME_IMAGE name local stand-ins for
+# rust:1.95-slim-bookworm and distroless cc-debian12 assembled from Debian's packages
+# (tests/image/base-images.sh), and ADOT_LAYER_SHA256 names a stand-in layer zip, laid out as the
+# real one (extensions/collector, collector-config/), at build/adot-layer/<sha256>.zip, where the
+# Pulumi program keeps the real one. Not run here: an arm64 cross-compile (rustup cannot download
+# the aarch64 standard library here), the real base images, the real layer, BuildKit itself.
 set -euo pipefail
-handler=${1:-default}
 cd "$(dirname "$0")/../.."
-target_dir=${CARGO_TARGET_DIR:-target}
-buildah=(buildah --storage-driver vfs)
-image="localhost/webchat-${handler}:test"
+handlers=("$@")
+[ ${#handlers[@]} -gt 0 ] || handlers=(default post)
+
+# overlay where the kernel allows it (much faster for a 1 GB builder), vfs otherwise; a storage
+# root of the tests' own, so that no other buildah user's driver choice gets in the way
+driver=overlay
+buildah --root /var/lib/containers/webchat-tests --storage-driver overlay info >/dev/null 2>&1 || driver=vfs
+export BUILDAH_STORAGE_DRIVER=$driver BUILDAH_ROOT=/var/lib/containers/webchat-tests
+buildah=(buildah --root "$BUILDAH_ROOT" --storage-driver "$driver")
 passed=0 failed=0
 check() { # check NAME COMMAND...: counts a pass or a failure
   if "${@:2}"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1" >&2; fi
 }
 
-echo "--> the static binary (cargo build --profile dist, +crt-static)"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --profile dist \
-  --target x86_64-unknown-linux-gnu --bin "$handler"
-mkdir -p target/dist-static build/adot/extensions
-cp "$target_dir/x86_64-unknown-linux-gnu/dist/$handler" "target/dist-static/$handler"
-printf '#!/bin/sh\n# stand-in for the ADOT collector extension (the real one comes from the layer)\n' \
-  > build/adot/extensions/collector
-chmod +x build/adot/extensions/collector
+echo "--> base images (buildah storage: $driver)"
+tests/image/base-images.sh
 
-echo "--> buildah bud"
-"${buildah[@]}" bud --isolation chroot \
-  --build-arg HANDLER="$handler" --build-arg BINARY_FROM=prebuilt \
-  --build-arg RUNTIME_IMAGE=scratch --build-arg ADOT_FROM=adot-context \
-  -t "$image" . >/dev/null 2>&1
+echo "--> a stand-in ADOT layer zip, named by its SHA-256 as the Pulumi program names the real one"
+layer_sha=$(python3 - <<'PY'
+import hashlib, io, os, zipfile
+buffer = io.BytesIO()
+with zipfile.ZipFile(buffer, "w") as layer:
+    for name, mode, text in [
+        ("extensions/collector", 0o755, "#!/bin/sh\n# stand-in for the ADOT collector extension\n"),
+        ("collector-config/config.yaml", 0o644, "# stand-in for the layer's default configuration\n"),
+    ]:
+        entry = zipfile.ZipInfo(name, date_time=(2025, 1, 1, 0, 0, 0))
+        entry.external_attr = (0o100000 | mode) << 16
+        layer.writestr(entry, text)
+data = buffer.getvalue()
+digest = hashlib.sha256(data).hexdigest()
+os.makedirs("build/adot-layer", exist_ok=True)
+with open(f"build/adot-layer/{digest}.zip", "wb") as out:
+    out.write(data)
+print(digest)
+PY
+)
 
-entrypoint=$("${buildah[@]}" inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' "$image")
-check "the entrypoint is the binary" test "$entrypoint" = "[/bootstrap]"
-env=$("${buildah[@]}" inspect --type image --format '{{.OCIv1.Config.Env}}' "$image")
-check "the collector configuration is named" grep -q "OPENTELEMETRY_COLLECTOR_CONFIG_URI=/opt/collector-config/webchat.yaml" <<<"$env"
-
-container=$("${buildah[@]}" from --quiet "$image")
+logs=$(mktemp -d)
 cleanup() {
-  "${buildah[@]}" rm "$container" >/dev/null 2>&1 || true
+  [ -n "${container:-}" ] && "${buildah[@]}" rm "$container" >/dev/null 2>&1 || true
   [ -n "${harness:-}" ] && kill "$harness" 2>/dev/null || true
   [ -n "${function:-}" ] && kill "$function" 2>/dev/null || true
+  rm -rf "$logs"
 }
 trap cleanup EXIT
-export_dir=$(mktemp -d)
-# as root (CI's user), buildah mounts the container's file system directly
-mounted=$("${buildah[@]}" mount "$container")
-cp -a "$mounted/." "$export_dir/"
-"${buildah[@]}" umount "$container" >/dev/null
-check "the extension is under /opt/extensions" test -x "$export_dir/opt/extensions/collector"
-check "the collector configuration is the repository's" cmp -s otel/collector.yaml "$export_dir/opt/collector-config/webchat.yaml"
-size=$(du -sk "$export_dir" | cut -f1)
-echo "image content: $(ls "$export_dir" | tr '\n' ' ')— $((size / 1024)) MiB ($size KiB)"
-rm -rf "$export_dir"
 
-echo "--> one invocation through the Runtime API, from the image"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-result=$(mktemp)
-python3 tests/image/runtime_api.py "$port" "$result" &
-harness=$!
-sleep 0.5
-"${buildah[@]}" run --isolation chroot --network host \
-  --env AWS_LAMBDA_RUNTIME_API="127.0.0.1:$port" \
-  --env AWS_LAMBDA_FUNCTION_NAME="webchat-$handler" --env AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128 \
-  --env AWS_LAMBDA_FUNCTION_VERSION='$LATEST' --env AWS_REGION=eu-west-1 \
-  --env AWS_ACCESS_KEY_ID=testing --env AWS_SECRET_ACCESS_KEY=testing \
-  --env CONNECTIONS_TABLE=t --env EVENT_BUS_NAME=b \
-  --env WEBSOCKET_API_ENDPOINT="http://127.0.0.1:$port/test" \
-  --env OTEL_SDK_DISABLED=true \
-  "$container" -- /bootstrap >/dev/null 2>&1 &
-function=$!
-wait "$harness" || true
-harness=
-check "the invocation answered 200" python3 -c "import json,sys; r=json.load(open('$result')); sys.exit(r['response'] is None or r['response'].get('statusCode') != 200)"
-check "the function posted invalid_json to the client" python3 -c "import json,sys; r=json.load(open('$result')); sys.exit(not any('invalid_json' in p['body'] and p['path'].endswith('/test/@connections/L0SM9cOFvHcCIhw%3D') for p in r['posts']))"
-cat "$result"; echo
-rm -f "$result"
+first=
+for handler in "${handlers[@]}"; do
+  image="localhost/webchat-${handler}:test"
+  echo "--> buildah bud HANDLER=$handler"
+  started=$(date +%s.%N)
+  if ! "${buildah[@]}" bud --format docker --layers --isolation chroot --network host \
+    --build-arg BUILDER_IMAGE=localhost/webchat-builder:1.95-bookworm \
+    --build-arg RUNTIME_IMAGE=localhost/webchat-runtime:bookworm \
+    --build-arg ADOT_LAYER_SHA256="$layer_sha" --build-arg HANDLER="$handler" \
+    -t "$image" . >"$logs/$handler.log" 2>&1; then
+    tail -40 "$logs/$handler.log" >&2
+    echo "FAIL: the image of $handler did not build" >&2
+    exit 1
+  fi
+  seconds=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")
+  compiled=no
+  grep -q 'Compiling webchat ' "$logs/$handler.log" && compiled=yes
+  echo "    built in $seconds s (compiled the crate in this build: $compiled)"
+  if [ -z "$first" ]; then
+    first=$handler
+  else
+    # the compile step's next line is buildah's cache hit, and cargo never ran
+    check "the $handler image reuses the compile of the $first image" \
+      grep -A1 -E 'STEP [0-9/]+: RUN --mount=type=cache' "$logs/$handler.log" | grep -q -- '--> Using cache'
+    check "the $handler image compiled nothing" test "$compiled" = no
+  fi
+
+  entrypoint=$("${buildah[@]}" inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' "$image")
+  check "$handler: the entrypoint is the binary" test "$entrypoint" = "[/bootstrap]"
+  env=$("${buildah[@]}" inspect --type image --format '{{.OCIv1.Config.Env}}' "$image")
+  check "$handler: the collector configuration is named" \
+    grep -q "OPENTELEMETRY_COLLECTOR_CONFIG_URI=/opt/collector-config/webchat.yaml" <<<"$env"
+  user=$("${buildah[@]}" inspect --type image --format '{{.OCIv1.Config.User}}' "$image")
+  check "$handler: runs as the base image's nonroot user" test "$user" = "65532:65532"
+
+  container=$("${buildah[@]}" from --quiet "$image")
+  export_dir=$(mktemp -d)
+  # as root (CI's user), buildah mounts the container's file system directly
+  mounted=$("${buildah[@]}" mount "$container")
+  cp -a "$mounted/." "$export_dir/"
+  "${buildah[@]}" umount "$container" >/dev/null
+  check "$handler: the extension is under /opt/extensions" test -x "$export_dir/opt/extensions/collector"
+  check "$handler: only the layer's extensions/ is copied" test ! -e "$export_dir/opt/collector-config/config.yaml"
+  check "$handler: the collector configuration is the repository's" \
+    cmp -s otel/collector.yaml "$export_dir/opt/collector-config/webchat.yaml"
+  size=$(du -sk "$export_dir" | cut -f1)
+  echo "    image content: $((size / 1024)) MiB ($size KiB), /bootstrap $(( $(stat -c %s "$export_dir/bootstrap") / 1024 )) KiB"
+  rm -rf "$export_dir"
+
+  echo "--> one invocation of $handler through the Runtime API, from the image"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  result="$logs/$handler.json"
+  python3 tests/image/runtime_api.py "$port" "$result" "$handler" &
+  harness=$!
+  sleep 0.5
+  "${buildah[@]}" run --isolation chroot --network host \
+    --env AWS_LAMBDA_RUNTIME_API="127.0.0.1:$port" \
+    --env AWS_LAMBDA_FUNCTION_NAME="webchat-$handler" --env AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128 \
+    --env AWS_LAMBDA_FUNCTION_VERSION='$LATEST' --env AWS_REGION=eu-west-1 \
+    --env AWS_ACCESS_KEY_ID=testing --env AWS_SECRET_ACCESS_KEY=testing \
+    --env CONNECTIONS_TABLE=t --env EVENT_BUS_NAME=b \
+    --env WEBSOCKET_API_ENDPOINT="http://127.0.0.1:$port/test" \
+    --env OTEL_SDK_DISABLED=true \
+    "$container" -- /bootstrap >"$logs/$handler.run.log" 2>&1 &
+  function=$!
+  wait "$harness" || true
+  harness=
+  kill "$function" 2>/dev/null || true
+  wait "$function" 2>/dev/null || true
+  function=
+  "${buildah[@]}" rm "$container" >/dev/null
+  container=
+  posted() { # posted TEXT: the function posted TEXT to the test connection
+    python3 -c "import json,sys; r=json.load(open('$result')); sys.exit(not any(sys.argv[1] in p['body'] and p['path'].endswith('/test/@connections/L0SM9cOFvHcCIhw%3D') for p in r['posts']))" "$1"
+  }
+  check "$handler: the invocation succeeded" \
+    python3 -c "import json,sys; r=json.load(open('$result')); sys.exit(bool(r['errors']) or not r['responded'])"
+  if [ "$handler" = post ]; then
+    check "post: the welcome reached the connection" posted "Welcome! - connected on L0SM9cOFvHcCIhw="
+  else
+    check "$handler: the invocation answered 200" \
+      python3 -c "import json,sys; r=json.load(open('$result')); sys.exit(r['response'].get('statusCode') != 200)"
+    check "$handler: the function posted invalid_json to the client" posted invalid_json
+  fi
+  cat "$result"; echo
+done
 
 echo "image test: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
