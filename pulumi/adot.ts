@@ -1,17 +1,113 @@
-// Where to download the ADOT collector Lambda layer: container-image functions cannot attach
-// layers, so its extension is baked into each image, and the Dockerfile downloads the layer
-// from the location Lambda's GetLayerVersionByArn returns (valid for ten minutes).
+// The ADOT collector layer whose extension goes into every image. Container-image functions
+// cannot attach layers, so the Dockerfile unpacks the layer's zip itself; this module hands it the
+// zip, under a name that only changes when the layer does:
+//
+// - Lambda describes the layer version (GetLayerVersionByArn, asked in the layer's own region with
+//   the stack's AWS profile or keys): its CodeSha256 is the zip's identity. The download URL it
+//   also gives is presigned, valid for ten minutes and different on every call, so it is never a
+//   build input: an unchanged layer leaves every image's inputs unchanged, and nothing rebuilds.
+// - The zip is downloaded only when build/adot-layer/<sha256 hex>.zip is missing, checked against
+//   that hash, and moved into place whole. The build reads the file from its context, so no build
+//   depends on a URL that may expire halfway through it.
 import { GetLayerVersionByArnCommand, LambdaClient } from "@aws-sdk/client-lambda";
+import { createHash } from "crypto";
 import * as pulumi from "@pulumi/pulumi";
+import * as fs from "fs";
+import * as path from "path";
+import { Settings } from "./settings";
 
-export function adotLayerUrl(layerArn: string, region: string, override?: string): pulumi.Output<string> {
-  if (override) return pulumi.output(override);
-  const client = new LambdaClient({ region });
-  return pulumi.output(
-    client.send(new GetLayerVersionByArnCommand({ Arn: layerArn })).then((layer) => {
-      const location = layer.Content?.Location;
-      if (!location) throw new Error(`Lambda gave no download location for ${layerArn}`);
-      return location;
-    }),
-  );
+/** The AWS profile or keys of the stack (`aws:profile`, `aws:accessKey`/`secretKey`/`token`). */
+export interface AwsAccess {
+  profile?: string;
+  accessKey?: string;
+  secretKey?: string;
+  token?: string;
+}
+
+/** A layer version's zip, on disk. */
+export interface AdotLayer {
+  arn: string;
+  /** SHA-256 of the zip, hex: the Dockerfile's ADOT_LAYER_SHA256. */
+  sha256: string;
+  /** build/adot-layer/<sha256>.zip */
+  file: string;
+}
+
+/** Where the zips are kept: inside the Docker build context, which `.dockerignore` lets in. */
+export const LAYER_CACHE = path.resolve(__dirname, "..", "build", "adot-layer");
+
+const LAYER_ARN = /^arn:aws[a-z-]*:lambda:([a-z0-9-]+):\d{12}:layer:[A-Za-z0-9_-]+:\d+$/;
+
+/** Makes the layer version's zip available to the build, downloading it at most once. */
+export async function fetchAdotLayer(arn: string, access: AwsAccess, cache = LAYER_CACHE): Promise<AdotLayer> {
+  const region = LAYER_ARN.exec(arn)?.[1];
+  if (!region) {
+    throw new Error(`webchat:adotLayerArn must be a Lambda layer version ARN (arn:aws:lambda:<region>:<account>:layer:<name>:<version>), not ${arn}`);
+  }
+  const client = new LambdaClient({
+    region,
+    profile: access.profile,
+    credentials:
+      access.accessKey && access.secretKey
+        ? { accessKeyId: access.accessKey, secretAccessKey: access.secretKey, sessionToken: access.token }
+        : undefined,
+  });
+  let content;
+  try {
+    content = (await client.send(new GetLayerVersionByArnCommand({ Arn: arn }))).Content;
+  } catch (error) {
+    const name = (error as Error).name;
+    // Another account's layer that is not published in a region answers AccessDenied, not NotFound.
+    if (name === "AccessDeniedException" || name === "ResourceNotFoundException") {
+      throw new Error(
+        `the ADOT collector layer ${arn} is not available in ${region} (${name}). AWS publishes it in some regions ` +
+          `only: set webchat:adotLayerArn to the same layer in a region that has it, e.g. ` +
+          `${arn.replace(`:${region}:`, ":us-east-1:")}. Only its extension is copied into the images, so the ` +
+          `layer's region does not have to be the stack's.`,
+      );
+    }
+    throw new Error(`looking up webchat:adotLayerArn ${arn} in ${region}: ${name}: ${(error as Error).message}`);
+  } finally {
+    client.destroy();
+  }
+  if (!content?.CodeSha256 || !content.Location) {
+    throw new Error(`Lambda described ${arn} without its CodeSha256 and download location`);
+  }
+  const sha256 = Buffer.from(content.CodeSha256, "base64").toString("hex");
+  const file = path.join(cache, `${sha256}.zip`);
+  if (fs.existsSync(file) && (await fileSha256(file)) === sha256) {
+    return { arn, sha256, file };
+  }
+  fs.mkdirSync(cache, { recursive: true });
+  const response = await fetch(content.Location);
+  if (!response.ok) throw new Error(`downloading ${arn}: HTTP ${response.status}`);
+  const zip = Buffer.from(await response.arrayBuffer());
+  const got = createHash("sha256").update(zip).digest("hex");
+  if (got !== sha256) throw new Error(`downloading ${arn}: the zip's SHA-256 is ${got}, Lambda says ${sha256}`);
+  const partial = `${file}.${process.pid}.partial`;
+  fs.writeFileSync(partial, zip);
+  fs.renameSync(partial, file);
+  return { arn, sha256, file };
+}
+
+/** The stack's layer (webchat:adotLayerArn), looked up with the stack's AWS access: its SHA-256. */
+export function stackAdotLayer(settings: Settings): pulumi.Output<string> {
+  const { profile, accessKey, secretKey, token } = settings.aws;
+  const layer = pulumi
+    .all([accessKey, secretKey, token])
+    .apply(([accessKey, secretKey, token]) =>
+      fetchAdotLayer(settings.adotLayerArn, { profile, accessKey, secretKey, token }),
+    );
+  // the hash is no secret, even when the keys that fetched it are
+  return pulumi.unsecret(layer.sha256);
+}
+
+function fileSha256(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash("sha256");
+    fs.createReadStream(file)
+      .on("data", (chunk) => hash.update(chunk))
+      .on("error", reject)
+      .on("end", () => resolve(hash.digest("hex")));
+  });
 }

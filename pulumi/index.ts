@@ -1,9 +1,11 @@
 // The Pulumi program: `pulumi up -s stage` deploys webchat; `pulumi destroy` removes it.
 // Settings come from Pulumi.<stack>.yaml at the repository root (see settings.ts for defaults).
+import { stackAdotLayer } from "./adot";
 import { loadSettings } from "./settings";
 import { webchat } from "./stack";
 
-const outputs = webchat(loadSettings());
+const settings = loadSettings();
+const outputs = webchat(settings, stackAdotLayer(settings));
 
 /** The URL to give wscat or the browser page. */
 export const url = outputs.url;

@@ -1,28 +1,58 @@
-// Pulumi's mocks, for the unit tests and the offline synth: every resource registration is
-// recorded with its inputs, and given the outputs AWS would compute (ARNs, URLs) so that the
-// program's interpolations resolve. No CLI, no credentials, no network.
+// Pulumi's mocks, for the unit tests, the language-host test and the offline synth: every
+// resource registration is recorded with its inputs and given the outputs its provider computes,
+// in the provider's own forms, so that what the program derives from them (image URIs, the
+// management endpoint, policy ARNs) is what it would derive in AWS. No CLI, no credentials, no
+// network. The forms, and where they come from:
+// - docker-build Image: `digest` is BuildKit's `sha256:<hex>`, the id is the digest, and `ref` is
+//   `<first tag>@<digest>` (pulumi-docker-build provider/internal/image.go, addDigest).
+// - apigatewayv2 Api: a 10-character id, `apiEndpoint` `wss://{id}.execute-api.{region}.amazonaws.com`,
+//   `executionArn` `arn:aws:execute-api:{region}:{account}:{id}`; Stage: `invokeUrl`
+//   `{apiEndpoint}/{stage}`, `executionArn` `{api executionArn}/{stage}` (the provider's docs).
+// - Auto-named resources get the logical name and a 7-character suffix, as Pulumi's auto-naming.
 import * as pulumi from "@pulumi/pulumi";
+import { createHash } from "crypto";
 
 export interface Recorded {
   type: string;
   name: string;
+  /** The id the (mock) provider gave it. */
+  id: string;
   inputs: Record<string, any>;
 }
 
-const ACCOUNT = "123456789012";
+export const ACCOUNT = "123456789012";
+/** Where a test or the synth stands in for the ADOT layer zip's SHA-256 (adot.ts looks it up). */
+export const PLACEHOLDER_LAYER_SHA256 = "0".repeat(64);
 
-function computed(type: string, name: string, inputs: Record<string, any>, region: string): Record<string, any> {
+/** A deterministic stand-in for an id or suffix AWS or Pulumi would generate. */
+function generated(seed: string, length: number, alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"): string {
+  const digest = createHash("sha256").update(seed).digest();
+  return Array.from(digest.subarray(0, length), (byte) => alphabet[byte % alphabet.length]).join("");
+}
+
+function computed(type: string, name: string, inputs: Record<string, any>, region: string): { id: string; state: Record<string, any> } {
   const service = type.split(":")[1]?.split("/")[0] ?? "unknown";
-  const physical = inputs.name ?? `${name}-${"0123456".slice(0, 7)}`;
-  const arn = `arn:aws:${service}:${region}:${ACCOUNT}:${physical}`;
-  const out: Record<string, any> = { name: physical, arn };
+  const physical = inputs.name ?? `${name}-${generated(`${type}::${name}`, 7, "0123456789abcdef")}`;
+  const out: Record<string, any> = { name: physical, arn: `arn:aws:${service}:${region}:${ACCOUNT}:${physical}` };
+  let id = physical;
   switch (type) {
     case "aws:lambda/function:Function":
       out.arn = `arn:aws:lambda:${region}:${ACCOUNT}:function:${physical}`;
       out.invokeArn = `arn:aws:apigateway:${region}:lambda:path/2015-03-31/functions/${out.arn}/invocations`;
       break;
     case "aws:apigatewayv2/api:Api":
-      out.executionArn = `arn:aws:execute-api:${region}:${ACCOUNT}:${name}-id`;
+      id = generated(`api::${name}`, 10);
+      out.apiEndpoint = `${inputs.protocolType === "WEBSOCKET" ? "wss" : "https"}://${id}.execute-api.${region}.amazonaws.com`;
+      out.executionArn = `arn:aws:execute-api:${region}:${ACCOUNT}:${id}`;
+      out.arn = `arn:aws:apigateway:${region}::/apis/${id}`;
+      break;
+    case "aws:apigatewayv2/stage:Stage":
+      out.invokeUrl = `wss://${inputs.apiId}.execute-api.${region}.amazonaws.com/${inputs.name}`;
+      out.executionArn = `arn:aws:execute-api:${region}:${ACCOUNT}:${inputs.apiId}/${inputs.name}`;
+      break;
+    case "aws:apigatewayv2/integration:Integration":
+    case "aws:apigatewayv2/route:Route":
+      id = generated(`${type}::${name}`, 7);
       break;
     case "aws:dynamodb/table:Table":
       out.arn = `arn:aws:dynamodb:${region}:${ACCOUNT}:table/${physical}`;
@@ -30,8 +60,14 @@ function computed(type: string, name: string, inputs: Record<string, any>, regio
     case "aws:cloudwatch/eventBus:EventBus":
       out.arn = `arn:aws:events:${region}:${ACCOUNT}:event-bus/${physical}`;
       break;
+    case "aws:cloudwatch/eventRule:EventRule":
+      out.arn = `arn:aws:events:${region}:${ACCOUNT}:rule/${inputs.eventBusName}/${physical}`;
+      break;
     case "aws:cloudwatch/logGroup:LogGroup":
       out.arn = `arn:aws:logs:${region}:${ACCOUNT}:log-group:${physical}`;
+      break;
+    case "aws:iam/role:Role":
+      out.arn = `arn:aws:iam::${ACCOUNT}:role/${physical}`;
       break;
     case "aws:ecr/repository:Repository":
       out.repositoryUrl = `${ACCOUNT}.dkr.ecr.${region}.amazonaws.com/${physical}`;
@@ -39,12 +75,59 @@ function computed(type: string, name: string, inputs: Record<string, any>, regio
       break;
     case "aws:sqs/queue:Queue":
       out.url = `https://sqs.${region}.amazonaws.com/${ACCOUNT}/${physical}`;
+      out.arn = `arn:aws:sqs:${region}:${ACCOUNT}:${physical}`;
       break;
-    case "docker-build:index:Image":
-      out.ref = `${inputs.tags?.[0] ?? name}@sha256:${"0".repeat(64)}`;
+    case "docker-build:index:Image": {
+      // the same inputs build the same image: the digest is a function of them
+      const digest = `sha256:${createHash("sha256").update(JSON.stringify(inputs)).digest("hex")}`;
+      out.digest = digest;
+      out.ref = `${inputs.tags?.[0] ?? name}@${digest}`;
+      delete out.name;
+      delete out.arn;
+      id = digest;
       break;
+    }
   }
-  return out;
+  return { id, state: out };
+}
+
+/** What the program's provider functions (invokes) answer, in the providers' own shapes. */
+function called(token: string, inputs: Record<string, any>, region: string): Record<string, any> {
+  switch (token) {
+    case "aws:index/getRegion:getRegion":
+      return { id: region, name: region, region, endpoint: `ec2.${region}.amazonaws.com`, description: region };
+    case "aws:index/getCallerIdentity:getCallerIdentity":
+      return { id: ACCOUNT, accountId: ACCOUNT, arn: `arn:aws:iam::${ACCOUNT}:user/deployer`, userId: "AIDAEXAMPLEUSERID" };
+    case "aws:index/getPartition:getPartition":
+      return { id: "aws", partition: "aws", dnsSuffix: "amazonaws.com", reverseDnsPrefix: "com.amazonaws" };
+    case "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+      return {
+        id: region,
+        registryId: inputs.registryId ?? ACCOUNT,
+        userName: "AWS",
+        password: "mock-ecr-token",
+        authorizationToken: Buffer.from("AWS:mock-ecr-token").toString("base64"),
+        proxyEndpoint: `https://${ACCOUNT}.dkr.ecr.${region}.amazonaws.com`,
+        expiresAt: "2026-11-29T04:00:00Z",
+      };
+    default:
+      // an invoke nobody taught the mocks is a mistake to see, not an empty answer to guess from
+      throw new Error(`the mocks do not know the invoke ${token}`);
+  }
+}
+
+/** Pulumi's mocks, recording every registration into `recorded`. */
+export function mocksFor(recorded: Recorded[], region: string): pulumi.runtime.Mocks {
+  return {
+    newResource(args) {
+      const { id, state } = computed(args.type, args.name, args.inputs, region);
+      recorded.push({ type: args.type, name: args.name, id, inputs: args.inputs });
+      return { id, state: { ...state, ...args.inputs } };
+    },
+    call(args) {
+      return called(args.token, args.inputs, region);
+    },
+  };
 }
 
 /** Installs mocks and `config` (keys like `webchat:iamAuth`); returns the live record. */
@@ -52,27 +135,7 @@ export function installMocks(config: Record<string, string>, stack = "stage"): R
   const recorded: Recorded[] = [];
   const region = config["aws:region"] ?? "eu-west-1";
   pulumi.runtime.setAllConfig({ "aws:region": region, ...config });
-  pulumi.runtime.setMocks(
-    {
-      newResource(args) {
-        recorded.push({ type: args.type, name: args.name, inputs: args.inputs });
-        return { id: `${args.name}-id`, state: { ...computed(args.type, args.name, args.inputs, region), ...args.inputs } };
-      },
-      call(args) {
-        switch (args.token) {
-          case "aws:index/getRegion:getRegion":
-            return { name: region, region, id: region };
-          case "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-            return { userName: "AWS", password: "mock-token", authorizationToken: "mock", proxyEndpoint: "mock" };
-          default:
-            return args.inputs;
-        }
-      },
-    },
-    "webchat",
-    stack,
-    false,
-  );
+  pulumi.runtime.setMocks(mocksFor(recorded, region), "webchat", stack, false);
   return recorded;
 }
 

@@ -22,10 +22,19 @@ export interface Settings {
   logRetentionDays: number;
   /** `@connections` calls a fan-out keeps in flight (FANOUT_CONCURRENCY). */
   fanoutConcurrency: number;
-  /** The ADOT collector Lambda layer whose extension is baked into each image, per architecture. */
+  /** The ADOT collector Lambda layer version whose extension is baked into each image. */
   adotLayerArn: string;
-  /** Where to download that layer; resolved from `adotLayerArn` when unset. */
-  adotLayerUrl?: string;
+  /** JSON access logs on the stage (needs API Gateway's CloudWatch role on the account). */
+  accessLogs: boolean;
+  /** Let the stack set that role on the account: a region-wide setting (see components/api.ts). */
+  manageApiGatewayAccount: boolean;
+  /** The AWS provider's profile and keys, for the program's own AWS call (the layer lookup). */
+  aws: {
+    profile?: string;
+    accessKey?: pulumi.Output<string>;
+    secretKey?: pulumi.Output<string>;
+    token?: pulumi.Output<string>;
+  };
 }
 
 export const DEFAULTS = {
@@ -39,9 +48,14 @@ export const DEFAULTS = {
   throttlingBurstLimit: 1000,
   logRetentionDays: 14,
   fanoutConcurrency: 512,
+  accessLogs: false,
+  manageApiGatewayAccount: false,
 } as const;
 
-/** The ADOT layer (account 901920570463 publishes it in every region) for an architecture. */
+/**
+ * AWS's ADOT collector layer 0.117.0 for an architecture, in a region. AWS (account 901920570463)
+ * publishes it in 16 regions only; elsewhere, webchat:adotLayerArn names one in another region.
+ */
 export function defaultAdotLayerArn(region: string, architecture: string): string {
   const arch = architecture === "arm64" ? "arm64" : "amd64";
   return `arn:aws:lambda:${region}:901920570463:layer:aws-otel-collector-${arch}-ver-0-117-0:1`;
@@ -49,7 +63,8 @@ export function defaultAdotLayerArn(region: string, architecture: string): strin
 
 export function loadSettings(): Settings {
   const config = new pulumi.Config("webchat");
-  const region = new pulumi.Config("aws").require("region");
+  const aws = new pulumi.Config("aws");
+  const region = aws.require("region");
   const architecture = (config.get("architecture") ?? DEFAULTS.architecture) as Settings["architecture"];
   if (architecture !== "arm64" && architecture !== "x86_64") {
     throw new Error(`webchat:architecture must be arm64 or x86_64, not ${architecture}`);
@@ -57,6 +72,11 @@ export function loadSettings(): Settings {
   const logLevel = (config.get("logLevel") ?? DEFAULTS.logLevel) as Settings["logLevel"];
   if (!["trace", "debug", "info", "warn", "error"].includes(logLevel)) {
     throw new Error(`webchat:logLevel must be trace, debug, info, warn or error, not ${logLevel}`);
+  }
+  const accessLogs = config.getBoolean("accessLogs") ?? DEFAULTS.accessLogs;
+  const manageApiGatewayAccount = config.getBoolean("manageApiGatewayAccount") ?? DEFAULTS.manageApiGatewayAccount;
+  if (manageApiGatewayAccount && !accessLogs) {
+    throw new Error("webchat:manageApiGatewayAccount only serves webchat:accessLogs: set both, or neither");
   }
   return {
     stack: pulumi.getStack(),
@@ -71,6 +91,13 @@ export function loadSettings(): Settings {
     logRetentionDays: config.getNumber("logRetentionDays") ?? DEFAULTS.logRetentionDays,
     fanoutConcurrency: config.getNumber("fanoutConcurrency") ?? DEFAULTS.fanoutConcurrency,
     adotLayerArn: config.get("adotLayerArn") ?? defaultAdotLayerArn(region, architecture),
-    adotLayerUrl: config.get("adotLayerUrl"),
+    accessLogs,
+    manageApiGatewayAccount,
+    aws: {
+      profile: aws.get("profile"),
+      accessKey: aws.getSecret("accessKey"),
+      secretKey: aws.getSecret("secretKey"),
+      token: aws.getSecret("token"),
+    },
   };
 }

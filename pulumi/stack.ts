@@ -1,14 +1,12 @@
 // The whole stack, composed from its components the way the architecture diagram reads:
-// images → functions ← table, bus, API; API routes → functions; bus rule → post; schedule → cleanup.
-import * as aws from "@pulumi/aws";
+// images → functions ← table, bus, API; API routes → functions; bus → post; schedule → cleanup.
 import * as pulumi from "@pulumi/pulumi";
-import { adotLayerUrl } from "./adot";
-import { WebSocketApi } from "./components/api";
-import { CleanupSchedule, WelcomeBus } from "./components/events";
+import { ApiRoutes, WebSocketApi } from "./components/api";
+import { CleanupSchedule, WelcomeBus, WelcomeDelivery } from "./components/events";
 import { Functions } from "./components/functions";
 import { Images } from "./components/images";
 import { ConnectionsTable } from "./components/table";
-import { CLEANUP_FUNCTION, FUNCTIONS, ROUTES, WELCOME } from "./contract";
+import { CLEANUP_FUNCTION, FUNCTIONS, ROUTES, WELCOME } from "./names";
 import { Settings } from "./settings";
 
 export interface StackOutputs {
@@ -19,13 +17,12 @@ export interface StackOutputs {
   repositoryUrl: pulumi.Output<string>;
 }
 
-export function webchat(settings: Settings): StackOutputs {
-  const prefix = `webchat-${settings.stack}`;
-  const region = aws.getRegionOutput().region;
+/** The stack, given its settings and the SHA-256 of the ADOT layer zip the images bake in. */
+export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string>): StackOutputs {
   const images = new Images("webchat", {
     functions: FUNCTIONS,
     architecture: settings.architecture,
-    adotLayerUrl: region.apply((r) => adotLayerUrl(settings.adotLayerArn, r, settings.adotLayerUrl)),
+    adotLayerSha256,
   });
   const table = new ConnectionsTable("connections");
   const bus = new WelcomeBus("webchat");
@@ -34,11 +31,13 @@ export function webchat(settings: Settings): StackOutputs {
     throttlingRateLimit: settings.throttlingRateLimit,
     throttlingBurstLimit: settings.throttlingBurstLimit,
     logRetentionDays: settings.logRetentionDays,
+    accessLogs: settings.accessLogs,
+    manageAccountRole: settings.manageApiGatewayAccount,
   });
   const functions = new Functions("webchat", {
-    prefix,
+    prefix: `webchat-${settings.stack}`,
     functions: FUNCTIONS,
-    images: images.refs,
+    images: images.uris,
     tableName: table.table.name,
     tableArn: table.table.arn,
     busName: bus.bus.name,
@@ -52,10 +51,12 @@ export function webchat(settings: Settings): StackOutputs {
     logRetentionDays: settings.logRetentionDays,
     fanoutConcurrency: settings.fanoutConcurrency,
   });
-  for (const [routeKey, fn] of Object.entries(ROUTES)) {
-    api.route(routeKey, functions.functions[fn], settings.iamAuth);
-  }
-  bus.deliverTo(functions.functions[WELCOME.function]);
+  new ApiRoutes("webchat", {
+    api,
+    routes: Object.fromEntries(Object.entries(ROUTES).map(([routeKey, fn]) => [routeKey, functions.functions[fn]])),
+    iamAuth: settings.iamAuth,
+  });
+  new WelcomeDelivery("welcome", { bus: bus.bus, post: functions.functions[WELCOME.function] });
   new CleanupSchedule("cleanup", {
     cleanup: functions.functions[CLEANUP_FUNCTION],
     scheduleExpression: settings.cleanupSchedule,

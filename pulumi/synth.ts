@@ -6,7 +6,7 @@ import * as path from "path";
 import { parse } from "yaml";
 import { loadSettings } from "./settings";
 import { webchat } from "./stack";
-import { installMocks, settled, value } from "./mocks";
+import { installMocks, PLACEHOLDER_LAYER_SHA256, settled, value } from "./mocks";
 
 async function main(): Promise<void> {
   const stack = process.argv[2];
@@ -16,10 +16,9 @@ async function main(): Promise<void> {
   for (const [key, v] of Object.entries(parse(fs.readFileSync(file, "utf8"))?.config ?? {})) {
     config[key] = typeof v === "string" ? v : JSON.stringify(v);
   }
-  // The layer's download location needs AWS; the synth shows a placeholder instead.
-  config["webchat:adotLayerUrl"] ??= "https://example.invalid/aws-otel-collector-layer.zip";
   const recorded = installMocks(config, stack);
-  const outputs = webchat(loadSettings());
+  // The layer lookup needs AWS; the synth shows a placeholder hash instead.
+  const outputs = webchat(loadSettings(), PLACEHOLDER_LAYER_SHA256);
   const resolved = {
     url: await value(outputs.url),
     managementEndpoint: await value(outputs.managementEndpoint),

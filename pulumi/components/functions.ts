@@ -1,12 +1,36 @@
 // The eight functions: container images, one least-privilege role each, JSON logs at the stage's
-// level into a log group with retention, active tracing.
+// level into a log group with retention (Lambda's own START/END/REPORT lines included), active
+// tracing.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { ENV, PERMISSIONS } from "../contract";
+import { ENV } from "../names";
+
+/** What each function may do: least privilege, by what its code calls. */
+export interface Permissions {
+  /** DynamoDB actions on the connections table. */
+  dynamodb: string[];
+  /** HTTP methods on `@connections/*` (POST: post to a connection, GET: describe it). */
+  connections: ("POST" | "GET")[];
+  /** events:PutEvents on the bus. */
+  putEvents: boolean;
+}
+
+export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
+  connect: { dynamodb: ["dynamodb:PutItem"], connections: [], putEvents: true },
+  disconnect: { dynamodb: ["dynamodb:DeleteItem"], connections: [], putEvents: false },
+  default: { dynamodb: [], connections: ["POST"], putEvents: false },
+  // the sender's name, the scan, and pruning of connections that answer 410
+  broadcast: { dynamodb: ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:DeleteItem"], connections: ["POST"], putEvents: false },
+  list: { dynamodb: ["dynamodb:Scan"], connections: ["POST"], putEvents: false },
+  chat: { dynamodb: ["dynamodb:GetItem", "dynamodb:DeleteItem"], connections: ["POST"], putEvents: false },
+  post: { dynamodb: [], connections: ["POST"], putEvents: false },
+  cleanup: { dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem"], connections: ["GET"], putEvents: false },
+};
 
 export interface FunctionsArgs {
   prefix: string;
   functions: readonly string[];
+  /** Image URI per function, in a form Lambda accepts (`repo@sha256:…`). */
   images: Record<string, pulumi.Input<string>>;
   tableName: pulumi.Input<string>;
   tableArn: pulumi.Input<string>;
@@ -100,7 +124,8 @@ export class Functions extends pulumi.ComponentResource {
             logFormat: "JSON",
             logGroup: logGroup.name,
             applicationLogLevel: args.logLevel.toUpperCase(),
-            systemLogLevel: "WARN",
+            // INFO keeps Lambda's START/END/REPORT lines: duration, init duration, memory.
+            systemLogLevel: "INFO",
           },
           environment: {
             variables: {

@@ -1,4 +1,6 @@
-// One ECR repository, and one image per function built from the repository's Dockerfile.
+// One ECR repository, and one image per function built from the repository's Dockerfile. The
+// Dockerfile's compile stage does not depend on the function, so the build compiles once and
+// every image after the first only copies its binary (see the Dockerfile's header).
 import * as aws from "@pulumi/aws";
 import * as dockerBuild from "@pulumi/docker-build";
 import * as pulumi from "@pulumi/pulumi";
@@ -7,14 +9,14 @@ import * as path from "path";
 export interface ImagesArgs {
   functions: readonly string[];
   architecture: "arm64" | "x86_64";
-  /** Where to download the ADOT collector layer (its extension goes into every image). */
-  adotLayerUrl: pulumi.Input<string>;
+  /** SHA-256 (hex) of the ADOT layer zip at build/adot-layer/<sha256>.zip: see adot.ts. */
+  adotLayerSha256: pulumi.Input<string>;
 }
 
 export class Images extends pulumi.ComponentResource {
   public readonly repository: aws.ecr.Repository;
-  /** Image reference (tag@digest) per function. */
-  public readonly refs: Record<string, pulumi.Output<string>> = {};
+  /** Per function, `<repository>@sha256:<digest>`: the image by content, a form Lambda accepts. */
+  public readonly uris: Record<string, pulumi.Output<string>> = {};
 
   constructor(name: string, args: ImagesArgs, opts?: pulumi.ComponentResourceOptions) {
     super("webchat:index:Images", name, {}, opts);
@@ -23,7 +25,7 @@ export class Images extends pulumi.ComponentResource {
       {
         imageScanningConfiguration: { scanOnPush: true },
         imageTagMutability: "MUTABLE",
-        forceDelete: true, // `pulumi destroy` removes the images too
+        forceDelete: true, // `pulumi destroy` removes the images with the repository
       },
       { parent: this },
     );
@@ -44,6 +46,8 @@ export class Images extends pulumi.ComponentResource {
       },
       { parent: this },
     );
+    // A fresh token on every run; docker-build compares only the registry's address and user name,
+    // so a new password alone changes nothing.
     const token = aws.ecr.getAuthorizationTokenOutput({ registryId: this.repository.registryId }, { parent: this });
     const root = path.resolve(__dirname, "..", "..");
     for (const fn of args.functions) {
@@ -52,15 +56,25 @@ export class Images extends pulumi.ComponentResource {
         {
           context: { location: root },
           dockerfile: { location: path.join(root, "Dockerfile") },
-          buildArgs: { HANDLER: fn, ADOT_LAYER_URL: args.adotLayerUrl },
+          buildArgs: { HANDLER: fn, ADOT_LAYER_SHA256: args.adotLayerSha256 },
           platforms: [args.architecture === "arm64" ? "linux/arm64" : "linux/amd64"],
           push: true,
           tags: [pulumi.interpolate`${this.repository.repositoryUrl}:${fn}`],
           registries: [{ address: this.repository.repositoryUrl, username: token.userName, password: token.password }],
         },
-        { parent: this },
+        {
+          parent: this,
+          // docker-build deletes an image with the registry token saved in its state, which ECR
+          // expires after 12 hours, and it needs a Docker daemon to do it. The repository's
+          // forceDelete removes the images anyway, and its lifecycle policy expires old ones, so
+          // Pulumi drops these from state without calling the provider: `pulumi destroy` works at
+          // any age, on a machine without Docker.
+          retainOnDelete: true,
+        },
       );
-      this.refs[fn] = image.ref;
+      // docker-build's `ref` is `repo:tag@sha256:…`, which Lambda refuses; the digest alone is
+      // exact and changes only when the image does.
+      this.uris[fn] = pulumi.interpolate`${this.repository.repositoryUrl}@${image.digest}`;
     }
     this.registerOutputs({ repository: this.repository.repositoryUrl });
   }

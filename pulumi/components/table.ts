@@ -1,7 +1,7 @@
 // The connections table: keyed by connectionId, TTL on expiresAt, on demand, point-in-time recovery.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { TABLE } from "../contract";
+import { TABLE } from "../names";
 
 export class ConnectionsTable extends pulumi.ComponentResource {
   public readonly table: aws.dynamodb.Table;

@@ -1,11 +1,11 @@
 // Runs the program under Pulumi's mocks with a stack configuration; returns what it registered.
 import { loadSettings } from "../settings";
 import { webchat } from "../stack";
-import { installMocks, Recorded, settled, value } from "../mocks";
+import { installMocks, PLACEHOLDER_LAYER_SHA256, Recorded, settled, value } from "../mocks";
 
 export async function synthesize(config: Record<string, string> = {}): Promise<Recorded[]> {
-  const recorded = installMocks({ "webchat:adotLayerUrl": "https://example.invalid/layer.zip", ...config });
-  const outputs = webchat(loadSettings());
+  const recorded = installMocks(config);
+  const outputs = webchat(loadSettings(), PLACEHOLDER_LAYER_SHA256);
   await value(outputs.url);
   await settled(recorded);
   return recorded;

@@ -1,14 +1,23 @@
 // The stack's wiring, checked offline with Pulumi's mocks.
 import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { before, describe, it } from "node:test";
-import { FUNCTIONS, PERMISSIONS, ROUTES, TABLE, WELCOME, ENV } from "../contract";
-import { Recorded } from "../mocks";
+import { PERMISSIONS } from "../components/functions";
+import { ACCOUNT, Recorded } from "../mocks";
+import { ENV, FUNCTIONS, ROUTES, TABLE, WELCOME } from "../names";
 import { one, ofType, synthesize } from "./helpers";
 
 let recorded: Recorded[];
 before(async () => {
   recorded = await synthesize({ "webchat:cleanupSchedule": "rate(7 minutes)", "webchat:memory": "1024" });
 });
+
+/** The id the (mock) provider gave the API. */
+function apiIdOf(recorded: Recorded[]): string {
+  const stage = one(recorded, "aws:apigatewayv2/stage:Stage");
+  return stage.inputs.apiId;
+}
 
 function functionNamed(fn: string): Recorded {
   const found = ofType(recorded, "aws:lambda/function:Function").find((f) => f.inputs.name === `webchat-stage-${fn}`);
@@ -21,8 +30,8 @@ describe("the webchat stack", () => {
     const routes = ofType(recorded, "aws:apigatewayv2/route:Route");
     assert.deepEqual(routes.map((r) => r.inputs.routeKey).sort(), Object.keys(ROUTES).sort());
     for (const route of routes) {
-      const integrationName = String(route.inputs.target).replace(/^integrations\//, "").replace(/-id$/, "");
-      const integration = ofType(recorded, "aws:apigatewayv2/integration:Integration").find((i) => i.name === integrationName);
+      const integrationId = String(route.inputs.target).replace(/^integrations\//, "");
+      const integration = ofType(recorded, "aws:apigatewayv2/integration:Integration").find((i) => i.id === integrationId);
       assert.ok(integration, `integration of ${route.inputs.routeKey}`);
       assert.equal(integration.inputs.integrationType, "AWS_PROXY");
       assert.match(integration.inputs.integrationUri, new RegExp(`function:webchat-stage-${ROUTES[route.inputs.routeKey]}/invocations$`));
@@ -35,11 +44,11 @@ describe("the webchat stack", () => {
     for (const [routeKey, fn] of Object.entries(ROUTES)) {
       const permission = permissions.find((p) => p.inputs.function === `webchat-stage-${fn}`);
       assert.ok(permission, fn);
-      assert.ok(String(permission.inputs.sourceArn).endsWith(`/*/${routeKey}`), permission.inputs.sourceArn);
+      assert.equal(permission.inputs.sourceArn, `arn:aws:execute-api:eu-west-1:${ACCOUNT}:${apiIdOf(recorded)}/*/${routeKey}`);
     }
   });
 
-  it("selects routes by action and deploys every change by itself, throttled and access-logged", () => {
+  it("selects routes by action and deploys every change by itself, throttled", () => {
     const api = one(recorded, "aws:apigatewayv2/api:Api");
     assert.equal(api.inputs.protocolType, "WEBSOCKET");
     assert.equal(api.inputs.routeSelectionExpression, "$request.body.action");
@@ -48,8 +57,12 @@ describe("the webchat stack", () => {
     assert.equal(stage.inputs.name, "stage");
     assert.equal(stage.inputs.defaultRouteSettings.throttlingRateLimit, 500);
     assert.equal(stage.inputs.defaultRouteSettings.throttlingBurstLimit, 1000);
-    const format = JSON.parse(stage.inputs.accessLogSettings.format);
-    assert.equal(format.connectionId, "$context.connectionId");
+  });
+
+  it("deploys on an account without API Gateway's CloudWatch role: no access logs, no account setting, by default", () => {
+    const stage = one(recorded, "aws:apigatewayv2/stage:Stage");
+    assert.equal(stage.inputs.accessLogSettings, undefined);
+    assert.deepEqual(ofType(recorded, "aws:apigateway/account:Account"), []);
   });
 
   it("connects without IAM auth unless the stage asks for it", () => {
@@ -61,6 +74,7 @@ describe("the webchat stack", () => {
     const policies = ofType(recorded, "aws:iam/rolePolicy:RolePolicy").filter((p) => p.name.startsWith("webchat-"));
     assert.equal(policies.length, FUNCTIONS.length);
     const table = one(recorded, "aws:dynamodb/table:Table");
+    const apiId = apiIdOf(recorded);
     for (const fn of FUNCTIONS) {
       const policy = policies.find((p) => p.name === `webchat-${fn}`);
       assert.ok(policy, fn);
@@ -75,15 +89,15 @@ describe("the webchat stack", () => {
       assert.deepEqual(actions("dynamodb:").sort(), [...PERMISSIONS[fn].dynamodb].sort(), fn);
       assert.equal(actions("events:").length > 0, PERMISSIONS[fn].putEvents, fn);
       const dynamo = statements.find((s) => [s.Action].flat().some((a: string) => a.startsWith("dynamodb:")));
-      if (dynamo) assert.equal(dynamo.Resource, `arn:aws:dynamodb:eu-west-1:123456789012:table/${table.inputs.name ?? "connections-0123456"}`);
+      if (dynamo) assert.match(dynamo.Resource, new RegExp(`^arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/connections-[0-9a-f]{7}$`));
       const manage = statements.find((s) => [s.Action].flat().includes("execute-api:ManageConnections"));
       const methods = PERMISSIONS[fn].connections;
       if (methods.length === 0) {
         assert.equal(manage, undefined, `${fn} never calls @connections`);
       } else {
         assert.deepEqual(
-          [manage.Resource].flat(),
-          methods.map((m) => `arn:aws:execute-api:eu-west-1:123456789012:webchat-id/stage/${m}/@connections/*`),
+          [manage!.Resource].flat(),
+          methods.map((m) => `arn:aws:execute-api:eu-west-1:${ACCOUNT}:${apiId}/stage/${m}/@connections/*`),
         );
       }
       const logs = statements.find((s) => [s.Action].flat().includes("logs:PutLogEvents"));
@@ -99,14 +113,15 @@ describe("the webchat stack", () => {
     assert.equal(table.inputs.pointInTimeRecovery.enabled, true);
   });
 
-  it("builds one image per function from the Dockerfile and runs each function from its image", () => {
+  it("builds one image per function from the Dockerfile and runs each function from its image, by digest", () => {
     const images = ofType(recorded, "docker-build:index:Image");
     assert.deepEqual(images.map((i) => i.inputs.buildArgs.HANDLER).sort(), [...FUNCTIONS].sort());
     for (const image of images) {
       assert.deepEqual(image.inputs.platforms, ["linux/arm64"]);
       assert.equal(image.inputs.push, true);
       assert.match(image.inputs.dockerfile.location, /\/Dockerfile$/);
-      assert.ok(image.inputs.buildArgs.ADOT_LAYER_URL);
+      assert.match(image.inputs.buildArgs.ADOT_LAYER_SHA256, /^[0-9a-f]{64}$/);
+      assert.deepEqual(Object.keys(image.inputs.buildArgs).sort(), ["ADOT_LAYER_SHA256", "HANDLER"]);
     }
     const repository = one(recorded, "aws:ecr/repository:Repository");
     assert.equal(repository.inputs.imageScanningConfiguration.scanOnPush, true);
@@ -114,7 +129,7 @@ describe("the webchat stack", () => {
     for (const fn of FUNCTIONS) {
       const lambda = functionNamed(fn);
       assert.equal(lambda.inputs.packageType, "Image");
-      assert.match(lambda.inputs.imageUri, new RegExp(`:${fn}@sha256:`));
+      assert.match(lambda.inputs.imageUri, new RegExp(`^${ACCOUNT}\\.dkr\\.ecr\\.eu-west-1\\.amazonaws\\.com/webchat-[0-9a-f]{7}@sha256:[0-9a-f]{64}$`));
     }
   });
 
@@ -124,10 +139,12 @@ describe("the webchat stack", () => {
       assert.equal(lambda.inputs.tracingConfig.mode, "Active");
       assert.equal(lambda.inputs.loggingConfig.logFormat, "JSON");
       assert.equal(lambda.inputs.loggingConfig.applicationLogLevel, "INFO");
+      // Lambda's START/END/REPORT lines (duration, init duration, memory) are system logs at INFO
+      assert.equal(lambda.inputs.loggingConfig.systemLogLevel, "INFO");
       assert.equal(lambda.inputs.memorySize, 1024);
       assert.deepEqual(lambda.inputs.architectures, ["arm64"]);
       const variables = lambda.inputs.environment.variables;
-      assert.equal(variables[ENV.managementEndpoint], "https://webchat-id.execute-api.eu-west-1.amazonaws.com/stage");
+      assert.equal(variables[ENV.managementEndpoint], `https://${apiIdOf(recorded)}.execute-api.eu-west-1.amazonaws.com/stage`);
       assert.ok(variables[ENV.table] && variables[ENV.eventBus] && variables[ENV.logLevel]);
     }
     const groups = ofType(recorded, "aws:cloudwatch/logGroup:LogGroup");
@@ -144,9 +161,25 @@ describe("the webchat stack", () => {
     assert.equal(permission?.inputs.function, "webchat-stage-post");
   });
 
-  it("runs cleanup on the stage's schedule", () => {
+  it("runs cleanup on the stage's schedule, with a role only this account's scheduler can assume", () => {
     const schedule = one(recorded, "aws:scheduler/schedule:Schedule");
     assert.equal(schedule.inputs.scheduleExpression, "rate(7 minutes)");
     assert.match(schedule.inputs.target.arn, /function:webchat-stage-cleanup$/);
+    const role = ofType(recorded, "aws:iam/role:Role").find((r) => r.name === "cleanup");
+    const [statement] = JSON.parse(role!.inputs.assumeRolePolicy).Statement;
+    assert.deepEqual(statement.Principal, { Service: "scheduler.amazonaws.com" });
+    assert.equal(statement.Condition.StringEquals["aws:SourceAccount"], ACCOUNT);
+    assert.equal(statement.Condition.StringEquals["aws:SourceArn"], `arn:aws:scheduler:eu-west-1:${ACCOUNT}:schedule-group/default`);
+  });
+
+  it("has no JSON file that Pulumi's loader would take for a module of the same name", () => {
+    // Node (and ts-node after it) resolves `./x` as x.js, then x.json, and only then x.ts.
+    const program = path.resolve(__dirname, "..");
+    for (const dir of [program, path.join(program, "components"), path.join(program, "test")]) {
+      for (const file of fs.readdirSync(dir).filter((f) => f.endsWith(".ts"))) {
+        const json = path.join(dir, file.replace(/\.ts$/, ".json"));
+        assert.ok(!fs.existsSync(json), `${json} shadows ${file}`);
+      }
+    }
   });
 });

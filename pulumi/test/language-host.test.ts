@@ -1,0 +1,189 @@
+// The program run the way `pulumi up -s stage` runs it, not through tsx: the SDK's own entry point
+// (`@pulumi/pulumi/cmd/run`) in a Node process of its own, started with the command line,
+// environment and working directory pulumi-language-nodejs gives it (sdk/nodejs/cmd/
+// pulumi-language-nodejs/main.go: constructArguments, constructConfig, PULUMI_NODEJS_TYPESCRIPT),
+// so that it registers its vendored ts-node with the project's tsconfig.json, type-checks and
+// resolves modules as it does for users. Behind the gRPC socket, a stand-in engine answers with our
+// mocks (engine.ts); the layer lookup reaches a stand-in Lambda API through AWS_ENDPOINT_URL_LAMBDA.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { parse } from "yaml";
+import { LAYER_CACHE } from "../adot";
+import { Recorded } from "../mocks";
+import { FUNCTIONS, ROUTES } from "../names";
+import { FakeEngine, startEngine } from "./engine";
+import { FakeLambda, startLambda } from "./lambda";
+import { ofType } from "./helpers";
+
+const PROGRAM = path.resolve(__dirname, "..");
+const ROOT = path.resolve(PROGRAM, "..");
+const RUN = require.resolve("@pulumi/pulumi/cmd/run", { paths: [PROGRAM] });
+
+/** A layer zip of the test's own (its bytes are not the real layer's; its name is its hash). */
+const LAYER = Buffer.from(`webchat language-host test layer ${process.pid}\n`);
+const LAYER_SHA256 = createHash("sha256").update(LAYER).digest("hex");
+
+/** Pulumi.stage.yaml's config, plus `extra`, in PULUMI_CONFIG's `<namespace>:config:<name>` form. */
+function pulumiConfig(extra: Record<string, string>): string {
+  const file = parse(fs.readFileSync(path.join(ROOT, "Pulumi.stage.yaml"), "utf8"));
+  const config: Record<string, string> = {};
+  for (const [key, value] of Object.entries({ ...file.config, ...extra })) {
+    const [namespace, name] = key.split(":");
+    config[`${namespace}:config:${name}`] = typeof value === "string" ? value : JSON.stringify(value);
+  }
+  return JSON.stringify(config);
+}
+
+interface Run {
+  code: number | null;
+  output: string;
+  engine: FakeEngine;
+  recorded: Recorded[];
+}
+
+/** Runs the program once under a fresh engine, as the language host does. */
+async function runProgram(lambda: FakeLambda, extraConfig: Record<string, string> = {}, env: Record<string, string> = {}): Promise<Run> {
+  const engine = await startEngine("webchat", "stage", "eu-west-1");
+  const args = [
+    RUN,
+    "--monitor", engine.address,
+    "--engine", engine.address,
+    "--organization", "organization",
+    "--project", "webchat",
+    "--root-directory", ROOT,
+    "--stack", "stage",
+    "--pwd", PROGRAM,
+    "--parallel", "16",
+    ".",
+  ];
+  const childEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    PULUMI_CONFIG: pulumiConfig(extraConfig),
+    PULUMI_CONFIG_SECRET_KEYS: "[]",
+    PULUMI_NODEJS_TYPESCRIPT: "true",
+    AWS_ENDPOINT_URL_LAMBDA: lambda.endpoint,
+    AWS_ACCESS_KEY_ID: "AKIDFROMENVIRONMENT",
+    AWS_SECRET_ACCESS_KEY: "secret-from-environment",
+    AWS_CONFIG_FILE: path.join(os.tmpdir(), "webchat-no-aws-config"),
+    AWS_SHARED_CREDENTIALS_FILE: path.join(os.tmpdir(), "webchat-no-aws-credentials"),
+    ...env,
+  };
+  delete childEnv.NODE_TEST_CONTEXT; // the program is not a test file
+  delete childEnv.NODE_OPTIONS;
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  child.stderr.on("data", (chunk) => (output += chunk));
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  await engine.close();
+  return { code, output, engine, recorded: engine.recorded };
+}
+
+function errors(run: Run): string {
+  return run.engine.logs.filter((l) => l.severity === "error").map((l) => l.message).join("\n");
+}
+
+function imageInputs(run: Run): string {
+  const images = ofType(run.recorded, "docker-build:index:Image").map(({ name, inputs }) => ({ name, inputs }));
+  return JSON.stringify(images.sort((a, b) => a.name.localeCompare(b.name)));
+}
+
+/** The image URI forms Lambda accepts: an ECR repository with either a tag or a digest, not both. */
+const LAMBDA_IMAGE_URI = /^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\/[a-z0-9]+(?:[._/-][a-z0-9]+)*(@sha256:[0-9a-f]{64}|:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$/;
+
+describe("the program under Pulumi's language host", () => {
+  let lambda: FakeLambda;
+  let first: Run;
+  let second: Run;
+
+  before(async () => {
+    fs.rmSync(path.join(LAYER_CACHE, `${LAYER_SHA256}.zip`), { force: true });
+    lambda = await startLambda(LAYER, ["il-central-1"]);
+    first = await runProgram(lambda);
+    second = await runProgram(lambda);
+  });
+
+  after(async () => {
+    await lambda?.close();
+    fs.rmSync(path.join(LAYER_CACHE, `${LAYER_SHA256}.zip`), { force: true });
+  });
+
+  it("runs to the end and registers every resource", () => {
+    assert.equal(first.code, 0, `${first.output}\n${errors(first)}`);
+    assert.equal(errors(first), "");
+    assert.equal(ofType(first.recorded, "aws:lambda/function:Function").length, FUNCTIONS.length);
+    assert.equal(ofType(first.recorded, "docker-build:index:Image").length, FUNCTIONS.length);
+    assert.equal(ofType(first.recorded, "aws:apigatewayv2/route:Route").length, Object.keys(ROUTES).length);
+    for (const type of [
+      "aws:apigatewayv2/stage:Stage",
+      "aws:dynamodb/table:Table",
+      "aws:cloudwatch/eventTarget:EventTarget",
+      "aws:scheduler/schedule:Schedule",
+      "aws:ecr/repository:Repository",
+    ]) {
+      assert.equal(ofType(first.recorded, type).length, 1, type);
+    }
+  });
+
+  it("exports the wss:// URL of the stage", async () => {
+    const outputs = await first.engine.outputs();
+    assert.match(String(outputs.url), /^wss:\/\/[a-z0-9]{10}\.execute-api\.eu-west-1\.amazonaws\.com\/stage$/);
+    assert.match(String(outputs.managementEndpoint), /^https:\/\/[a-z0-9]{10}\.execute-api\.eu-west-1\.amazonaws\.com\/stage$/);
+  });
+
+  it("gives every function an image URI Lambda accepts: the repository and the digest, no tag", () => {
+    for (const fn of ofType(first.recorded, "aws:lambda/function:Function")) {
+      assert.match(fn.inputs.imageUri, LAMBDA_IMAGE_URI, fn.inputs.name);
+      assert.match(fn.inputs.imageUri, /@sha256:[0-9a-f]{64}$/, fn.inputs.name);
+    }
+  });
+
+  it("builds the images from the layer's zip, named by the CodeSha256 Lambda gave, downloaded once", () => {
+    for (const image of ofType(first.recorded, "docker-build:index:Image")) {
+      assert.equal(image.inputs.buildArgs.ADOT_LAYER_SHA256, LAYER_SHA256);
+    }
+    assert.equal(fs.readFileSync(path.join(LAYER_CACHE, `${LAYER_SHA256}.zip`)).toString(), LAYER.toString());
+    assert.equal(lambda.calls.length, 2, "one lookup per evaluation");
+    assert.equal(new Set(lambda.locations).size, 2, "every lookup handed out a new URL");
+    assert.equal(lambda.downloads, 1, "the second evaluation found the zip on disk");
+  });
+
+  it("gives identical image inputs on a second evaluation with nothing changed", () => {
+    assert.equal(second.code, 0, `${second.output}\n${errors(second)}`);
+    assert.equal(imageInputs(second), imageInputs(first));
+    const uris = (run: Run) => ofType(run.recorded, "aws:lambda/function:Function").map((f) => f.inputs.imageUri).sort();
+    assert.deepEqual(uris(second), uris(first));
+  });
+
+  it("looks the layer up in the layer's region with the stack's AWS profile", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "webchat-aws-"));
+    const credentials = path.join(dir, "credentials");
+    fs.writeFileSync(credentials, "[deployer]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = secret-from-profile\n");
+    const before = lambda.calls.length;
+    const run = await runProgram(
+      lambda,
+      { "aws:profile": "deployer", "webchat:adotLayerArn": "arn:aws:lambda:us-east-1:901920570463:layer:aws-otel-collector-arm64-ver-0-117-0:1" },
+      { AWS_SHARED_CREDENTIALS_FILE: credentials },
+    );
+    fs.rmSync(dir, { recursive: true });
+    assert.equal(run.code, 0, `${run.output}\n${errors(run)}`);
+    assert.deepEqual(lambda.calls.slice(before), [
+      { arn: "arn:aws:lambda:us-east-1:901920570463:layer:aws-otel-collector-arm64-ver-0-117-0:1", accessKeyId: "AKIDFROMPROFILE", region: "us-east-1" },
+    ]);
+  });
+
+  it("fails with a message naming webchat:adotLayerArn in a region without the layer", async () => {
+    // (after an unhandled error, the SDK's gRPC channel keeps the process alive ~40 s before exit)
+    const run = await runProgram(lambda, { "aws:region": "il-central-1" });
+    assert.notEqual(run.code, 0);
+    const reported = `${errors(run)}\n${run.output}`;
+    assert.match(reported, /webchat:adotLayerArn/);
+    assert.match(reported, /not available in il-central-1/);
+    assert.match(reported, /arn:aws:lambda:us-east-1:901920570463:layer:aws-otel-collector-arm64-ver-0-117-0:1/);
+  });
+});
