@@ -5,10 +5,11 @@
 # official layer is baked in under /opt/extensions (container-image functions cannot attach
 # layers), configured by otel/collector.yaml.
 #
-# Built once, however many images: nothing before the last stage depends on HANDLER, so the
-# compile stage is the same for every function and BuildKit runs it once for all of them; its
-# cargo registry and target directory are cache mounts, so a code change recompiles this crate
-# only. It runs on the build machine's own architecture and cross-compiles (FROM
+# Built once, however many images: the compile stage does not depend on HANDLER (only the
+# `handler` stage, which copies one file, does), so it is the same for every function. BuildKit
+# serves it from its cache to every image after the first, and its cargo registry and target
+# directory are cache mounts (locked: concurrent builds take turns), so a second build finds
+# nothing to compile and a code change recompiles this crate only. It runs on the build machine's own architecture and cross-compiles (FROM
 # --platform=$BUILDPLATFORM; TARGETARCH picks the Rust target and Debian's cross gcc), so an arm64
 # image built on x86_64 runs nothing under emulation.
 #

@@ -56,9 +56,12 @@ export async function fetchAdotLayer(arn: string, access: AwsAccess, cache = LAY
   try {
     content = (await client.send(new GetLayerVersionByArnCommand({ Arn: arn }))).Content;
   } catch (error) {
-    const name = (error as Error).name;
-    // Another account's layer that is not published in a region answers AccessDenied, not NotFound.
-    if (name === "AccessDeniedException" || name === "ResourceNotFoundException") {
+    const { name, message } = error as Error;
+    // Another account's layer that is not published in a region answers AccessDenied ("no
+    // resource-based policy allows"), not NotFound. A denial by the caller's own policies or an
+    // SCP ("identity-based policy", "service control policy") is a different fix.
+    const ownPolicy = /identity-based policy|service control policy|permissions boundary|session policy/i.test(message);
+    if (name === "ResourceNotFoundException" || (name === "AccessDeniedException" && !ownPolicy)) {
       throw new Error(
         `the ADOT collector layer ${arn} is not available in ${region} (${name}). AWS publishes it in some regions ` +
           `only: set webchat:adotLayerArn to the same layer in a region that has it, e.g. ` +
@@ -66,7 +69,13 @@ export async function fetchAdotLayer(arn: string, access: AwsAccess, cache = LAY
           `layer's region does not have to be the stack's.`,
       );
     }
-    throw new Error(`looking up webchat:adotLayerArn ${arn} in ${region}: ${name}: ${(error as Error).message}`);
+    if (name === "AccessDeniedException") {
+      throw new Error(
+        `the stack's AWS credentials may not read the ADOT collector layer (webchat:adotLayerArn ${arn}): ` +
+          `allow lambda:GetLayerVersion on it. AWS said: ${message}`,
+      );
+    }
+    throw new Error(`looking up webchat:adotLayerArn ${arn} in ${region}: ${name}: ${message}`);
   } finally {
     client.destroy();
   }
@@ -79,7 +88,8 @@ export async function fetchAdotLayer(arn: string, access: AwsAccess, cache = LAY
     return { arn, sha256, file };
   }
   fs.mkdirSync(cache, { recursive: true });
-  const response = await fetch(content.Location);
+  // Lambda's URL is valid for ten minutes; a download that has not finished in five is stuck
+  const response = await fetch(content.Location, { signal: AbortSignal.timeout(5 * 60 * 1000) });
   if (!response.ok) throw new Error(`downloading ${arn}: HTTP ${response.status}`);
   const zip = Buffer.from(await response.arrayBuffer());
   const got = createHash("sha256").update(zip).digest("hex");

@@ -64,11 +64,12 @@ export class Images extends pulumi.ComponentResource {
         },
         {
           parent: this,
-          // docker-build deletes an image with the registry token saved in its state, which ECR
-          // expires after 12 hours, and it needs a Docker daemon to do it. The repository's
-          // forceDelete removes the images anyway, and its lifecycle policy expires old ones, so
-          // Pulumi drops these from state without calling the provider: `pulumi destroy` works at
-          // any age, on a machine without Docker.
+          // docker-build deletes an image through a Docker client built from its saved state,
+          // with the registry token saved there, which ECR expires after 12 hours (v0.0.22 then
+          // ignores the failure and leaves the manifest). The repository's forceDelete removes
+          // the images anyway, and its lifecycle policy expires old ones, so Pulumi drops these
+          // from state without calling the provider: `pulumi destroy` works at any age, on a
+          // machine without Docker.
           retainOnDelete: true,
         },
       );

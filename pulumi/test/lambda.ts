@@ -4,7 +4,8 @@
 // - every answer carries a fresh presigned-looking Location, as Lambda's does (valid 10 minutes);
 // - CodeSha256 is the base64 SHA-256 of the zip;
 // - a layer in a region listed as lacking it answers 403 AccessDeniedException, as Lambda answers
-//   for another account's layer that is not published there.
+//   for another account's layer that is not published there; a caller whose own policy denies
+//   the read gets the same code with an identity-based-policy message.
 import { createHash, randomBytes } from "crypto";
 import * as http from "http";
 import { AddressInfo } from "net";
@@ -26,15 +27,26 @@ export interface FakeLambda {
   close(): Promise<void>;
 }
 
-export async function startLambda(zip: Buffer, regionsWithout: string[] = []): Promise<FakeLambda> {
+export interface LambdaOptions {
+  /** Regions where the layer is not published. */
+  regionsWithout?: string[];
+  /** Deny every lookup as the caller's own IAM policy would. */
+  deniedByOwnPolicy?: boolean;
+  /** Serve other bytes than those CodeSha256 describes. */
+  corruptDownload?: boolean;
+}
+
+export async function startLambda(zip: Buffer, options: LambdaOptions = {}): Promise<FakeLambda> {
+  const { regionsWithout = [], deniedByOwnPolicy = false, corruptDownload = false } = options;
   const codeSha256 = createHash("sha256").update(zip).digest("base64");
   const state: Omit<FakeLambda, "endpoint" | "close"> = { calls: [], downloads: 0, locations: [] };
   const server = http.createServer((request, response) => {
     const url = new URL(request.url ?? "/", "http://localhost");
     if (request.method === "GET" && url.pathname === "/layer.zip") {
       state.downloads += 1;
-      response.writeHead(200, { "content-type": "application/zip", "content-length": zip.length });
-      response.end(zip);
+      const body = corruptDownload ? Buffer.concat([zip, Buffer.from("!")]) : zip;
+      response.writeHead(200, { "content-type": "application/zip", "content-length": body.length });
+      response.end(body);
       return;
     }
     if (request.method === "GET" && url.pathname === "/2018-10-31/layers" && url.searchParams.get("find") === "LayerVersion") {
@@ -42,9 +54,10 @@ export async function startLambda(zip: Buffer, regionsWithout: string[] = []): P
       const scope = /Credential=([^/]+)\/\d{8}\/([^/]+)\/lambda\//.exec(request.headers.authorization ?? "");
       state.calls.push({ arn, accessKeyId: scope?.[1] ?? "", region: scope?.[2] ?? "" });
       const region = arn.split(":")[3];
-      if (regionsWithout.includes(region)) {
+      if (regionsWithout.includes(region) || deniedByOwnPolicy) {
+        const because = deniedByOwnPolicy ? "no identity-based policy allows" : "no resource-based policy allows";
         const body = JSON.stringify({
-          Message: `User: arn:aws:iam::123456789012:user/deployer is not authorized to perform: lambda:GetLayerVersion on resource: ${arn} because no resource-based policy allows the lambda:GetLayerVersion action`,
+          Message: `User: arn:aws:iam::123456789012:user/deployer is not authorized to perform: lambda:GetLayerVersion on resource: ${arn} because ${because} the lambda:GetLayerVersion action`,
         });
         response.writeHead(403, { "content-type": "application/json", "x-amzn-errortype": "AccessDeniedException" });
         response.end(body);

@@ -103,7 +103,7 @@ describe("the program under Pulumi's language host", () => {
 
   before(async () => {
     fs.rmSync(path.join(LAYER_CACHE, `${LAYER_SHA256}.zip`), { force: true });
-    lambda = await startLambda(LAYER, ["il-central-1"]);
+    lambda = await startLambda(LAYER, { regionsWithout: ["il-central-1"] });
     first = await runProgram(lambda);
     second = await runProgram(lambda);
   });
