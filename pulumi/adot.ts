@@ -24,22 +24,16 @@ export interface AwsAccess {
   token?: string;
 }
 
-/** A layer version's zip, on disk. */
-export interface AdotLayer {
-  arn: string;
-  /** SHA-256 of the zip, hex: the Dockerfile's ADOT_LAYER_SHA256. */
-  sha256: string;
-  /** build/adot-layer/<sha256>.zip */
-  file: string;
-}
-
 /** Where the zips are kept: inside the Docker build context, which `.dockerignore` lets in. */
 export const LAYER_CACHE = path.resolve(__dirname, "..", "build", "adot-layer");
 
 const LAYER_ARN = /^arn:aws[a-z-]*:lambda:([a-z0-9-]+):\d{12}:layer:[A-Za-z0-9_-]+:\d+$/;
 
-/** Makes the layer version's zip available to the build, downloading it at most once. */
-export async function fetchAdotLayer(arn: string, access: AwsAccess, cache = LAYER_CACHE): Promise<AdotLayer> {
+/**
+ * Makes the layer version's zip available to the build as `<cache>/<sha256>.zip`, downloading it
+ * at most once; returns that SHA-256 in hex (the Dockerfile's ADOT_LAYER_SHA256).
+ */
+export async function fetchAdotLayer(arn: string, access: AwsAccess, cache = LAYER_CACHE): Promise<string> {
   const region = LAYER_ARN.exec(arn)?.[1];
   if (!region) {
     throw new Error(`webchat:adotLayerArn must be a Lambda layer version ARN (arn:aws:lambda:<region>:<account>:layer:<name>:<version>), not ${arn}`);
@@ -84,20 +78,19 @@ export async function fetchAdotLayer(arn: string, access: AwsAccess, cache = LAY
   }
   const sha256 = Buffer.from(content.CodeSha256, "base64").toString("hex");
   const file = path.join(cache, `${sha256}.zip`);
-  if (fs.existsSync(file) && (await fileSha256(file)) === sha256) {
-    return { arn, sha256, file };
-  }
+  // checked, not trusted: the README lets users put the zip there themselves
+  if (fs.existsSync(file) && sha256Hex(fs.readFileSync(file)) === sha256) return sha256;
   fs.mkdirSync(cache, { recursive: true });
   // Lambda's URL is valid for ten minutes; a download that has not finished in five is stuck
   const response = await fetch(content.Location, { signal: AbortSignal.timeout(5 * 60 * 1000) });
   if (!response.ok) throw new Error(`downloading ${arn}: HTTP ${response.status}`);
   const zip = Buffer.from(await response.arrayBuffer());
-  const got = createHash("sha256").update(zip).digest("hex");
+  const got = sha256Hex(zip);
   if (got !== sha256) throw new Error(`downloading ${arn}: the zip's SHA-256 is ${got}, Lambda says ${sha256}`);
   const partial = `${file}.${process.pid}.partial`;
   fs.writeFileSync(partial, zip);
   fs.renameSync(partial, file);
-  return { arn, sha256, file };
+  return sha256;
 }
 
 /** The stack's layer (webchat:adotLayerArn), looked up with the stack's AWS access: its SHA-256. */
@@ -109,15 +102,9 @@ export function stackAdotLayer(settings: Settings): pulumi.Output<string> {
       fetchAdotLayer(settings.adotLayerArn, { profile, accessKey, secretKey, token }),
     );
   // the hash is no secret, even when the keys that fetched it are
-  return pulumi.unsecret(layer.sha256);
+  return pulumi.unsecret(layer);
 }
 
-function fileSha256(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash("sha256");
-    fs.createReadStream(file)
-      .on("data", (chunk) => hash.update(chunk))
-      .on("error", reject)
-      .on("end", () => resolve(hash.digest("hex")));
-  });
+function sha256Hex(data: Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
 }

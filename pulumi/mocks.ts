@@ -11,6 +11,9 @@
 // - Auto-named resources get the logical name and a 7-character suffix, as Pulumi's auto-naming.
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import { parse } from "yaml";
 
 export interface Recorded {
   type: string;
@@ -31,6 +34,11 @@ function generated(seed: string, length: number, alphabet = "abcdefghijklmnopqrs
 }
 
 function computed(type: string, name: string, inputs: Record<string, any>, region: string): { id: string; state: Record<string, any> } {
+  if (type === "docker-build:index:Image") {
+    // the same inputs build the same image: the digest is a function of them
+    const digest = `sha256:${createHash("sha256").update(JSON.stringify(inputs)).digest("hex")}`;
+    return { id: digest, state: { digest, ref: `${inputs.tags?.[0] ?? name}@${digest}` } };
+  }
   const service = type.split(":")[1]?.split("/")[0] ?? "unknown";
   const physical = inputs.name ?? `${name}-${generated(`${type}::${name}`, 7, "0123456789abcdef")}`;
   const out: Record<string, any> = { name: physical, arn: `arn:aws:${service}:${region}:${ACCOUNT}:${physical}` };
@@ -77,16 +85,6 @@ function computed(type: string, name: string, inputs: Record<string, any>, regio
       out.url = `https://sqs.${region}.amazonaws.com/${ACCOUNT}/${physical}`;
       out.arn = `arn:aws:sqs:${region}:${ACCOUNT}:${physical}`;
       break;
-    case "docker-build:index:Image": {
-      // the same inputs build the same image: the digest is a function of them
-      const digest = `sha256:${createHash("sha256").update(JSON.stringify(inputs)).digest("hex")}`;
-      out.digest = digest;
-      out.ref = `${inputs.tags?.[0] ?? name}@${digest}`;
-      delete out.name;
-      delete out.arn;
-      id = digest;
-      break;
-    }
   }
   return { id, state: out };
 }
@@ -128,6 +126,17 @@ export function mocksFor(recorded: Recorded[], region: string): pulumi.runtime.M
       return called(args.token, args.inputs, region);
     },
   };
+}
+
+/** A stack's config from Pulumi.<stack>.yaml at the repository root, as the CLI hands it to a
+ * program: every value a string (objects as JSON), keyed `<namespace>:<name>`. */
+export function stackConfig(stack: string): Record<string, string> {
+  const file = path.resolve(__dirname, "..", `Pulumi.${stack}.yaml`);
+  const config: Record<string, string> = {};
+  for (const [key, v] of Object.entries(parse(fs.readFileSync(file, "utf8"))?.config ?? {})) {
+    config[key] = typeof v === "string" ? v : JSON.stringify(v);
+  }
+  return config;
 }
 
 /** Installs mocks and `config` (keys like `webchat:iamAuth`); returns the live record. */

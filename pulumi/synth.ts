@@ -1,22 +1,14 @@
 // `npm run synth -- <stack>`: the resource graph of Pulumi.<stack>.yaml computed with mocks, as
 // JSON ({"resources":[{type,name,inputs}],"outputs":{}}), so infrastructure changes can be
 // reviewed and diffed without credentials or the Pulumi CLI.
-import * as fs from "fs";
-import * as path from "path";
-import { parse } from "yaml";
 import { loadSettings } from "./settings";
 import { webchat } from "./stack";
-import { installMocks, PLACEHOLDER_LAYER_SHA256, settled, value } from "./mocks";
+import { installMocks, PLACEHOLDER_LAYER_SHA256, settled, stackConfig, value } from "./mocks";
 
 async function main(): Promise<void> {
   const stack = process.argv[2];
   if (!stack) throw new Error("usage: npm run synth -- <stack>");
-  const file = path.resolve(__dirname, "..", `Pulumi.${stack}.yaml`);
-  const config: Record<string, string> = {};
-  for (const [key, v] of Object.entries(parse(fs.readFileSync(file, "utf8"))?.config ?? {})) {
-    config[key] = typeof v === "string" ? v : JSON.stringify(v);
-  }
-  const recorded = installMocks(config, stack);
+  const recorded = installMocks(stackConfig(stack), stack);
   // The layer lookup needs AWS; the synth shows a placeholder hash instead.
   const outputs = webchat(loadSettings(), PLACEHOLDER_LAYER_SHA256);
   const resolved = {

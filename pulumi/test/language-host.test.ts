@@ -12,9 +12,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { parse } from "yaml";
 import { LAYER_CACHE } from "../adot";
-import { Recorded } from "../mocks";
+import { Recorded, stackConfig } from "../mocks";
 import { FUNCTIONS, ROUTES } from "../names";
 import { FakeEngine, startEngine } from "./engine";
 import { FakeLambda, startLambda } from "./lambda";
@@ -30,11 +29,10 @@ const LAYER_SHA256 = createHash("sha256").update(LAYER).digest("hex");
 
 /** Pulumi.stage.yaml's config, plus `extra`, in PULUMI_CONFIG's `<namespace>:config:<name>` form. */
 function pulumiConfig(extra: Record<string, string>): string {
-  const file = parse(fs.readFileSync(path.join(ROOT, "Pulumi.stage.yaml"), "utf8"));
   const config: Record<string, string> = {};
-  for (const [key, value] of Object.entries({ ...file.config, ...extra })) {
+  for (const [key, value] of Object.entries({ ...stackConfig("stage"), ...extra })) {
     const [namespace, name] = key.split(":");
-    config[`${namespace}:config:${name}`] = typeof value === "string" ? value : JSON.stringify(value);
+    config[`${namespace}:config:${name}`] = value;
   }
   return JSON.stringify(config);
 }

@@ -11,13 +11,13 @@
 #       no shell, no package manager: glibc, libgcc_s, time zones and CA certificates from the
 #       same Debian packages, /etc/passwd with nonroot (65532), and that user as the default.
 #
-# Each is built once per buildah storage and reused. Usage: tests/image/base-images.sh
-# Environment: BUILDAH_ROOT and BUILDAH_STORAGE_DRIVER (overlay or vfs), as tests/image/test.sh sets them.
+# Each is built once per buildah storage (tests/image/buildah.sh) and reused.
+# Usage: tests/image/base-images.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-buildah=(buildah --root "${BUILDAH_ROOT:-/var/lib/containers/storage}" --storage-driver "${BUILDAH_STORAGE_DRIVER:-overlay}")
-builder=localhost/webchat-builder:1.95-bookworm
-runtime=localhost/webchat-runtime:bookworm
+source tests/image/buildah.sh
+builder=$BUILDER_IMAGE
+runtime=$RUNTIME_IMAGE
 mirror=http://deb.debian.org/debian
 
 have() { "${buildah[@]}" inspect --type image "$1" >/dev/null 2>&1; }

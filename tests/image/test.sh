@@ -16,40 +16,17 @@ cd "$(dirname "$0")/../.."
 handlers=("$@")
 [ ${#handlers[@]} -gt 0 ] || handlers=(default post)
 
-# overlay where the kernel allows it (much faster for a 1 GB builder), vfs otherwise; a storage
-# root of the tests' own, so that no other buildah user's driver choice gets in the way
-driver=overlay
-buildah --root /var/lib/containers/webchat-tests --storage-driver overlay info >/dev/null 2>&1 || driver=vfs
-export BUILDAH_STORAGE_DRIVER=$driver BUILDAH_ROOT=/var/lib/containers/webchat-tests
-buildah=(buildah --root "$BUILDAH_ROOT" --storage-driver "$driver")
+source tests/image/buildah.sh
 passed=0 failed=0
 check() { # check NAME COMMAND...: counts a pass or a failure
   if "${@:2}"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1" >&2; fi
 }
 
-echo "--> base images (buildah storage: $driver)"
+echo "--> base images (buildah storage: $BUILDAH_DRIVER)"
 tests/image/base-images.sh
 
 echo "--> a stand-in ADOT layer zip, named by its SHA-256 as the Pulumi program names the real one"
-layer_sha=$(python3 - <<'PY'
-import hashlib, io, os, zipfile
-buffer = io.BytesIO()
-with zipfile.ZipFile(buffer, "w") as layer:
-    for name, mode, text in [
-        ("extensions/collector", 0o755, "#!/bin/sh\n# stand-in for the ADOT collector extension\n"),
-        ("collector-config/config.yaml", 0o644, "# stand-in for the layer's default configuration\n"),
-    ]:
-        entry = zipfile.ZipInfo(name, date_time=(2025, 1, 1, 0, 0, 0))
-        entry.external_attr = (0o100000 | mode) << 16
-        layer.writestr(entry, text)
-data = buffer.getvalue()
-digest = hashlib.sha256(data).hexdigest()
-os.makedirs("build/adot-layer", exist_ok=True)
-with open(f"build/adot-layer/{digest}.zip", "wb") as out:
-    out.write(data)
-print(digest)
-PY
-)
+layer_sha=$(stand_in_layer build/adot-layer)
 
 logs=$(mktemp -d)
 cleanup() {
@@ -65,16 +42,8 @@ for handler in "${handlers[@]}"; do
   image="localhost/webchat-${handler}:test"
   echo "--> buildah bud HANDLER=$handler"
   started=$(date +%s.%N)
-  if ! "${buildah[@]}" bud --format docker --layers --isolation chroot --network host \
-    --build-arg BUILDER_IMAGE=localhost/webchat-builder:1.95-bookworm \
-    --build-arg RUNTIME_IMAGE=localhost/webchat-runtime:bookworm \
-    --build-arg ADOT_LAYER_SHA256="$layer_sha" --build-arg HANDLER="$handler" \
-    -t "$image" . >"$logs/$handler.log" 2>&1; then
-    tail -40 "$logs/$handler.log" >&2
-    echo "FAIL: the image of $handler did not build" >&2
-    exit 1
-  fi
-  seconds=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")
+  build_image . "$handler" "$layer_sha" "$image" "$logs/$handler.log" || exit 1
+  seconds=$(seconds_since "$started")
   compiled=no
   grep -q 'Compiling webchat ' "$logs/$handler.log" && compiled=yes
   echo "    built in $seconds s (compiled the crate in this build: $compiled)"
