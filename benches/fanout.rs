@@ -21,7 +21,7 @@ use chrono::Utc;
 use webchat::adapters::management::ManagementApi;
 use webchat::adapters::memory::{MemoryEventBus, MemoryStore};
 use webchat::config::FunctionConfig;
-use webchat::domain::{Chat, Settings};
+use webchat::domain::{Chat, Deadline, Settings};
 use webchat::ports::{ConnectionApi, ConnectionRecord, SystemClock};
 
 struct Args {
@@ -123,7 +123,7 @@ async fn run(args: Args, fake: fake_aws::FakeAws) {
     );
     // One uncounted round opens the HTTP connections, as the first broadcast of a warm function has.
     chat.settings.fanout_concurrency = args.concurrency[0];
-    chat.broadcast(&ids[0], body)
+    chat.broadcast(&ids[0], body, Deadline::NONE)
         .await
         .expect("warm-up broadcast");
     let mut best = Duration::MAX;
@@ -131,7 +131,9 @@ async fn run(args: Args, fake: fake_aws::FakeAws) {
         chat.settings.fanout_concurrency = *concurrency;
         let before = fake.delivered().len();
         let started = Instant::now();
-        chat.broadcast(&ids[0], body).await.expect("broadcast");
+        chat.broadcast(&ids[0], body, Deadline::NONE)
+            .await
+            .expect("broadcast");
         let took = started.elapsed();
         let delivered = fake.delivered().len() - before;
         assert_eq!(delivered, args.connections, "every connection is reached");

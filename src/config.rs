@@ -162,6 +162,14 @@ fn number(
 /// not hold a fan-out slot for the SDK's default of no timeout at all.
 pub const MANAGEMENT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Calls in all for a DynamoDB request that is throttled or fails with a 5xx.
+pub const DYNAMODB_ATTEMPTS: u32 = 6;
+/// The first pause before retrying DynamoDB; it doubles (with jitter) up to the maximum.
+pub const DYNAMODB_BACKOFF: Duration = Duration::from_millis(50);
+pub const DYNAMODB_MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long one DynamoDB attempt may take before it is abandoned and retried.
+pub const DYNAMODB_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[cfg(test)]
 mod tests {
     use super::*;

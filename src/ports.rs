@@ -48,6 +48,15 @@ pub fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A connection a fan-out addresses: its id, and when it connected, so that a newcomer (which
+/// `@connections` answers 410 for until its `$connect` returns) is told from a connection that
+/// is gone, and a prune removes exactly the record that was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    pub connection_id: String,
+    pub connected_at: DateTime<Utc>,
+}
+
 /// One page of a paginated scan. `next` is an opaque cursor; `None` means the scan is complete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T> {
@@ -73,12 +82,21 @@ pub trait ConnectionStore: Send + Sync + 'static {
     /// Deleting a record that does not exist succeeds.
     fn delete(&self, connection_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Live connection ids only: all a fan-out needs.
-    fn scan_ids(
+    /// Deletes the record only if it is still the one that connected at `connected_at` (a
+    /// conditional delete): a record written since, by a reconnect under the same id, is kept.
+    /// Returns whether a record was deleted.
+    fn delete_if_connected_at(
+        &self,
+        connection_id: &str,
+        connected_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Live connections' ids and connection times: all a fan-out needs.
+    fn scan_recipients(
         &self,
         live_at: i64,
         cursor: Option<String>,
-    ) -> impl Future<Output = Result<Page<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Page<Recipient>, StoreError>> + Send;
 
     /// Whole records; with `live_at: None`, expired ones too (cleanup needs them).
     fn scan_records(

@@ -106,6 +106,8 @@ pub enum ErrorCode {
     InvalidField,
     MessageTooLarge,
     ConnectionNotFound,
+    /// A broadcast may have missed some live connections (failures, or the time limit).
+    DeliveryIncomplete,
     Internal,
 }
 
@@ -118,6 +120,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::ConnectionNotFound => "connection_not_found",
+            ErrorCode::DeliveryIncomplete => "delivery_incomplete",
             ErrorCode::Internal => "internal",
         }
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use webchat::adapters::memory::{
     ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryStore, StoreCall,
 };
-use webchat::domain::{Backoff, Chat, CleanupReport, ConnectError, Settings};
+use webchat::domain::{Backoff, Chat, CleanupReport, ConnectError, Deadline, Settings};
 use webchat::lambda::{self, HandlerError};
 use webchat::ports::{ApiError, ConnectionRecord, Outcome};
 use webchat::protocol::{MAX_FRAME_BYTES, RouteKey, WelcomeDetail};
@@ -44,19 +44,27 @@ fn chat() -> (TestChat, Arc<ManualClock>) {
             fanout_concurrency: 4,
             throttle_backoff: quick(3),
             welcome_backoff: quick(4),
+            ..Settings::default()
         },
     };
     (chat, clock)
 }
 
-/// Stores and opens a connection, as a completed `$connect` would.
+/// Stores and opens a connection, as a completed `$connect` would, a minute before the clock's
+/// start (past the connect window, so a 410 from it means it is gone).
 fn join(chat: &TestChat, id: &str, name: Option<&str>) {
     chat.store.insert(ConnectionRecord::new(
         id.into(),
         name.map(Into::into),
-        start(),
+        start() - chrono::Duration::seconds(60),
     ));
     chat.api.open(id);
+}
+
+/// Stores a connection whose `$connect` has not returned yet: `@connections` answers 410.
+fn join_connecting(chat: &TestChat, id: &str) {
+    chat.store
+        .insert(ConnectionRecord::new(id.into(), None, start()));
 }
 
 fn frames_to(chat: &TestChat, id: &str) -> Vec<Value> {
@@ -161,9 +169,11 @@ async fn default_tells_the_sender_what_was_wrong_with_the_frame() {
     let (chat, _) = chat();
     join(&chat, "a", None);
     join(&chat, "b", None);
-    chat.default("a", b"not json", false).await.unwrap();
+    chat.default("a", b"not json", false, Deadline::NONE)
+        .await
+        .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "invalid_json");
-    chat.default("b", br#"{"action":"dance"}"#, false)
+    chat.default("b", br#"{"action":"dance"}"#, false, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(only_error_code(&chat, "b"), "unknown_action");
@@ -185,6 +195,7 @@ async fn broadcast_reaches_every_live_connection_across_pages_with_the_senders_n
     chat.broadcast(
         "a",
         r#"{"action":"broadcast","message":"Anybody <b>home</b>? \"✓\""}"#,
+        Deadline::NONE,
     )
     .await
     .unwrap();
@@ -201,7 +212,7 @@ async fn broadcast_reaches_every_live_connection_across_pages_with_the_senders_n
         .store
         .calls()
         .into_iter()
-        .filter(|c| matches!(c, StoreCall::ScanIds { .. }))
+        .filter(|c| matches!(c, StoreCall::ScanRecipients { .. }))
         .count();
     assert!(
         scans >= 3,
@@ -217,9 +228,13 @@ async fn broadcast_prunes_exactly_the_connections_that_are_gone_and_still_delive
     }
     chat.api.close("b");
     chat.api.close("d");
-    chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#)
-        .await
-        .unwrap();
+    chat.broadcast(
+        "a",
+        r#"{"action":"broadcast","message":"hi"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
     assert_eq!(frames_to(&chat, "a").len(), 1);
     assert_eq!(frames_to(&chat, "c").len(), 1);
     let kept: Vec<String> = chat
@@ -241,10 +256,25 @@ async fn broadcast_retries_throttling_within_its_budget() {
     chat.api.script("b", [throttled(), throttled()]); // two 429s, then it works
     chat.api
         .script("c", [throttled(), throttled(), throttled()]); // past the 3-call budget
-    chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#)
-        .await
-        .unwrap();
-    assert_eq!(frames_to(&chat, "a").len(), 1);
+    chat.broadcast(
+        "a",
+        r#"{"action":"broadcast","message":"hi"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    let to_sender = frames_to(&chat, "a");
+    assert_eq!(to_sender.len(), 2, "{to_sender:?}");
+    assert_eq!(to_sender[0]["type"], "broadcast");
+    assert_eq!(
+        to_sender[1]["code"], "delivery_incomplete",
+        "the sender is told"
+    );
+    let told = to_sender[1]["message"].as_str().unwrap();
+    assert!(
+        told.contains("reached 2 connections") && told.contains("1 could not be reached"),
+        "{told}"
+    );
     assert_eq!(frames_to(&chat, "b").len(), 1);
     assert!(frames_to(&chat, "c").is_empty());
     assert!(
@@ -258,13 +288,14 @@ async fn broadcast_rejects_a_bad_message_without_delivering_anything() {
     let (chat, _) = chat();
     join(&chat, "a", None);
     join(&chat, "b", None);
-    chat.broadcast("a", r#"{"action":"broadcast"}"#)
+    chat.broadcast("a", r#"{"action":"broadcast"}"#, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "missing_field");
     chat.broadcast(
         "b",
         &json!({"action":"broadcast","message":"x".repeat(16 * 1024 + 1)}).to_string(),
+        Deadline::NONE,
     )
     .await
     .unwrap();
@@ -279,9 +310,13 @@ async fn a_failing_store_tells_the_sender_internal_and_reports_the_error() {
     chat.store
         .set_failing(Some("ProvisionedThroughputExceeded"));
     assert!(
-        chat.broadcast("a", r#"{"action":"broadcast","message":"hi"}"#)
-            .await
-            .is_err()
+        chat.broadcast(
+            "a",
+            r#"{"action":"broadcast","message":"hi"}"#,
+            Deadline::NONE
+        )
+        .await
+        .is_err()
     );
     let frames = frames_to(&chat, "a");
     assert_eq!(frames[0]["code"], "internal");
@@ -292,11 +327,15 @@ async fn a_failing_store_tells_the_sender_internal_and_reports_the_error() {
             .contains("Provisioned"),
         "internal detail must not leak"
     );
-    assert!(chat.list("a").await.is_err());
+    assert!(chat.list("a", Deadline::NONE).await.is_err());
     assert!(
-        chat.chat("a", r#"{"action":"chat","connection":"b","message":"x"}"#)
-            .await
-            .is_err()
+        chat.chat(
+            "a",
+            r#"{"action":"chat","connection":"b","message":"x"}"#,
+            Deadline::NONE
+        )
+        .await
+        .is_err()
     );
     assert_eq!(frames_to(&chat, "a").len(), 3);
 }
@@ -311,7 +350,7 @@ async fn list_sends_every_live_connection_in_frames_that_each_fit() {
             Some(&format!("name_{i:027}")),
         );
     }
-    chat.list("conn-0000-xxxxx=").await.unwrap();
+    chat.list("conn-0000-xxxxx=", Deadline::NONE).await.unwrap();
     let frames = chat.api.posts_to("conn-0000-xxxxx=");
     assert!(frames.len() >= 2, "600 entries do not fit one 32 KB frame");
     let mut listed = Vec::new();
@@ -320,7 +359,7 @@ async fn list_sends_every_live_connection_in_frames_that_each_fit() {
         let value: Value = serde_json::from_str(frame).unwrap();
         assert_eq!(value["type"], "connections");
         for entry in value["connections"].as_array().unwrap() {
-            assert_eq!(entry["connectedAt"], "2026-11-28T08:00:00.000Z");
+            assert_eq!(entry["connectedAt"], "2026-11-28T07:59:00.000Z");
             listed.push(entry["connectionId"].as_str().unwrap().to_owned());
         }
     }
@@ -334,9 +373,13 @@ async fn chat_delivers_to_one_connection_only() {
     join(&chat, "a", Some("alice"));
     join(&chat, "b", None);
     join(&chat, "c", None);
-    chat.chat("a", r#"{"action":"chat","connection":"b","message":"Yo!"}"#)
-        .await
-        .unwrap();
+    chat.chat(
+        "a",
+        r#"{"action":"chat","connection":"b","message":"Yo!"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
     let frames = frames_to(&chat, "b");
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0]["type"], "chat");
@@ -354,6 +397,7 @@ async fn chat_to_an_unknown_connection_answers_connection_not_found() {
     chat.chat(
         "a",
         r#"{"action":"chat","connection":"nobody","message":"Yo!"}"#,
+        Deadline::NONE,
     )
     .await
     .unwrap();
@@ -366,9 +410,13 @@ async fn chat_to_a_gone_connection_answers_connection_not_found_and_prunes_it() 
     join(&chat, "a", None);
     join(&chat, "b", None);
     chat.api.close("b");
-    chat.chat("a", r#"{"action":"chat","connection":"b","message":"Yo!"}"#)
-        .await
-        .unwrap();
+    chat.chat(
+        "a",
+        r#"{"action":"chat","connection":"b","message":"Yo!"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "connection_not_found");
     assert!(!chat.store.contains("b"));
     assert!(chat.store.contains("a"));
@@ -378,7 +426,7 @@ async fn chat_to_a_gone_connection_answers_connection_not_found_and_prunes_it() 
 async fn chat_checks_its_fields() {
     let (chat, _) = chat();
     join(&chat, "a", None);
-    chat.chat("a", r#"{"action":"chat","message":"Yo!"}"#)
+    chat.chat("a", r#"{"action":"chat","message":"Yo!"}"#, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "missing_field");
@@ -394,7 +442,10 @@ async fn post_delivers_the_welcome_retrying_while_the_connection_is_not_yet_esta
         connection_id: "abc=".into(),
         message: "Welcome! - connected on abc=".into(),
     };
-    assert_eq!(chat.post(&welcome).await.unwrap(), Outcome::Done(()));
+    assert_eq!(
+        chat.post(&welcome, Deadline::NONE).await.unwrap(),
+        Outcome::Done(())
+    );
     assert_eq!(
         frames_to(&chat, "abc="),
         vec![
@@ -410,7 +461,10 @@ async fn post_gives_up_on_a_connection_that_stays_gone() {
         connection_id: "left=".into(),
         message: "hi".into(),
     };
-    assert_eq!(chat.post(&welcome).await.unwrap(), Outcome::Gone);
+    assert_eq!(
+        chat.post(&welcome, Deadline::NONE).await.unwrap(),
+        Outcome::Gone
+    );
 }
 
 #[tokio::test]
@@ -425,16 +479,18 @@ async fn cleanup_removes_expired_and_gone_records_and_keeps_live_ones() {
     expired.expires_at = start().timestamp() + 10;
     chat.store.insert(expired);
     chat.api.open("expired");
-    clock.advance(chrono::Duration::seconds(11));
+    // past the connect window: a 410 now means gone, not still connecting
+    clock.advance(chrono::Duration::seconds(60));
 
-    let report = chat.cleanup().await.unwrap();
+    let report = chat.cleanup(Deadline::NONE).await.unwrap();
     assert_eq!(
         report,
         CleanupReport {
             checked: 5,
             expired: 1,
             gone: 2,
-            failed: 0
+            failed: 0,
+            complete: true,
         }
     );
     let kept: Vec<String> = chat
@@ -477,7 +533,7 @@ async fn the_lambda_glue_answers_200_and_runs_the_route() {
         Some("a"),
         Some(r#"{"action":"broadcast","message":"hi"}"#),
     );
-    let response = lambda::websocket(&chat, RouteKey::Broadcast, &event)
+    let response = lambda::websocket(&chat, RouteKey::Broadcast, &event, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(response.status_code, 200);
@@ -490,7 +546,7 @@ async fn the_lambda_glue_refuses_a_connect_with_a_bad_name_with_400() {
     let mut event = websocket_event(RouteKey::Connect, Some("a"), None);
     event.query_string_parameters =
         std::collections::HashMap::from([("name".to_string(), "no spaces".to_string())]).into();
-    let response = lambda::websocket(&chat, RouteKey::Connect, &event)
+    let response = lambda::websocket(&chat, RouteKey::Connect, &event, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(response.status_code, 400);
@@ -501,7 +557,7 @@ async fn the_lambda_glue_refuses_a_connect_with_a_bad_name_with_400() {
 async fn the_lambda_glue_takes_connected_at_from_api_gateway() {
     let (chat, _) = chat();
     let event = websocket_event(RouteKey::Connect, Some("a"), None);
-    lambda::websocket(&chat, RouteKey::Connect, &event)
+    lambda::websocket(&chat, RouteKey::Connect, &event, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(
@@ -514,7 +570,7 @@ async fn the_lambda_glue_takes_connected_at_from_api_gateway() {
 async fn an_event_without_a_connection_id_is_a_malformed_event() {
     let (chat, _) = chat();
     let event = websocket_event(RouteKey::List, None, None);
-    let error = lambda::websocket(&chat, RouteKey::List, &event)
+    let error = lambda::websocket(&chat, RouteKey::List, &event, Deadline::NONE)
         .await
         .unwrap_err();
     assert!(matches!(error, HandlerError::MalformedEvent(_)), "{error}");
@@ -526,7 +582,7 @@ async fn binary_frames_reach_default_base64_encoded() {
     join(&chat, "a", None);
     let mut event = websocket_event(RouteKey::Default, Some("a"), Some("AAEC/w=="));
     event.is_base64_encoded = true;
-    lambda::websocket(&chat, RouteKey::Default, &event)
+    lambda::websocket(&chat, RouteKey::Default, &event, Deadline::NONE)
         .await
         .unwrap();
     assert_eq!(only_error_code(&chat, "a"), "invalid_json");
@@ -542,7 +598,7 @@ async fn post_rejects_events_that_are_not_welcomes() {
     }))
     .unwrap();
     assert!(matches!(
-        lambda::post(&chat, event).await,
+        lambda::post(&chat, event, Deadline::NONE).await,
         Err(HandlerError::MalformedEvent(_))
     ));
     let event: EventBridgeEvent<Value> = serde_json::from_value(json!({
@@ -550,7 +606,7 @@ async fn post_rejects_events_that_are_not_welcomes() {
     }))
     .unwrap();
     assert!(matches!(
-        lambda::post(&chat, event).await,
+        lambda::post(&chat, event, Deadline::NONE).await,
         Err(HandlerError::MalformedEvent(_))
     ));
 }
@@ -595,7 +651,7 @@ mod never_panics {
                 event.is_base64_encoded = base64;
                 event.query_string_parameters =
                     std::collections::HashMap::from([("name".to_string(), body.clone())]).into();
-                let response = lambda::websocket(&chat, route, &event).await.unwrap();
+                let response = lambda::websocket(&chat, route, &event, Deadline::NONE).await.unwrap();
                 prop_assert!(response.status_code == 200 || (route == RouteKey::Connect && response.status_code == 400));
                 if !matches!(route, RouteKey::Connect | RouteKey::Disconnect) {
                     prop_assert!(!chat.api.posts().is_empty(), "every frame is answered or delivered");
@@ -611,11 +667,11 @@ mod never_panics {
                 let (chat, _) = chat();
                 if let Ok(event) = serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(event.clone()) {
                     for route in RouteKey::ALL {
-                        let _ = lambda::websocket(&chat, route, &event).await;
+                        let _ = lambda::websocket(&chat, route, &event, Deadline::NONE).await;
                     }
                 }
                 if let Ok(event) = serde_json::from_value::<EventBridgeEvent<Value>>(event) {
-                    let _ = lambda::post(&chat, event).await;
+                    let _ = lambda::post(&chat, event, Deadline::NONE).await;
                 }
             });
         }
@@ -670,4 +726,156 @@ mod never_panics {
             ]
         })
     }
+}
+
+#[tokio::test]
+async fn broadcast_keeps_a_newcomer_that_answers_gone_while_it_connects() {
+    let (chat, _) = chat();
+    join(&chat, "a", None);
+    join_connecting(&chat, "new");
+    join(&chat, "old", None);
+    chat.api.close("old");
+    chat.broadcast(
+        "a",
+        r#"{"action":"broadcast","message":"hi"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    assert!(
+        chat.store.contains("new"),
+        "a newcomer is never pruned on 410"
+    );
+    assert!(
+        !chat.store.contains("old"),
+        "an older 410 is pruned as before"
+    );
+    let to_sender = frames_to(&chat, "a");
+    assert_eq!(
+        to_sender.len(),
+        1,
+        "a newcomer is no failure: {to_sender:?}"
+    );
+}
+
+#[tokio::test]
+async fn chat_to_a_newcomer_still_connecting_keeps_it_and_says_so() {
+    let (chat, _) = chat();
+    join(&chat, "a", None);
+    join_connecting(&chat, "new");
+    chat.chat(
+        "a",
+        r#"{"action":"chat","connection":"new","message":"Yo!"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(only_error_code(&chat, "a"), "connection_not_found");
+    assert!(
+        frames_to(&chat, "a")[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("still connecting")
+    );
+    assert!(chat.store.contains("new"));
+}
+
+#[tokio::test]
+async fn cleanup_keeps_a_newcomer_still_connecting() {
+    let (chat, _) = chat();
+    join_connecting(&chat, "new");
+    join(&chat, "old", None);
+    chat.api.close("old");
+    let report = chat.cleanup(Deadline::NONE).await.unwrap();
+    assert_eq!((report.checked, report.gone), (2, 1));
+    assert!(chat.store.contains("new"));
+    assert!(!chat.store.contains("old"));
+}
+
+/// Settings with a short deadline reserve and margin, so deadline tests take a second.
+fn in_a_hurry(chat: &mut TestChat) {
+    chat.settings.fanout_concurrency = 1;
+    chat.settings.deadline_reserve = Duration::from_millis(100);
+    chat.settings.fanout_margin = Duration::from_millis(200);
+}
+
+#[tokio::test]
+async fn broadcast_stops_starting_posts_before_the_deadline_and_tells_the_sender() {
+    let (mut chat, _) = chat();
+    in_a_hurry(&mut chat);
+    for i in 0..30 {
+        join(&chat, &format!("c{i:02}"), None);
+    }
+    chat.api.set_delay(Duration::from_millis(40));
+    // posts start until 300 ms before the deadline: about 10 of 30 at 40 ms each, one at a time
+    let deadline = Deadline::after(Duration::from_millis(700));
+    chat.broadcast("c00", r#"{"action":"broadcast","message":"hi"}"#, deadline)
+        .await
+        .unwrap();
+    let to_sender = frames_to(&chat, "c00");
+    assert_eq!(to_sender[0]["type"], "broadcast");
+    let told = to_sender.last().unwrap();
+    assert_eq!(told["code"], "delivery_incomplete");
+    let message = told["message"].as_str().unwrap();
+    assert!(message.contains("time limit"), "{message}");
+    let delivered = chat
+        .api
+        .posts()
+        .iter()
+        .filter(|(_, frame)| frame.contains("\"broadcast\""))
+        .count();
+    assert!((2..30).contains(&delivered), "{delivered} delivered");
+    assert!(
+        message.contains(&format!("reached {delivered} connections")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_post_that_hangs_is_cut_off_before_the_deadline() {
+    let (mut chat, _) = chat();
+    in_a_hurry(&mut chat);
+    join(&chat, "a", None);
+    join(&chat, "b", None);
+    chat.api.set_delay(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let result = chat
+        .chat(
+            "a",
+            r#"{"action":"chat","connection":"b","message":"Yo!"}"#,
+            Deadline::after(Duration::from_millis(500)),
+        )
+        .await;
+    assert!(result.is_err(), "a post cut off is a failure");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a post that never answers does not outlive the deadline ({:?})",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_scan_that_fails_midway_tells_the_sender_and_fails_the_invocation() {
+    let (chat, _) = chat();
+    for id in ["a", "b", "c", "d", "e", "f"] {
+        join(&chat, id, None);
+    }
+    chat.store.fail_scans_after(1); // the first page of 2, then the Scan fails
+    let result = chat
+        .broadcast(
+            "a",
+            r#"{"action":"broadcast","message":"hi"}"#,
+            Deadline::NONE,
+        )
+        .await;
+    assert!(result.is_err(), "the invocation reports the failed Scan");
+    let to_sender = frames_to(&chat, "a");
+    assert_eq!(to_sender.len(), 2, "{to_sender:?}");
+    assert_eq!(to_sender[1]["code"], "delivery_incomplete");
+    let message = to_sender[1]["message"].as_str().unwrap();
+    assert!(message.contains("reached 2 connections"), "{message}");
+    assert!(
+        message.contains("could not be read to its end"),
+        "{message}"
+    );
 }

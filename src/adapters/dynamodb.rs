@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
-use crate::ports::{ConnectionRecord, ConnectionStore, Page, StoreError, rfc3339};
+use crate::ports::{ConnectionRecord, ConnectionStore, Page, Recipient, StoreError, rfc3339};
 use crate::telemetry::{aws_span, call};
 
 /// The item's attribute names. The Pulumi program declares the key and the TTL attribute from
@@ -184,24 +184,60 @@ impl ConnectionStore for DynamoStore {
         Ok(())
     }
 
-    async fn scan_ids(
+    async fn delete_if_connected_at(
+        &self,
+        connection_id: &str,
+        connected_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(CONNECTION_ID, AttributeValue::S(connection_id.to_owned()))
+            .condition_expression(format!("#{CONNECTED_AT} = :connectedAt"))
+            .expression_attribute_names(format!("#{CONNECTED_AT}"), CONNECTED_AT)
+            .expression_attribute_values(":connectedAt", AttributeValue::S(rfc3339(connected_at)))
+            .send();
+        match call(aws_span("DynamoDB", "DeleteItem"), delete).await {
+            Ok(_) => Ok(true),
+            // No such item, or one written since: it stays.
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    async fn scan_recipients(
         &self,
         live_at: i64,
         cursor: Option<String>,
-    ) -> Result<Page<String>, StoreError> {
+    ) -> Result<Page<Recipient>, StoreError> {
         let (items, next) = self
-            .scan_page(Some(live_at), cursor, &[CONNECTION_ID, EXPIRES_AT])
+            .scan_page(
+                Some(live_at),
+                cursor,
+                &[CONNECTION_ID, CONNECTED_AT, EXPIRES_AT],
+            )
             .await?;
         let items = items
             .iter()
-            .filter(|item| {
-                let expires_at = item
-                    .get(EXPIRES_AT)
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse::<i64>().ok());
-                expires_at.is_some_and(|at| live_at < at)
+            .filter_map(|item| {
+                let expires_at: i64 = item.get(EXPIRES_AT)?.as_n().ok()?.parse().ok()?;
+                let connected_at =
+                    DateTime::parse_from_rfc3339(item.get(CONNECTED_AT)?.as_s().ok()?)
+                        .ok()?
+                        .with_timezone(&Utc);
+                let connection_id = item.get(CONNECTION_ID)?.as_s().ok()?.clone();
+                (live_at < expires_at).then_some(Recipient {
+                    connection_id,
+                    connected_at,
+                })
             })
-            .filter_map(|item| item.get(CONNECTION_ID)?.as_s().ok().cloned())
             .collect();
         Ok(Page { items, next })
     }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::ports::{
     ApiError, BusError, BusEvent, Clock, ConnectionApi, ConnectionInfo, ConnectionRecord,
-    ConnectionStore, EventBus, Outcome, Page, StoreError,
+    ConnectionStore, EventBus, Outcome, Page, Recipient, StoreError,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -27,7 +27,8 @@ pub enum StoreCall {
     Put(String),
     Get(String),
     Delete(String),
-    ScanIds { cursor: Option<String> },
+    DeleteIfConnectedAt(String),
+    ScanRecipients { cursor: Option<String> },
     ScanRecords { cursor: Option<String> },
 }
 
@@ -42,6 +43,8 @@ struct StoreState {
     records: BTreeMap<String, ConnectionRecord>,
     page_size: usize,
     failing: Option<String>,
+    /// Scans that may still succeed before every scan fails (`None`: no limit).
+    scans_left: Option<usize>,
     calls: Option<Vec<StoreCall>>,
 }
 
@@ -59,6 +62,7 @@ impl MemoryStore {
                 records: BTreeMap::new(),
                 page_size: 1000,
                 failing: None,
+                scans_left: None,
                 calls: None,
             }),
         }
@@ -78,6 +82,12 @@ impl MemoryStore {
     /// Makes every call fail with `reason` (or work again with `None`).
     pub fn set_failing(&self, reason: Option<&str>) {
         lock(&self.state).failing = reason.map(str::to_owned);
+    }
+
+    /// Lets `pages` more scan pages succeed, then fails every scan (a Scan throttled past its
+    /// retries, say).
+    pub fn fail_scans_after(&self, pages: usize) {
+        lock(&self.state).scans_left = Some(pages);
     }
 
     pub fn insert(&self, record: ConnectionRecord) {
@@ -115,6 +125,18 @@ impl MemoryStore {
         }
         match &state.failing {
             Some(reason) => Err(StoreError(reason.clone())),
+            None => Ok(state),
+        }
+    }
+
+    fn begin_scan(&self, call: StoreCall) -> Result<MutexGuard<'_, StoreState>, StoreError> {
+        let mut state = self.begin(call)?;
+        match state.scans_left {
+            Some(0) => Err(StoreError("scan failed after its retries".into())),
+            Some(left) => {
+                state.scans_left = Some(left - 1);
+                Ok(state)
+            }
             None => Ok(state),
         }
     }
@@ -169,16 +191,34 @@ impl ConnectionStore for MemoryStore {
         Ok(())
     }
 
-    async fn scan_ids(
+    async fn delete_if_connected_at(
+        &self,
+        connection_id: &str,
+        connected_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.begin(StoreCall::DeleteIfConnectedAt(connection_id.to_owned()))?;
+        // DynamoDB compares the stored RFC 3339 string: millisecond precision.
+        let same = |record: &ConnectionRecord| {
+            record.connected_at.timestamp_millis() == connected_at.timestamp_millis()
+        };
+        if state.records.get(connection_id).is_some_and(same) {
+            state.records.remove(connection_id);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn scan_recipients(
         &self,
         live_at: i64,
         cursor: Option<String>,
-    ) -> Result<Page<String>, StoreError> {
-        let state = self.begin(StoreCall::ScanIds {
+    ) -> Result<Page<Recipient>, StoreError> {
+        let state = self.begin_scan(StoreCall::ScanRecipients {
             cursor: cursor.clone(),
         })?;
-        Ok(state.page(cursor.as_deref(), Some(live_at), |r| {
-            r.connection_id.clone()
+        Ok(state.page(cursor.as_deref(), Some(live_at), |r| Recipient {
+            connection_id: r.connection_id.clone(),
+            connected_at: r.connected_at,
         }))
     }
 
@@ -187,7 +227,7 @@ impl ConnectionStore for MemoryStore {
         live_at: Option<i64>,
         cursor: Option<String>,
     ) -> Result<Page<ConnectionRecord>, StoreError> {
-        let state = self.begin(StoreCall::ScanRecords {
+        let state = self.begin_scan(StoreCall::ScanRecords {
             cursor: cursor.clone(),
         })?;
         Ok(state.page(cursor.as_deref(), live_at, ConnectionRecord::clone))
@@ -211,6 +251,7 @@ struct ApiState {
     deletes: Vec<String>,
     scripts: HashMap<String, VecDeque<Scripted>>,
     connected_at: Option<DateTime<Utc>>,
+    delay: std::time::Duration,
 }
 
 impl MemoryConnectionApi {
@@ -233,6 +274,11 @@ impl MemoryConnectionApi {
             .entry(connection_id.to_owned())
             .or_default()
             .extend(answers);
+    }
+
+    /// Every post takes this long before it answers.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        lock(&self.state).delay = delay;
     }
 
     /// Frames delivered to `connection_id`, in order.
@@ -261,6 +307,10 @@ impl MemoryConnectionApi {
 
 impl ConnectionApi for MemoryConnectionApi {
     async fn post(&self, connection_id: &str, data: Bytes) -> Result<Outcome<()>, ApiError> {
+        let delay = lock(&self.state).delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut state = lock(&self.state);
         if let Some(answer) = state
             .scripts

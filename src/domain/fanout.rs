@@ -1,19 +1,27 @@
 //! Fan-out done right: follow every page of a scan, keep a bounded number of `@connections` calls
 //! in flight (the next page is fetched while posts of the last one are still running), retry
-//! throttling with jittered exponential backoff inside a budget, prune exactly the ids that answer
-//! 410, and never let one connection's failure stop delivery to the others.
+//! throttling with jittered exponential backoff inside a budget, prune exactly the records that
+//! answer 410 and are not newcomers still connecting, never let one connection's failure stop
+//! delivery to the others, stop starting posts before the invocation's deadline, and account for
+//! every connection: delivered, pruned, connecting, failed or not attempted.
 
 use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, FuturesUnordered, Stream, StreamExt, TryStreamExt};
+use tokio::time::Instant;
 
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::{Chat, RouteError};
-use crate::ports::{ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, StoreError};
+use super::{CONNECT_WINDOW, Chat, Deadline};
+use crate::ports::{
+    ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, Recipient, StoreError,
+};
 use crate::telemetry;
 
 /// A retry budget: `attempts` calls in all, the n-th retry waiting between half and all of
@@ -54,20 +62,46 @@ impl Backoff {
     }
 }
 
-/// What a fan-out did, for the summary log line.
+/// What a fan-out did: every connection the scan found is in exactly one count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FanOut {
     pub delivered: usize,
     /// Answered 410 and were removed from the store.
     pub pruned: usize,
-    /// Failed for another reason (throttled past the budget, a 5xx, a failed prune).
+    /// Answered 410 but connected less than [`CONNECT_WINDOW`] ago: still connecting, kept.
+    pub connecting: usize,
+    /// Failed for another reason (throttled past the budget, a 5xx, cut off by the deadline,
+    /// a failed prune).
     pub failed: usize,
+    /// Found by the scan but not posted to: the deadline came first.
+    pub not_attempted: usize,
+    /// Whether the scan was read to its end. If not (the deadline, or a Scan that failed after
+    /// its retries), connections beyond the last page read were not counted at all.
+    pub complete: bool,
+}
+
+impl FanOut {
+    /// Whether some live connection may have missed the message.
+    pub fn is_incomplete(&self) -> bool {
+        self.failed > 0 || self.not_attempted > 0 || !self.complete
+    }
 }
 
 enum Delivery {
     Delivered,
     Pruned,
+    Connecting,
     Failed,
+}
+
+/// Why [`Chat::concurrently`] stopped taking items.
+pub(crate) enum Ended {
+    /// The stream was read to its end.
+    Complete,
+    /// The stop time came first.
+    Stopped,
+    /// A page could not be read.
+    Failed(StoreError),
 }
 
 /// Every item of a paginated scan, fetching page after page as the consumer asks for more.
@@ -99,55 +133,126 @@ where
     .try_flatten()
 }
 
+/// Whether a record that answered 410 may be a newcomer whose `$connect` has not returned yet.
+pub(crate) fn is_newcomer(connected_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now.signed_duration_since(connected_at)
+        .to_std()
+        .map_or(true, |age| age < CONNECT_WINDOW)
+}
+
 impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
-    /// Posts `data` to one connection, retrying throttling within the budget.
+    /// Posts `data` to one connection, retrying throttling within the budget, and giving up at
+    /// `cut_off` whatever the retries have left.
     pub(crate) async fn post_to(
         &self,
         connection_id: &str,
         data: &Bytes,
+        cut_off: Option<Instant>,
     ) -> Result<Outcome<()>, ApiError> {
-        self.settings
-            .throttle_backoff
-            .run(
-                || self.api.post(connection_id, data.clone()),
-                |result| result.as_ref().is_err_and(ApiError::is_retryable),
-            )
-            .await
+        let attempts = self.settings.throttle_backoff.run(
+            || self.api.post(connection_id, data.clone()),
+            |result| result.as_ref().is_err_and(ApiError::is_retryable),
+        );
+        match cut_off {
+            None => attempts.await,
+            Some(at) => tokio::time::timeout_at(at, attempts)
+                .await
+                .unwrap_or_else(|_| Err(ApiError::Unavailable(DEADLINE.into()))),
+        }
     }
 
-    /// Posts `data` to every live connection in the store.
-    pub(crate) async fn fan_out(&self, data: Bytes) -> Result<FanOut, RouteError> {
-        let now = self.clock.now().timestamp();
+    /// When every `@connections` call of an invocation must be over.
+    pub(crate) fn cut_off(&self, deadline: Deadline) -> Option<Instant> {
+        deadline.minus(self.settings.deadline_reserve)
+    }
+
+    /// Posts `data` to every live connection in the store, until the deadline's margin. Returns
+    /// what happened to each connection, and the Scan's error if one failed after its retries.
+    pub(crate) async fn fan_out(
+        &self,
+        data: Bytes,
+        deadline: Deadline,
+    ) -> (FanOut, Option<StoreError>) {
+        let now = self.clock.now();
+        let reserve = self.settings.deadline_reserve;
+        let margin = self.settings.fanout_margin;
+        // Posts start until `stop`; those in flight then are cut off halfway to the cut-off,
+        // which leaves the rest of the margin to tell the sender.
+        let stop = deadline.minus(reserve + margin);
+        let cut_off = deadline.minus(reserve + margin / 2);
         let mut summary = FanOut::default();
+        let scanned = AtomicUsize::new(0);
+        let mut started = 0usize;
         // One span for the whole fan-out, with its counts; the posts are not traced one by one.
-        let span =
-            tracing::info_span!("fan_out", delivered = Empty, pruned = Empty, failed = Empty);
+        let span = tracing::info_span!(
+            "fan_out",
+            delivered = Empty,
+            pruned = Empty,
+            connecting = Empty,
+            failed = Empty,
+            not_attempted = Empty,
+            complete = Empty,
+        );
+        let recipients = paginate(|cursor| {
+            let page = self.store.scan_recipients(now.timestamp(), cursor);
+            let scanned = &scanned;
+            async move {
+                let page = page.await?;
+                scanned.fetch_add(page.items.len(), Ordering::Relaxed);
+                Ok(page)
+            }
+        });
         let delivering = self.concurrently(
-            paginate(|cursor| self.store.scan_ids(now, cursor)),
-            |id| {
+            recipients,
+            stop,
+            |recipient| {
+                started += 1;
                 let data = &data;
-                async move { self.deliver_or_prune(&id, data).await }
+                async move { self.deliver_or_prune(&recipient, data, now, cut_off).await }
             },
             |delivery| match delivery {
                 Delivery::Delivered => summary.delivered += 1,
                 Delivery::Pruned => summary.pruned += 1,
+                Delivery::Connecting => summary.connecting += 1,
                 Delivery::Failed => summary.failed += 1,
             },
         );
-        let result = telemetry::counted(delivering)
+        let ended = telemetry::counted(delivering)
             .instrument(span.clone())
             .await;
+        summary.not_attempted = scanned.into_inner().saturating_sub(started);
+        let error = match ended {
+            Ended::Complete => {
+                summary.complete = true;
+                None
+            }
+            Ended::Stopped => None,
+            Ended::Failed(error) => Some(error),
+        };
         span.record("delivered", summary.delivered);
         span.record("pruned", summary.pruned);
+        span.record("connecting", summary.connecting);
         span.record("failed", summary.failed);
-        result?;
-        Ok(summary)
+        span.record("not_attempted", summary.not_attempted);
+        span.record("complete", summary.complete);
+        (summary, error)
     }
 
-    async fn deliver_or_prune(&self, connection_id: &str, data: &Bytes) -> Delivery {
-        match self.post_to(connection_id, data).await {
+    async fn deliver_or_prune(
+        &self,
+        recipient: &Recipient,
+        data: &Bytes,
+        now: DateTime<Utc>,
+        cut_off: Option<Instant>,
+    ) -> Delivery {
+        let connection_id = recipient.connection_id.as_str();
+        match self.post_to(connection_id, data, cut_off).await {
             Ok(Outcome::Done(())) => Delivery::Delivered,
-            Ok(Outcome::Gone) => self.prune(connection_id).await,
+            Ok(Outcome::Gone) if is_newcomer(recipient.connected_at, now) => {
+                tracing::debug!(connection_id, "410 from a newcomer still connecting; kept");
+                Delivery::Connecting
+            }
+            Ok(Outcome::Gone) => self.prune(recipient).await,
             Err(error) => {
                 tracing::warn!(connection_id, %error, "delivery failed");
                 Delivery::Failed
@@ -155,10 +260,15 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         }
     }
 
-    /// Removes a connection that answered 410.
-    async fn prune(&self, connection_id: &str) -> Delivery {
-        match self.store.delete(connection_id).await {
-            Ok(()) => Delivery::Pruned,
+    /// Removes the record of a connection that answered 410, unless it changed since it was read.
+    async fn prune(&self, recipient: &Recipient) -> Delivery {
+        let connection_id = recipient.connection_id.as_str();
+        match self
+            .store
+            .delete_if_connected_at(connection_id, recipient.connected_at)
+            .await
+        {
+            Ok(_) => Delivery::Pruned,
             Err(error) => {
                 tracing::warn!(connection_id, %error, "could not prune a gone connection");
                 Delivery::Failed
@@ -166,26 +276,45 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         }
     }
 
-    /// Runs `work` over every item of a stream with at most `fanout_concurrency` in flight.
+    /// Runs `work` over the items of a stream with at most `fanout_concurrency` in flight, and
+    /// takes no more items once `stop` has come; the work in flight runs to its end either way.
     pub(crate) async fn concurrently<T, R, Fut>(
         &self,
         items: impl Stream<Item = Result<T, StoreError>>,
-        work: impl Fn(T) -> Fut,
+        stop: Option<Instant>,
+        mut work: impl FnMut(T) -> Fut,
         mut tally: impl FnMut(R),
-    ) -> Result<(), StoreError>
+    ) -> Ended
     where
         Fut: Future<Output = R>,
     {
-        let results = items
-            .map_ok(|item| {
-                let done = work(item);
-                async move { Ok(done.await) }
-            })
-            .try_buffer_unordered(self.settings.fanout_concurrency.max(1));
-        futures_util::pin_mut!(results);
-        while let Some(result) = results.next().await {
-            tally(result?);
+        let limit = self.settings.fanout_concurrency.max(1);
+        let mut items = pin!(items);
+        let mut in_flight = FuturesUnordered::new();
+        let mut ended = None;
+        let mut stopping = pin!(async move {
+            match stop {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        });
+        loop {
+            let more = ended.is_none() && in_flight.len() < limit;
+            tokio::select! {
+                biased;
+                Some(result) = in_flight.next(), if !in_flight.is_empty() => tally(result),
+                () = &mut stopping, if ended.is_none() => ended = Some(Ended::Stopped),
+                item = items.next(), if more => match item {
+                    Some(Ok(item)) => in_flight.push(work(item)),
+                    Some(Err(error)) => ended = Some(Ended::Failed(error)),
+                    None => ended = Some(Ended::Complete),
+                },
+                else => break,
+            }
         }
-        Ok(())
+        ended.unwrap_or(Ended::Complete)
     }
 }
+
+/// Why a call that the deadline cut off failed.
+const DEADLINE: &str = "cut off: the invocation's deadline is near";

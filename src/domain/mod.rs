@@ -17,7 +17,49 @@ use std::time::Duration;
 pub use fanout::{Backoff, FanOut};
 pub use routes::{CleanupReport, ConnectError};
 
+use tokio::time::Instant;
+
 use crate::ports::{ApiError, BusError, Clock, StoreError};
+
+/// API Gateway's integration timeout, the longest `$connect` can take. Until `$connect`
+/// returns, `@connections` answers 410 for the new connection, so a record younger than this
+/// that answers 410 is a newcomer still connecting, not a connection that is gone: it is never
+/// pruned.
+pub const CONNECT_WINDOW: Duration = Duration::from_secs(29);
+
+/// When an invocation must have finished: the Lambda deadline, or none (a test, or an event
+/// with no limit). Every `@connections` call of a route is cut off before it, so that no post
+/// or retry outlives the function's timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline.
+    pub const NONE: Deadline = Deadline(None);
+
+    pub fn at(instant: Instant) -> Self {
+        Deadline(Some(instant))
+    }
+
+    /// `left` from now.
+    pub fn after(left: Duration) -> Self {
+        Deadline(Some(Instant::now() + left))
+    }
+
+    /// Lambda's deadline: epoch milliseconds (the Runtime API's `Lambda-Runtime-Deadline-Ms`).
+    pub fn from_epoch_millis(deadline_ms: u64) -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |now| now.as_millis() as u64);
+        Deadline::after(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+    }
+
+    /// `margin` before the deadline (maybe already past); `None` without a deadline.
+    pub(crate) fn minus(self, margin: Duration) -> Option<Instant> {
+        let at = self.0?;
+        Some(at.checked_sub(margin).unwrap_or(at))
+    }
+}
 
 /// The tunables of the routes. The defaults suit Lambda with a 128-1024 MB function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +74,12 @@ pub struct Settings {
     /// API Gateway establishes a connection only after `$connect` returns, so the welcome can
     /// arrive first and get 410: `post` retries 410 within this budget before giving up.
     pub welcome_backoff: Backoff,
+    /// Kept free at the end of an invocation, for exporting its spans (at most 2 s): every
+    /// `@connections` call is cut off this long before the deadline.
+    pub deadline_reserve: Duration,
+    /// How long before that cut-off a fan-out stops starting posts, so that the posts in flight
+    /// can finish and the sender can be told how it went.
+    pub fanout_margin: Duration,
 }
 
 impl Default for Settings {
@@ -48,6 +96,8 @@ impl Default for Settings {
                 base: Duration::from_millis(25),
                 max: Duration::from_millis(1000),
             },
+            deadline_reserve: Duration::from_secs(2),
+            fanout_margin: Duration::from_secs(1),
         }
     }
 }

@@ -6,10 +6,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 
-use super::fanout::paginate;
-use super::{Chat, RouteError};
+use super::fanout::{Ended, FanOut, is_newcomer, paginate};
+use super::{Chat, Deadline, RouteError};
 use crate::ports::{
-    BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome, rfc3339,
+    ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
+    rfc3339,
 };
 use crate::protocol::{
     BroadcastRequest, ChatRequest, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE, ErrorCode,
@@ -35,10 +36,13 @@ pub struct CleanupReport {
     pub checked: usize,
     /// Removed because they were past `expiresAt`.
     pub expired: usize,
-    /// Removed because `@connections` said 410.
+    /// Removed because `@connections` said 410 (newcomers still connecting are kept).
     pub gone: usize,
     /// Could not be checked or removed this time; the next run tries again.
     pub failed: usize,
+    /// Whether every record was looked at; if not (the deadline came first, or a Scan failed),
+    /// the next run goes on.
+    pub complete: bool,
 }
 
 enum Checked {
@@ -99,43 +103,89 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         sender: &str,
         frame: &[u8],
         binary: bool,
+        deadline: Deadline,
     ) -> Result<(), RouteError> {
-        self.reply(sender, default_route_error(frame, binary).to_frame())
-            .await
-    }
-
-    /// `broadcast`: deliver the message to every live connection, the sender included.
-    pub async fn broadcast(&self, sender: &str, body: &str) -> Result<(), RouteError> {
-        let request = match BroadcastRequest::parse(body) {
-            Ok(request) => request,
-            Err(error) => return self.reply(sender, error.to_frame()).await,
-        };
-        self.or_tell_internal(sender, async {
-            let now = self.clock.now();
-            let name = self.name_of(sender, now).await?;
-            let frame = ServerMessage::Broadcast(Said {
-                from: sender,
-                name: name.as_deref(),
-                message: &request.message,
-                sent_at: &rfc3339(now),
-            })
-            .to_json();
-            let summary = self.fan_out(Bytes::from(frame)).await?;
-            tracing::info!(
-                connection_id = sender,
-                delivered = summary.delivered,
-                pruned = summary.pruned,
-                failed = summary.failed,
-                "broadcast"
-            );
-            Ok(())
-        })
+        self.reply(
+            sender,
+            default_route_error(frame, binary).to_frame(),
+            deadline,
+        )
         .await
     }
 
+    /// `broadcast`: deliver the message to every live connection, the sender included. The
+    /// summary is always logged; if some live connection may have missed the message, the
+    /// sender is told `delivery_incomplete` with the counts.
+    pub async fn broadcast(
+        &self,
+        sender: &str,
+        body: &str,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        let request = match BroadcastRequest::parse(body) {
+            Ok(request) => request,
+            Err(error) => return self.reply(sender, error.to_frame(), deadline).await,
+        };
+        let frame = self
+            .or_tell_internal(sender, deadline, async {
+                let now = self.clock.now();
+                let name = self.name_of(sender, now).await?;
+                Ok(ServerMessage::Broadcast(Said {
+                    from: sender,
+                    name: name.as_deref(),
+                    message: &request.message,
+                    sent_at: &rfc3339(now),
+                })
+                .to_json())
+            })
+            .await?;
+        let (summary, scan_error) = self.fan_out(Bytes::from(frame), deadline).await;
+        let FanOut {
+            delivered,
+            pruned,
+            connecting,
+            failed,
+            not_attempted,
+            complete,
+        } = summary;
+        if summary.is_incomplete() {
+            let error = scan_error.as_ref().map(tracing::field::display);
+            tracing::warn!(
+                connection_id = sender,
+                delivered,
+                pruned,
+                connecting,
+                failed,
+                not_attempted,
+                complete,
+                error,
+                "broadcast incomplete"
+            );
+            self.reply(
+                sender,
+                delivery_incomplete(&summary, scan_error.is_some()),
+                deadline,
+            )
+            .await?;
+        } else {
+            tracing::info!(
+                connection_id = sender,
+                delivered,
+                pruned,
+                connecting,
+                failed,
+                not_attempted,
+                complete,
+                "broadcast"
+            );
+        }
+        scan_error.map_or(Ok(()), |error| Err(error.into()))
+    }
+
     /// `list`: send the sender every live connection, in as many frames as it takes.
-    pub async fn list(&self, sender: &str) -> Result<(), RouteError> {
-        self.or_tell_internal(sender, async {
+    pub async fn list(&self, sender: &str, deadline: Deadline) -> Result<(), RouteError> {
+        let cut_off = self.cut_off(deadline);
+        self.or_tell_internal(sender, deadline, async {
             let now = self.clock.now().timestamp();
             let records = paginate(|cursor| self.store.scan_records(Some(now), cursor));
             futures_util::pin_mut!(records);
@@ -150,14 +200,15 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 listed += 1;
                 if let Some(frame) = packer.push(&entry) {
                     frames += 1;
-                    if self.post_to(sender, &Bytes::from(frame)).await? == Outcome::Gone {
+                    let sent = self.post_to(sender, &Bytes::from(frame), cut_off).await?;
+                    if sent == Outcome::Gone {
                         return Ok(());
                     }
                 }
             }
             if let Some(frame) = packer.finish() {
                 frames += 1;
-                self.post_to(sender, &Bytes::from(frame)).await?;
+                self.post_to(sender, &Bytes::from(frame), cut_off).await?;
             }
             tracing::info!(connection_id = sender, listed, frames, "list");
             Ok(())
@@ -165,18 +216,24 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         .await
     }
 
-    /// `chat`: deliver the message to one connection; tell the sender if it is unknown or gone.
-    pub async fn chat(&self, sender: &str, body: &str) -> Result<(), RouteError> {
+    /// `chat`: deliver the message to one connection; tell the sender if it is unknown, gone or
+    /// still connecting.
+    pub async fn chat(
+        &self,
+        sender: &str,
+        body: &str,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
         let request = match ChatRequest::parse(body) {
             Ok(request) => request,
-            Err(error) => return self.reply(sender, error.to_frame()).await,
+            Err(error) => return self.reply(sender, error.to_frame(), deadline).await,
         };
-        self.or_tell_internal(sender, async {
+        self.or_tell_internal(sender, deadline, async {
             let now = self.clock.now();
             let target = &request.connection;
-            if self.store.get(target, now.timestamp()).await?.is_none() {
-                return self.reply(sender, not_found(target)).await;
-            }
+            let Some(record) = self.store.get(target, now.timestamp()).await? else {
+                return self.reply(sender, not_found(target), deadline).await;
+            };
             let name = self.name_of(sender, now).await?;
             let frame = ServerMessage::Chat(Said {
                 from: sender,
@@ -185,15 +242,22 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 sent_at: &rfc3339(now),
             })
             .to_json();
-            match self.post_to(target, &Bytes::from(frame)).await? {
+            let cut_off = self.cut_off(deadline);
+            match self.post_to(target, &Bytes::from(frame), cut_off).await? {
                 Outcome::Done(()) => {
                     tracing::info!(connection_id = sender, to = %target, "chat delivered");
                     Ok(())
                 }
+                Outcome::Gone if is_newcomer(record.connected_at, now) => {
+                    tracing::info!(connection_id = sender, to = %target, "chat target still connecting; kept");
+                    self.reply(sender, still_connecting(target), deadline).await
+                }
                 Outcome::Gone => {
-                    self.store.delete(target).await?;
+                    self.store
+                        .delete_if_connected_at(target, record.connected_at)
+                        .await?;
                     tracing::info!(connection_id = sender, to = %target, "chat target gone; pruned");
-                    self.reply(sender, not_found(target)).await
+                    self.reply(sender, not_found(target), deadline).await
                 }
             }
         })
@@ -203,7 +267,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// `post`: deliver the welcome event to its connection. An early welcome can beat API
     /// Gateway's establishment of the connection and get 410, so 410 is retried within the
     /// welcome budget; `Gone` after that means the client left.
-    pub async fn post(&self, welcome: &WelcomeDetail) -> Result<Outcome<()>, RouteError> {
+    pub async fn post(
+        &self,
+        welcome: &WelcomeDetail,
+        deadline: Deadline,
+    ) -> Result<Outcome<()>, RouteError> {
         let frame = Bytes::from(
             ServerMessage::Welcome {
                 connection_id: &welcome.connection_id,
@@ -212,17 +280,19 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             .to_json(),
         );
         let connection_id = welcome.connection_id.as_str();
-        let outcome = self
-            .settings
-            .welcome_backoff
-            .run(
-                || self.api.post(connection_id, frame.clone()),
-                |result| match result {
-                    Ok(outcome) => *outcome == Outcome::Gone,
-                    Err(error) => error.is_retryable(),
-                },
-            )
-            .await?;
+        let attempts = self.settings.welcome_backoff.run(
+            || self.api.post(connection_id, frame.clone()),
+            |result| match result {
+                Ok(outcome) => *outcome == Outcome::Gone,
+                Err(error) => error.is_retryable(),
+            },
+        );
+        let outcome = match self.cut_off(deadline) {
+            None => attempts.await?,
+            Some(at) => tokio::time::timeout_at(at, attempts).await.map_err(|_| {
+                ApiError::Unavailable("cut off: the invocation's deadline is near".into())
+            })??,
+        };
         match outcome {
             Outcome::Done(()) => tracing::info!(connection_id, "welcome delivered"),
             Outcome::Gone => tracing::warn!(
@@ -233,13 +303,17 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         Ok(outcome)
     }
 
-    /// `cleanup`: remove records past `expiresAt` and records whose connection is gone.
-    pub async fn cleanup(&self) -> Result<CleanupReport, RouteError> {
-        let now = self.clock.now().timestamp();
+    /// `cleanup`: remove records past `expiresAt` and records whose connection is gone, until
+    /// the deadline's margin; the next run goes on from the start.
+    pub async fn cleanup(&self, deadline: Deadline) -> Result<CleanupReport, RouteError> {
+        let now = self.clock.now();
+        let cut_off = self.cut_off(deadline);
+        let stop = deadline.minus(self.settings.deadline_reserve + self.settings.fanout_margin);
         let mut report = CleanupReport::default();
         let checking = self.concurrently(
             paginate(|cursor| self.store.scan_records(None, cursor)),
-            |record| async move { self.check(&record, now).await },
+            stop,
+            |record| async move { self.check(&record, now, cut_off).await },
             |checked| {
                 report.checked += 1;
                 match checked {
@@ -251,24 +325,43 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             },
         );
         // GetConnection for every record is counted, not traced one call at a time.
-        crate::telemetry::counted(checking).await?;
+        let ended = crate::telemetry::counted(checking).await;
+        report.complete = matches!(ended, Ended::Complete);
         tracing::info!(
             checked = report.checked,
             expired = report.expired,
             gone = report.gone,
             failed = report.failed,
+            complete = report.complete,
             "cleanup"
         );
-        Ok(report)
+        match ended {
+            Ended::Failed(error) => Err(error.into()),
+            Ended::Complete | Ended::Stopped => Ok(report),
+        }
     }
 
-    async fn check(&self, record: &ConnectionRecord, now: i64) -> Checked {
+    async fn check(
+        &self,
+        record: &ConnectionRecord,
+        now: DateTime<Utc>,
+        cut_off: Option<tokio::time::Instant>,
+    ) -> Checked {
         let id = record.connection_id.as_str();
-        let verdict = if !record.is_live_at(now) {
+        let verdict = if !record.is_live_at(now.timestamp()) {
             Checked::Expired
         } else {
-            match self.api.describe(id).await {
+            let describe = self.api.describe(id);
+            let described = match cut_off {
+                None => describe.await,
+                Some(at) => tokio::time::timeout_at(at, describe)
+                    .await
+                    .unwrap_or_else(|_| Err(ApiError::Unavailable("cut off".into()))),
+            };
+            match described {
                 Ok(Outcome::Done(_)) => return Checked::Live,
+                // A newcomer whose $connect has not returned yet: not gone.
+                Ok(Outcome::Gone) if is_newcomer(record.connected_at, now) => return Checked::Live,
                 Ok(Outcome::Gone) => Checked::Gone,
                 Err(error) => {
                     tracing::warn!(connection_id = id, %error, "cleanup could not check a connection");
@@ -276,8 +369,14 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 }
             }
         };
-        match self.store.delete(id).await {
-            Ok(()) => verdict,
+        match self
+            .store
+            .delete_if_connected_at(id, record.connected_at)
+            .await
+        {
+            Ok(true) => verdict,
+            // Changed since it was read (a reconnect under the same id): kept.
+            Ok(false) => Checked::Live,
             Err(error) => {
                 tracing::warn!(connection_id = id, %error, "cleanup could not remove a record");
                 Checked::Failed
@@ -295,8 +394,14 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     }
 
     /// Sends the sender a frame. A sender that left meanwhile is not an error.
-    async fn reply(&self, sender: &str, frame: String) -> Result<(), RouteError> {
-        if self.post_to(sender, &Bytes::from(frame)).await? == Outcome::Gone {
+    async fn reply(
+        &self,
+        sender: &str,
+        frame: String,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        let cut_off = self.cut_off(deadline);
+        if self.post_to(sender, &Bytes::from(frame), cut_off).await? == Outcome::Gone {
             tracing::debug!(connection_id = sender, "the sender left before the reply");
         }
         Ok(())
@@ -304,24 +409,62 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
 
     /// Runs a route's work; if the infrastructure fails, tells the sender `internal` (the detail
     /// stays in the logs) and returns the error for the invocation to report.
-    async fn or_tell_internal(
+    async fn or_tell_internal<T>(
         &self,
         sender: &str,
-        work: impl Future<Output = Result<(), RouteError>>,
-    ) -> Result<(), RouteError> {
-        let Err(error) = work.await else {
-            return Ok(());
+        deadline: Deadline,
+        work: impl Future<Output = Result<T, RouteError>>,
+    ) -> Result<T, RouteError> {
+        let error = match work.await {
+            Ok(done) => return Ok(done),
+            Err(error) => error,
         };
         tracing::error!(connection_id = sender, %error, "route failed");
         let internal = ProtocolError::new(
             ErrorCode::Internal,
             "something went wrong on our side; please try again",
         );
-        if let Err(reply_error) = self.reply(sender, internal.to_frame()).await {
+        if let Err(reply_error) = self.reply(sender, internal.to_frame(), deadline).await {
             tracing::warn!(connection_id = sender, error = %reply_error, "could not tell the sender");
         }
         Err(error)
     }
+}
+
+fn still_connecting(connection_id: &str) -> String {
+    ProtocolError::new(
+        ErrorCode::ConnectionNotFound,
+        format!("connection {connection_id} is still connecting: try again in a moment"),
+    )
+    .to_frame()
+}
+
+/// What the sender of a broadcast is told when some live connection may have missed it.
+fn delivery_incomplete(summary: &FanOut, scan_failed: bool) -> String {
+    let mut missed = Vec::new();
+    if summary.failed > 0 {
+        missed.push(format!("{} could not be reached", summary.failed));
+    }
+    if summary.not_attempted > 0 {
+        missed.push(format!(
+            "{} were not attempted before the time limit",
+            summary.not_attempted
+        ));
+    }
+    if !summary.complete && scan_failed {
+        missed.push("the list of connections could not be read to its end".into());
+    } else if !summary.complete {
+        missed.push("the time limit came before the rest of the connections were read".into());
+    }
+    ProtocolError::new(
+        ErrorCode::DeliveryIncomplete,
+        format!(
+            "the broadcast reached {} connections, but {}; send it again to reach everyone (some may get it twice)",
+            summary.delivered,
+            missed.join(", and ")
+        ),
+    )
+    .to_frame()
 }
 
 fn not_found(connection_id: &str) -> String {

@@ -39,7 +39,7 @@ use base64::Engine;
 use chrono::DateTime;
 use serde_json::Value;
 
-use crate::domain::{Chat, CleanupReport, ConnectError, RouteError};
+use crate::domain::{Chat, CleanupReport, ConnectError, Deadline, RouteError};
 use crate::ports::{ConnectionApi, ConnectionStore, EventBus};
 use crate::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE, WelcomeDetail};
 
@@ -54,11 +54,13 @@ pub enum HandlerError {
     Route(#[from] RouteError),
 }
 
-/// Serves one API Gateway websocket event on `route`, the route this function is wired to.
+/// Serves one API Gateway websocket event on `route`, the route this function is wired to,
+/// before `deadline` (the invocation's).
 pub async fn websocket<S, A, B>(
     chat: &Chat<S, A, B>,
     route: RouteKey,
     event: &ApiGatewayWebsocketProxyRequest,
+    deadline: Deadline,
 ) -> Result<ApiGatewayProxyResponse, HandlerError>
 where
     S: ConnectionStore,
@@ -89,11 +91,18 @@ where
         RouteKey::Disconnect => chat.disconnect(connection_id).await?,
         RouteKey::Default => {
             let (frame, binary) = body_bytes(event);
-            chat.default(connection_id, &frame, binary).await?
+            chat.default(connection_id, &frame, binary, deadline)
+                .await?
         }
-        RouteKey::Broadcast => chat.broadcast(connection_id, &body_text(event)).await?,
-        RouteKey::List => chat.list(connection_id).await?,
-        RouteKey::Chat => chat.chat(connection_id, &body_text(event)).await?,
+        RouteKey::Broadcast => {
+            chat.broadcast(connection_id, &body_text(event), deadline)
+                .await?
+        }
+        RouteKey::List => chat.list(connection_id, deadline).await?,
+        RouteKey::Chat => {
+            chat.chat(connection_id, &body_text(event), deadline)
+                .await?
+        }
     }
     Ok(response(200, None))
 }
@@ -102,6 +111,7 @@ where
 pub async fn post<S, A, B>(
     chat: &Chat<S, A, B>,
     event: EventBridgeEvent<Value>,
+    deadline: Deadline,
 ) -> Result<(), HandlerError>
 where
     S: ConnectionStore,
@@ -117,18 +127,21 @@ where
     let welcome: WelcomeDetail = serde_json::from_value(event.detail)
         .map_err(|error| HandlerError::MalformedEvent(format!("welcome detail: {error}")))?;
     tracing::Span::current().record("connection_id", welcome.connection_id.as_str());
-    chat.post(&welcome).await?;
+    chat.post(&welcome, deadline).await?;
     Ok(())
 }
 
 /// Serves the schedule's tick. The event's content does not matter.
-pub async fn cleanup<S, A, B>(chat: &Chat<S, A, B>) -> Result<CleanupReport, HandlerError>
+pub async fn cleanup<S, A, B>(
+    chat: &Chat<S, A, B>,
+    deadline: Deadline,
+) -> Result<CleanupReport, HandlerError>
 where
     S: ConnectionStore,
     A: ConnectionApi,
     B: EventBus,
 {
-    Ok(chat.cleanup().await?)
+    Ok(chat.cleanup(deadline).await?)
 }
 
 fn response(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {

@@ -20,8 +20,11 @@ use super::HandlerError;
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::eventbridge::EventBridgeBus;
 use crate::adapters::management::ManagementApi;
-use crate::config::{FunctionConfig, MANAGEMENT_CALL_TIMEOUT};
-use crate::domain::Chat;
+use crate::config::{
+    DYNAMODB_ATTEMPT_TIMEOUT, DYNAMODB_ATTEMPTS, DYNAMODB_BACKOFF, DYNAMODB_MAX_BACKOFF,
+    FunctionConfig, MANAGEMENT_CALL_TIMEOUT,
+};
+use crate::domain::{Chat, Deadline};
 use crate::ports::SystemClock;
 use crate::protocol::RouteKey;
 use crate::telemetry::{self, Options, Telemetry};
@@ -65,9 +68,26 @@ pub async fn build(config: &FunctionConfig) -> AwsChat {
                 .build(),
         )
         .build();
+    // Throttling (ProvisionedThroughputExceededException, ThrottlingException, ...) and 5xx are
+    // retried by the SDK's standard strategy, with more attempts and shorter pauses than its
+    // defaults (3 attempts, pauses up to 20 s): a chat cannot wait 20 s, and the domain cuts
+    // every fan-out off before the invocation's deadline anyway.
+    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(DYNAMODB_ATTEMPTS)
+                .with_initial_backoff(DYNAMODB_BACKOFF)
+                .with_max_backoff(DYNAMODB_MAX_BACKOFF),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .build();
     Chat {
         store: DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
+            aws_sdk_dynamodb::Client::from_conf(dynamodb),
             &config.connections_table,
             config.scan_page_size,
         ),
@@ -213,7 +233,13 @@ pub async fn serve_route(route: RouteKey) -> Result<(), Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
             Box::pin(async move {
-                let work = Box::pin(super::websocket(&function.chat, route, &event.payload));
+                let deadline = Deadline::from_epoch_millis(event.context.deadline);
+                let work = Box::pin(super::websocket(
+                    &function.chat,
+                    route,
+                    &event.payload,
+                    deadline,
+                ));
                 function.invoke(&event.context, work).await
             })
         },
@@ -227,7 +253,8 @@ pub async fn serve_post() -> Result<(), Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent<Value>>| {
             Box::pin(async move {
-                let work = Box::pin(super::post(&function.chat, event.payload));
+                let deadline = Deadline::from_epoch_millis(event.context.deadline);
+                let work = Box::pin(super::post(&function.chat, event.payload, deadline));
                 function.invoke(&event.context, work).await
             })
         },
@@ -240,13 +267,15 @@ pub async fn serve_cleanup() -> Result<(), Error> {
     let function = &init().await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         Box::pin(async move {
+            let deadline = Deadline::from_epoch_millis(event.context.deadline);
             let work = async {
-                let report = Box::pin(super::cleanup(&function.chat)).await?;
+                let report = Box::pin(super::cleanup(&function.chat, deadline)).await?;
                 Ok(json!({
                     "checked": report.checked,
                     "expired": report.expired,
                     "gone": report.gone,
                     "failed": report.failed,
+                    "complete": report.complete,
                 }))
             };
             function.invoke(&event.context, work).await

@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 pub use registry::Registry;
 
 use crate::adapters::memory::{Delivery, MemoryEventBus, MemoryStore};
-use crate::domain::{Chat, Settings};
+use crate::domain::{Chat, Deadline, Settings};
 use crate::lambda;
 use crate::ports::SystemClock;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
@@ -70,6 +70,9 @@ pub struct Config {
     pub cleanup_interval: Option<Duration>,
     /// Frames queued for one client before it counts as not reading and is dropped.
     pub outbound_queue: usize,
+    /// Each event's time limit, as the function's timeout in AWS (the stack's default: 10 s);
+    /// `None`, no limit.
+    pub function_timeout: Option<Duration>,
     pub settings: Settings,
 }
 
@@ -80,6 +83,7 @@ impl Default for Config {
             limits: Limits::default(),
             cleanup_interval: Some(Duration::from_secs(5 * 60)),
             outbound_queue: 1024,
+            function_timeout: Some(Duration::from_secs(10)),
             settings: Settings::default(),
         }
     }
@@ -94,6 +98,15 @@ pub(crate) struct Shared {
     stage: StageMeta,
     /// Every socket task, so shutdown can wait for their `$disconnect`s.
     tracker: TaskTracker,
+}
+
+impl Shared {
+    /// The deadline of an event handled from now, as Lambda would set it.
+    fn deadline(&self) -> Deadline {
+        self.config
+            .function_timeout
+            .map_or(Deadline::NONE, Deadline::after)
+    }
 }
 
 /// A bound, not yet serving, local gateway.
@@ -218,7 +231,10 @@ async fn deliver_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
                 delivered.id.as_deref().unwrap_or_default(),
                 trace_header.as_deref(),
             );
-            if let Err(error) = lambda::post(&shared.chat, delivered).instrument(span).await {
+            if let Err(error) = lambda::post(&shared.chat, delivered, shared.deadline())
+                .instrument(span)
+                .await
+            {
                 tracing::error!(%error, "post failed");
             }
         });
@@ -244,7 +260,10 @@ async fn run_cleanup(shared: Arc<Shared>, interval: Duration) {
     loop {
         ticks.tick().await;
         let span = invocation("cleanup", &events::gateway_id(), None);
-        if let Err(error) = lambda::cleanup(&shared.chat).instrument(span).await {
+        if let Err(error) = lambda::cleanup(&shared.chat, shared.deadline())
+            .instrument(span)
+            .await
+        {
             tracing::error!(%error, "cleanup failed");
         }
     }

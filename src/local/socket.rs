@@ -76,7 +76,7 @@ pub(crate) async fn upgrade(
     ));
     shared.chat.api.insert(&id, socket.clone());
     let span = super::invocation("connect", request_id(&event), None);
-    let status = match lambda::websocket(&shared.chat, RouteKey::Connect, &event)
+    let status = match lambda::websocket(&shared.chat, RouteKey::Connect, &event, shared.deadline())
         .instrument(span)
         .await
     {
@@ -291,7 +291,7 @@ async fn route_frame(
         other => other.as_str(),
     };
     let span = super::invocation(function, request_id(&event), None);
-    if let Err(error) = lambda::websocket(&shared.chat, route, &event)
+    if let Err(error) = lambda::websocket(&shared.chat, route, &event, shared.deadline())
         .instrument(span)
         .await
     {
@@ -314,9 +314,14 @@ pub(crate) async fn disconnect(
         },
     );
     let span = super::invocation("disconnect", request_id(&event), None);
-    if let Err(error) = lambda::websocket(&shared.chat, RouteKey::Disconnect, &event)
-        .instrument(span)
-        .await
+    if let Err(error) = lambda::websocket(
+        &shared.chat,
+        RouteKey::Disconnect,
+        &event,
+        shared.deadline(),
+    )
+    .instrument(span)
+    .await
     {
         tracing::error!(connection_id = %connection.connection_id, %error, "$disconnect failed");
     }

@@ -47,6 +47,37 @@ async fn the_dynamodb_store_round_trips_a_record() {
 }
 
 #[tokio::test]
+async fn the_dynamodb_store_deletes_only_the_record_that_connected_when_it_was_read() {
+    let store = store(None).await;
+    let first = record("again=", 60);
+    store.put(first.clone()).await.unwrap();
+    let now = Utc::now().timestamp();
+    let read = store.scan_recipients(now, None).await.unwrap().items;
+    let read = read.iter().find(|r| r.connection_id == "again=").unwrap();
+    // A reconnect under the same id writes a newer record before the prune.
+    let second = record("again=", 0);
+    store.put(second).await.unwrap();
+    let deleted = store
+        .delete_if_connected_at("again=", read.connected_at)
+        .await
+        .unwrap();
+    assert!(!deleted, "a record written since is kept");
+    assert!(store.get("again=", now).await.unwrap().is_some());
+    let current = store.get("again=", now).await.unwrap().unwrap();
+    let deleted = store
+        .delete_if_connected_at("again=", current.connected_at)
+        .await
+        .unwrap();
+    assert!(deleted, "the record that was read is deleted");
+    assert_eq!(store.get("again=", now).await.unwrap(), None);
+    let deleted = store
+        .delete_if_connected_at("never-was=", current.connected_at)
+        .await
+        .unwrap();
+    assert!(!deleted, "no record, nothing deleted, no error");
+}
+
+#[tokio::test]
 async fn the_dynamodb_store_paginates_scans_and_skips_expired_records() {
     let store = store(Some(4)).await;
     for i in 0..21 {
@@ -64,9 +95,9 @@ async fn the_dynamodb_store_paginates_scans_and_skips_expired_records() {
     let now = Utc::now().timestamp();
     let (mut ids, mut cursor, mut pages) = (Vec::new(), None, 0);
     loop {
-        let page = store.scan_ids(now, cursor).await.unwrap();
+        let page = store.scan_recipients(now, cursor).await.unwrap();
         pages += 1;
-        ids.extend(page.items);
+        ids.extend(page.items.into_iter().map(|r| r.connection_id));
         cursor = page.next;
         if cursor.is_none() {
             break;

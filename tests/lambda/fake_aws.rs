@@ -33,6 +33,9 @@ struct FakeState {
     gone: Mutex<HashSet<String>>,
     scripted: Mutex<HashMap<String, VecDeque<u16>>>,
     delay: Mutex<Duration>,
+    /// Where DynamoDB requests go (moto), and how many of each operation to throttle first.
+    dynamodb: Mutex<Option<String>>,
+    throttled: Mutex<HashMap<String, usize>>,
 }
 
 #[derive(Clone)]
@@ -77,6 +80,30 @@ impl FakeAws {
             ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.to_owned()),
             ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.endpoint()),
         ]
+    }
+
+    /// Stands in front of DynamoDB at `upstream` (moto): requests pass through, but the next
+    /// `count` calls of `operation` (e.g. `Scan`) answer 400 ProvisionedThroughputExceededException,
+    /// as DynamoDB does when a table's throughput is exceeded. Point AWS_ENDPOINT_URL_DYNAMODB at
+    /// [`FakeAws::endpoint`].
+    pub fn throttle_dynamodb(&self, upstream: &str, operation: &str, count: usize) {
+        *self.state.dynamodb.lock().unwrap() = Some(upstream.to_owned());
+        self.state
+            .throttled
+            .lock()
+            .unwrap()
+            .insert(format!("DynamoDB_20120810.{operation}"), count);
+    }
+
+    /// How many calls of `operation` are still to be throttled.
+    pub fn throttles_left(&self, operation: &str) -> usize {
+        self.state
+            .throttled
+            .lock()
+            .unwrap()
+            .get(&format!("DynamoDB_20120810.{operation}"))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The connection answers 410 from now on.
@@ -149,6 +176,9 @@ async fn put_events(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    if target.starts_with("DynamoDB_20120810.") {
+        return dynamodb(&state, target, &headers, body).await;
+    }
     if target != "AWSEvents.PutEvents" {
         return (
             StatusCode::BAD_REQUEST,
@@ -175,6 +205,91 @@ async fn put_events(
         answer.to_string(),
     )
         .into_response()
+}
+
+/// A DynamoDB call: throttled if scripted, else passed to moto as it came.
+async fn dynamodb(state: &FakeState, target: &str, headers: &HeaderMap, body: String) -> Response {
+    let throttle = {
+        let mut throttled = state.throttled.lock().unwrap();
+        match throttled.get_mut(target) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if throttle {
+        // DynamoDB's answer, as its API reference documents it (AWS JSON 1.0 error shape).
+        let body = json!({
+            "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+            "message": "The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API.",
+        });
+        return (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "application/x-amz-json-1.0")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    let upstream = state.dynamodb.lock().unwrap().clone();
+    let Some(upstream) = upstream else {
+        return (StatusCode::BAD_REQUEST, "no DynamoDB upstream").into_response();
+    };
+    let (status, content_type, answer) = forward(&upstream, target, headers, &body).await;
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [("content-type", content_type)],
+        answer,
+    )
+        .into_response()
+}
+
+/// One HTTP/1.0 POST to `upstream` (so the answer is neither chunked nor kept alive).
+async fn forward(
+    upstream: &str,
+    target: &str,
+    headers: &HeaderMap,
+    body: &str,
+) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = upstream.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let request = format!(
+        "POST / HTTP/1.0\r\nhost: {host}\r\ncontent-type: {}\r\nx-amz-target: {target}\r\nauthorization: {}\r\ncontent-length: {}\r\n\r\n{body}",
+        header("content-type"),
+        header("authorization"),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(502);
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| "application/x-amz-json-1.0".into());
+    (status, content_type, response[split + 4..].to_vec())
 }
 
 fn aws_error(status: u16, error_type: &str) -> Response {

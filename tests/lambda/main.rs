@@ -395,6 +395,134 @@ async fn chat_delivers_to_its_target_and_prunes_a_gone_one() {
     assert_eq!(stack.ids().await, vec!["a=", "b="]);
 }
 
+/// A record 2 s old that answers 410: a newcomer whose `$connect` has not returned yet.
+#[tokio::test]
+async fn a_newcomer_answering_410_is_never_pruned_by_broadcast_chat_or_cleanup() {
+    let stack = Stack::new().await;
+    stack.put("a=", Some("alice"), 60).await;
+    stack.put("new=", None, 2).await;
+    stack.put("old=", None, 60).await;
+    stack.fake.gone("new=");
+    stack.fake.gone("old=");
+    let broadcast = stack.function("broadcast").await;
+    let body = r#"{"action":"broadcast","message":"hi"}"#;
+    broadcast
+        .invoke(&websocket_event("broadcast", "a=", Some(body)))
+        .await
+        .response();
+    assert_eq!(
+        stack.ids().await,
+        vec!["a=", "new="],
+        "only the old 410 is pruned"
+    );
+    assert!(
+        broadcast
+            .logs()
+            .iter()
+            .any(|line| line.contains("\"connecting\":1") && line.contains("\"pruned\":1")),
+        "the summary counts the newcomer"
+    );
+
+    let chat = stack.function("chat").await;
+    let to_new = r#"{"action":"chat","connection":"new=","message":"Yo!"}"#;
+    chat.invoke(&websocket_event("chat", "a=", Some(to_new)))
+        .await
+        .response();
+    let to_a = frames(stack.fake.delivered_to("a="));
+    assert_eq!(to_a.last().unwrap()["code"], "connection_not_found");
+    assert!(
+        to_a.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("still connecting")
+    );
+
+    let cleanup = stack.function("cleanup").await;
+    cleanup.invoke(&json!({})).await.response();
+    assert_eq!(stack.ids().await, vec!["a=", "new="]);
+}
+
+#[tokio::test]
+async fn a_broadcast_cut_short_by_the_deadline_says_so_to_the_sender_and_in_its_log() {
+    let stack = Stack::new().await;
+    for i in 0..30 {
+        stack.put(&format!("c{i:02}="), None, 60).await;
+    }
+    stack.fake.set_delay(std::time::Duration::from_millis(100));
+    let broadcast = stack
+        .function_with("broadcast", &[("FANOUT_CONCURRENCY", "1".into())])
+        .await;
+    // 2 s kept for the span export, posts stop 1 s before that: about 1 s of posts
+    broadcast.api.set_timeout(std::time::Duration::from_secs(4));
+    let started = std::time::Instant::now();
+    let body = r#"{"action":"broadcast","message":"hi"}"#;
+    let answer = broadcast
+        .invoke(&websocket_event("broadcast", "c00=", Some(body)))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let delivered = stack
+        .fake
+        .delivered()
+        .iter()
+        .filter(|(_, body)| body.contains("\"broadcast\""))
+        .count();
+    assert!((2..30).contains(&delivered), "{delivered} delivered");
+    let told = frames(stack.fake.delivered_to("c00="));
+    let told = told.last().unwrap();
+    assert_eq!(told["code"], "delivery_incomplete");
+    assert!(
+        told["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("reached {delivered} connections"))
+    );
+    let summary = broadcast
+        .logs()
+        .into_iter()
+        .find(|line| line.contains("broadcast incomplete"))
+        .expect("the summary is logged");
+    for field in ["delivered", "pruned", "failed", "not_attempted", "complete"] {
+        assert!(
+            summary.contains(&format!("\"{field}\":")),
+            "{field}: {summary}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_scan_is_retried_with_backoff_and_the_broadcast_completes() {
+    let stack = Stack::new().await;
+    for id in ["a=", "b=", "c="] {
+        stack.put(id, None, 60).await;
+    }
+    // four throttled Scans in a row: more than the SDK's default three attempts
+    stack.fake.throttle_dynamodb(moto::endpoint(), "Scan", 4);
+    let broadcast = stack
+        .function_with(
+            "broadcast",
+            &[("AWS_ENDPOINT_URL_DYNAMODB", stack.fake.endpoint())],
+        )
+        .await;
+    let body = r#"{"action":"broadcast","message":"hi"}"#;
+    let answer = broadcast
+        .invoke(&websocket_event("broadcast", "a=", Some(body)))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 200, "{:?}", broadcast.logs());
+    assert_eq!(stack.fake.throttles_left("Scan"), 0);
+    for id in ["a=", "b=", "c="] {
+        let frames = frames(stack.fake.delivered_to(id));
+        assert_eq!(frames.len(), 1, "{id}: {frames:?}");
+        assert_eq!(frames[0]["type"], "broadcast");
+    }
+}
+
 #[tokio::test]
 async fn default_tells_the_client_what_was_wrong() {
     let stack = Stack::new().await;
@@ -459,7 +587,7 @@ async fn cleanup_removes_expired_and_gone_records_only() {
     let report = cleanup.invoke(&scheduler_event).await.response();
     assert_eq!(
         report,
-        json!({"checked": 5, "expired": 1, "gone": 2, "failed": 0})
+        json!({"checked": 5, "expired": 1, "gone": 2, "failed": 0, "complete": true})
     );
     assert_eq!(stack.ids().await, vec!["live1=", "live2="]);
     let described: Vec<String> = stack

@@ -56,6 +56,8 @@ struct Inner {
     init_error: Mutex<Option<(String, Value)>>,
     next_calls: Mutex<Vec<Instant>>,
     next_called: Notify,
+    /// The time each invocation is given (the function's timeout); 30 s unless set.
+    timeout: Mutex<Option<Duration>>,
 }
 
 #[derive(Clone)]
@@ -82,6 +84,11 @@ impl RuntimeApi {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         RuntimeApi { addr, inner }
+    }
+
+    /// Gives every invocation from now on `timeout` (its `Lambda-Runtime-Deadline-Ms`).
+    pub fn set_timeout(&self, timeout: Duration) {
+        *self.inner.timeout.lock().unwrap() = Some(timeout);
     }
 
     /// Queues an event with a fresh request id and the given X-Ray trace header.
@@ -158,8 +165,12 @@ async fn next(State(inner): State<Arc<Inner>>) -> Response {
     loop {
         let queued = inner.queued.notified();
         if let Some(invocation) = inner.queue.lock().unwrap().pop_front() {
-            let deadline =
-                SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(30);
+            let timeout = inner
+                .timeout
+                .lock()
+                .unwrap()
+                .unwrap_or(Duration::from_secs(30));
+            let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + timeout;
             return (
                 [
                     ("lambda-runtime-aws-request-id", invocation.id),
