@@ -201,7 +201,7 @@ pub fn default_route_error(frame: &[u8], binary: bool) -> ProtocolError {
         ),
         Err(error) => ProtocolError::new(
             ErrorCode::InvalidJson,
-            format!("the frame is not valid JSON ({error}): {hint}"),
+            format!("{}: {hint}", not_json(&error)),
         ),
         Ok(_) if binary => ProtocolError::new(
             ErrorCode::UnknownAction,
@@ -261,12 +261,27 @@ fn parse_object(body: &str) -> Result<Map<String, Value>, ProtocolError> {
             ErrorCode::InvalidJson,
             "the frame must be a JSON object",
         )),
-        Err(error) => Err(ProtocolError::new(
-            ErrorCode::InvalidJson,
-            format!("the frame is not valid JSON: {error}"),
-        )),
+        Err(error) => Err(ProtocolError::new(ErrorCode::InvalidJson, not_json(&error))),
     }
 }
+
+/// Why serde_json refused a frame. Two refusals are of valid JSON past the parser's limits, and
+/// say so: nesting deeper than 128 levels, and numbers beyond a 64-bit float (about 1.8e308).
+fn not_json(error: &serde_json::Error) -> String {
+    let detail = error.to_string();
+    if detail.starts_with("recursion limit exceeded") {
+        format!(
+            "the frame nests arrays or objects deeper than {MAX_JSON_DEPTH} levels, more than webchat reads ({detail})"
+        )
+    } else if detail.starts_with("number out of range") {
+        format!("the frame holds a number beyond what webchat reads, a 64-bit float ({detail})")
+    } else {
+        format!("the frame is not valid JSON ({detail})")
+    }
+}
+
+/// The deepest nesting of arrays and objects a frame may have: serde_json's recursion limit.
+pub const MAX_JSON_DEPTH: usize = 128;
 
 /// A required, non-empty string field. Absent and `null` are "missing"; anything else that is not
 /// a non-empty string is "invalid".
@@ -453,6 +468,51 @@ mod tests {
         ] {
             assert_eq!(select_route(other), RouteKey::Default, "{other}");
         }
+    }
+
+    #[test]
+    fn the_largest_delivered_frame_fits_api_gateways_message_quota() {
+        let frame = |message: &str| {
+            ServerMessage::Broadcast(Said {
+                from: "L0SM9cOFvHcCIhw=",
+                name: Some(&"n".repeat(MAX_NAME_BYTES)),
+                message,
+                sent_at: "2026-11-28T08:00:00.000Z",
+            })
+            .to_json()
+            .len()
+        };
+        let quotes = frame(&"\"".repeat(MAX_MESSAGE_BYTES));
+        assert!(
+            quotes > MAX_FRAME_BYTES,
+            "{quotes}: more than one 32 KB frame"
+        );
+        let controls = frame(&"\u{1}".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(controls, 6 * MAX_MESSAGE_BYTES + frame(""));
+        assert!(controls <= MAX_PAYLOAD_BYTES, "{controls}");
+    }
+
+    #[test]
+    fn valid_json_past_the_parsers_limits_says_which_limit() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let error = default_route_error(deep.as_bytes(), false);
+        assert_eq!(error.code, ErrorCode::InvalidJson);
+        assert!(
+            error.message.contains("deeper than 128 levels"),
+            "{}",
+            error.message
+        );
+        let huge = format!(
+            r#"{{"action":"broadcast","message":"hi","n":1{}}}"#,
+            "0".repeat(400)
+        );
+        let error = BroadcastRequest::parse(&huge).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidJson);
+        assert!(
+            error.message.contains("a 64-bit float"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -838,6 +838,7 @@ async fn a_post_that_hangs_is_cut_off_before_the_deadline() {
     join(&chat, "a", None);
     join(&chat, "b", None);
     chat.api.set_delay(Duration::from_secs(30));
+    chat.api.script("a", [Ok(Outcome::Done(()))]); // the sender's reply goes through
     let started = std::time::Instant::now();
     let result = chat
         .chat(
@@ -847,6 +848,11 @@ async fn a_post_that_hangs_is_cut_off_before_the_deadline() {
         )
         .await;
     assert!(result.is_err(), "a post cut off is a failure");
+    assert_eq!(
+        only_error_code(&chat, "a"),
+        "internal",
+        "the sender is told in time"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "a post that never answers does not outlive the deadline ({:?})",

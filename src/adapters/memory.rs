@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -251,7 +252,7 @@ struct ApiState {
     deletes: Vec<String>,
     scripts: HashMap<String, VecDeque<Scripted>>,
     connected_at: Option<DateTime<Utc>>,
-    delay: std::time::Duration,
+    delay: Duration,
 }
 
 impl MemoryConnectionApi {
@@ -276,8 +277,8 @@ impl MemoryConnectionApi {
             .extend(answers);
     }
 
-    /// Every post takes this long before it answers.
-    pub fn set_delay(&self, delay: std::time::Duration) {
+    /// Every post that is not scripted takes this long before it answers.
+    pub fn set_delay(&self, delay: Duration) {
         lock(&self.state).delay = delay;
     }
 
@@ -307,7 +308,18 @@ impl MemoryConnectionApi {
 
 impl ConnectionApi for MemoryConnectionApi {
     async fn post(&self, connection_id: &str, data: Bytes) -> Result<Outcome<()>, ApiError> {
-        let delay = lock(&self.state).delay;
+        let delay = {
+            let state = lock(&self.state);
+            let scripted = state
+                .scripts
+                .get(connection_id)
+                .is_some_and(|answers| !answers.is_empty());
+            if scripted {
+                Duration::ZERO
+            } else {
+                state.delay
+            }
+        };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

@@ -166,6 +166,12 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         deadline.minus(self.settings.deadline_reserve)
     }
 
+    /// When a route's own posts must be over: half the fan-out margin before the cut-off, which
+    /// leaves the sender's reply time to say how they went.
+    pub(crate) fn work_cut_off(&self, deadline: Deadline) -> Option<Instant> {
+        deadline.minus(self.settings.deadline_reserve + self.settings.fanout_margin / 2)
+    }
+
     /// Posts `data` to every live connection in the store, until the deadline's margin. Returns
     /// what happened to each connection, and the Scan's error if one failed after its retries.
     pub(crate) async fn fan_out(
@@ -179,7 +185,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         // Posts start until `stop`; those in flight then are cut off halfway to the cut-off,
         // which leaves the rest of the margin to tell the sender.
         let stop = deadline.minus(reserve + margin);
-        let cut_off = deadline.minus(reserve + margin / 2);
+        let cut_off = self.work_cut_off(deadline);
         let mut summary = FanOut::default();
         let scanned = AtomicUsize::new(0);
         let mut started = 0usize;

@@ -184,7 +184,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
 
     /// `list`: send the sender every live connection, in as many frames as it takes.
     pub async fn list(&self, sender: &str, deadline: Deadline) -> Result<(), RouteError> {
-        let cut_off = self.cut_off(deadline);
+        let cut_off = self.work_cut_off(deadline);
         self.or_tell_internal(sender, deadline, async {
             let now = self.clock.now().timestamp();
             let records = paginate(|cursor| self.store.scan_records(Some(now), cursor));
@@ -242,7 +242,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 sent_at: &rfc3339(now),
             })
             .to_json();
-            let cut_off = self.cut_off(deadline);
+            let cut_off = self.work_cut_off(deadline);
             match self.post_to(target, &Bytes::from(frame), cut_off).await? {
                 Outcome::Done(()) => {
                     tracing::info!(connection_id = sender, to = %target, "chat delivered");
