@@ -19,7 +19,10 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 ///     1009), 10 min idle and 2 h maximum per connection (closed with 1001), `$disconnect` on
 ///     every close;
 ///   - the welcome path: $connect publishes an event that is handed to `post`, and `cleanup`
-///     runs on a timer.
+///     runs on a timer;
+///   - against hostile clients: RFC 6455 close codes (1007, 1002), a cap on what a client may
+///     be owed (frames and pongs), a header timeout, a connection bound at which half-sent
+///     requests give way, and management requests from web pages (Origin) refused.
 ///
 /// Try it: `wscat -c ws://127.0.0.1:3001` then send {"action":"broadcast","message":"hi"},
 /// {"action":"list"} or {"action":"chat","connection":"<id>","message":"yo"}.
@@ -29,7 +32,7 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 /// welcome are one trace.
 ///
 /// Logs go to stderr; the level comes from --log-level, RUST_LOG or LOG_LEVEL. Ctrl-C (or
-/// SIGTERM) closes every connection (1001, running $disconnect) and exits.
+/// SIGTERM) closes every connection (1001, running $disconnect) and exits within about 3 s.
 #[derive(Debug, Parser)]
 #[command(name = "webchat-local", version, verbatim_doc_comment)]
 struct Args {
@@ -56,6 +59,25 @@ struct Args {
     /// Close every connection after this long (API Gateway: 2 h).
     #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
     max_connection_duration: Duration,
+
+    /// Each event's time limit, like the functions' timeout in AWS (the stack's default 10 s):
+    /// a broadcast stops starting posts 3 s before it and tells the sender what was missed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    function_timeout: Duration,
+
+    /// Bytes a client may be owed (frames queued for it, pongs to its pings) before it counts
+    /// as not reading and is dropped.
+    #[arg(long, default_value_t = Config::default().max_outbound_bytes)]
+    max_outbound_bytes: usize,
+
+    /// Close a connection whose request headers have not all arrived after this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+
+    /// Connections held at once; more are closed as they arrive. Default: the open-file limit
+    /// less 32, at most 10000.
+    #[arg(long)]
+    max_connections: Option<usize>,
 
     /// How often `cleanup` runs (0 never): it removes records of connections that are gone.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
@@ -111,8 +133,23 @@ async fn main() -> anyhow::Result<()> {
             max_duration: args.max_connection_duration,
         },
         cleanup_interval: Some(args.cleanup_interval).filter(|interval| !interval.is_zero()),
+        function_timeout: Some(args.function_timeout).filter(|timeout| !timeout.is_zero()),
+        max_outbound_bytes: args.max_outbound_bytes,
+        header_timeout: args.header_timeout,
+        max_connections: args.max_connections,
         ..Config::default()
     };
+    if !args.listen.ip().is_loopback() {
+        let warning = format!(
+            "WARNING: listening on {}, not a loopback address. Anyone who can reach this port can \
+             post frames to any client and close any connection through the management API \
+             (/@connections), which, as in AWS, has no authentication here. Listen on \
+             127.0.0.1 unless this network is yours alone.",
+            args.listen
+        );
+        eprintln!("{warning}");
+        tracing::warn!("{warning}");
+    }
     let stage = config.stage.clone();
     let gateway = Gateway::bind(args.listen, config).await?;
     let http = format!("http://{}", gateway.local_addr());

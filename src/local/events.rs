@@ -89,12 +89,18 @@ pub(crate) fn websocket_event(
             context.event_type = Some("CONNECT".into());
             event.headers = headers.clone();
             event.multi_value_headers = headers.clone();
-            let mut params: HashMap<String, Vec<String>> = HashMap::new();
+            // As API Gateway does: every value in multiValueQueryStringParameters, and the last
+            // one of a repeated key in queryStringParameters (`?name=a&name=b` gives "b").
+            let mut all: HashMap<String, Vec<String>> = HashMap::new();
             for (key, value) in query {
-                params.entry(key.clone()).or_default().push(value.clone());
+                all.entry(key.clone()).or_default().push(value.clone());
             }
-            event.query_string_parameters = params.clone().into();
-            event.multi_value_query_string_parameters = params.into();
+            let last: HashMap<String, Vec<String>> = all
+                .iter()
+                .filter_map(|(key, values)| Some((key.clone(), vec![values.last()?.clone()])))
+                .collect();
+            event.query_string_parameters = last.into();
+            event.multi_value_query_string_parameters = all.into();
         }
         Kind::Message {
             route,

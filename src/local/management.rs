@@ -8,18 +8,36 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::Shared;
 use crate::ports::{ApiError, ConnectionApi, Outcome, rfc3339};
 
-/// `/@connections/{id}` and `/{stage}/@connections/{id}`: the stage, when given, must be ours.
+/// `/@connections/{id}` and `/{stage}/@connections/{id}`: the stage, when given, must be ours,
+/// and the request must not come from a web page.
 fn connection_id(
     shared: &Shared,
+    headers: &HeaderMap,
     params: &HashMap<String, String>,
 ) -> Result<String, Box<Response>> {
+    // AWS SDKs and the CLI send neither header; every browser sends `Origin` with a cross-site
+    // POST or DELETE, and `Sec-Fetch-Site` with every request. Without this, any page the
+    // developer visits could post forged frames to their chat with a simple `text/plain` form.
+    if let Some(origin) = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get("sec-fetch-site"))
+    {
+        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        return Err(Box::new(aws_error(
+            StatusCode::FORBIDDEN,
+            "ForbiddenException",
+            &format!(
+                "the management API does not serve web pages (request from {origin:?}); call it with an AWS SDK, the AWS CLI or curl"
+            ),
+        )));
+    }
     if let Some(stage) = params.get("stage") {
         if *stage != shared.stage.stage {
             return Err(Box::new(aws_error(
@@ -39,9 +57,10 @@ fn connection_id(
 pub(crate) async fn post(
     State(shared): State<Arc<Shared>>,
     Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let id = match connection_id(&shared, &params) {
+    let id = match connection_id(&shared, &headers, &params) {
         Ok(id) => id,
         Err(response) => return *response,
     };
@@ -65,8 +84,9 @@ pub(crate) async fn post(
 pub(crate) async fn get(
     State(shared): State<Arc<Shared>>,
     Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
-    let id = match connection_id(&shared, &params) {
+    let id = match connection_id(&shared, &headers, &params) {
         Ok(id) => id,
         Err(response) => return *response,
     };
@@ -90,8 +110,9 @@ pub(crate) async fn get(
 pub(crate) async fn delete(
     State(shared): State<Arc<Shared>>,
     Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
-    let id = match connection_id(&shared, &params) {
+    let id = match connection_id(&shared, &headers, &params) {
         Ok(id) => id,
         Err(response) => return *response,
     };

@@ -21,9 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 pub use registry::Registry;
@@ -70,6 +73,16 @@ pub struct Config {
     pub cleanup_interval: Option<Duration>,
     /// Frames queued for one client before it counts as not reading and is dropped.
     pub outbound_queue: usize,
+    /// Bytes owed to one client (frames queued, and pongs to its pings) before it counts as not
+    /// reading and is dropped.
+    pub max_outbound_bytes: usize,
+    /// How long a client may take to send a request's headers before its connection is closed.
+    pub header_timeout: Duration,
+    /// Connections (websockets and HTTP) held at once; more are closed as they arrive.
+    /// `None`: the process's open-file limit less a reserve, at most 10 000.
+    pub max_connections: Option<usize>,
+    /// On shutdown, how long clients get to take their close frames before they are dropped.
+    pub shutdown_grace: Duration,
     /// Each event's time limit, as the function's timeout in AWS (the stack's default: 10 s);
     /// `None`, no limit.
     pub function_timeout: Option<Duration>,
@@ -83,6 +96,10 @@ impl Default for Config {
             limits: Limits::default(),
             cleanup_interval: Some(Duration::from_secs(5 * 60)),
             outbound_queue: 1024,
+            max_outbound_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            max_connections: None,
+            shutdown_grace: Duration::from_secs(2),
             function_timeout: Some(Duration::from_secs(10)),
             settings: Settings::default(),
         }
@@ -159,7 +176,8 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` completes, then closes every socket (1001, running `$disconnect`
-    /// for each) and returns.
+    /// for each) and returns within [`Config::shutdown_grace`] and a second, whatever the
+    /// clients do.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -189,30 +207,205 @@ impl Gateway {
                     .delete(management::delete),
             )
             .with_state(shared.clone());
-        let closing = shared.clone();
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(connections = closing.chat.api.len(), "shutting down");
-            closing.chat.api.close_all(1001, "Going away");
-        })
-        .await?;
+        let limit = shared
+            .config
+            .max_connections
+            .unwrap_or_else(default_max_connections);
+        let slots = Arc::new(Semaphore::new(limit.max(1)));
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(shared.config.header_timeout);
+        let closing = tokio_util::sync::CancellationToken::new();
+        let mut connections = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut refused = 0u64;
+        let waiting = Waiting::default();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of file descriptors, say: wait rather than spin.
+                            tracing::warn!(%error, "could not accept a connection");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    // At the bound, a newcomer takes the place of the oldest connection that has
+                    // not sent a request yet (a half-sent one, most likely), so that idle
+                    // sockets cannot lock clients out until the header timeout.
+                    let slot = match slots.clone().try_acquire_owned() {
+                        Ok(slot) => Some(slot),
+                        Err(_) if waiting.evict_oldest() => {
+                            tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                        }
+                        Err(_) => None,
+                    };
+                    let Some(slot) = slot else {
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(limit, refused, "too many connections; closing new ones");
+                        }
+                        continue; // dropping the stream closes it
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let slot = Slot(Arc::new(slot));
+                    let (key, hold) = waiting.add();
+                    let service = connection_service(app.clone(), peer, slot.clone(), hold.clone());
+                    let connection = http
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let closed = closing.clone();
+                    let waiting = waiting.clone();
+                    connections.spawn(async move {
+                        let mut connection = std::pin::pin!(connection);
+                        tokio::select! {
+                            _ = connection.as_mut() => {}
+                            () = hold.evict.cancelled() => {}
+                            () = closed.cancelled() => {
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            }
+                        }
+                        waiting.remove(key);
+                        drop(slot);
+                    });
+                }
+            }
+        }
+        drop(listener);
 
+        // Close every socket (1001) and let requests in flight finish; after the grace, drop
+        // the clients that have not taken their close frame, and whatever HTTP is left.
+        let registry = &shared.chat.api;
+        tracing::info!(connections = registry.len(), "shutting down");
+        registry.close_all(1001, "Going away");
+        closing.cancel();
         shared.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some connections did not close within 5 s");
+        let grace = shared.config.shutdown_grace;
+        let finished = async {
+            shared.tracker.wait().await;
+            while connections.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(grace, finished).await.is_err() {
+            tracing::warn!(
+                left = registry.len(),
+                "some clients did not close within {grace:?}; dropping them"
+            );
+            registry.kill_all();
+            connections.abort_all();
+            // $disconnect of the dropped sockets runs in memory: a moment is plenty.
+            let _ = tokio::time::timeout(Duration::from_secs(1), shared.tracker.wait()).await;
         }
         for task in background {
             task.abort();
         }
         Ok(())
     }
+}
+
+/// How long a newcomer waits for the slot of the connection it evicted.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// The HTTP connections, in the order they came, and whether each has sent a request yet.
+#[derive(Clone, Default)]
+struct Waiting(Arc<std::sync::Mutex<Arrivals>>);
+
+#[derive(Default)]
+struct Arrivals {
+    last: u64,
+    open: std::collections::BTreeMap<u64, Arc<Hold>>,
+}
+
+#[derive(Default)]
+struct Hold {
+    requested: std::sync::atomic::AtomicBool,
+    evict: tokio_util::sync::CancellationToken,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arrivals> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn add(&self) -> (u64, Arc<Hold>) {
+        let mut arrivals = self.lock();
+        arrivals.last += 1;
+        let key = arrivals.last;
+        let hold = Arc::new(Hold::default());
+        arrivals.open.insert(key, hold.clone());
+        (key, hold)
+    }
+
+    fn remove(&self, key: u64) {
+        self.lock().open.remove(&key);
+    }
+
+    /// Closes the oldest connection that has not sent a request; whether there was one.
+    fn evict_oldest(&self) -> bool {
+        let mut arrivals = self.lock();
+        let oldest = arrivals
+            .open
+            .iter()
+            .find(|(_, hold)| !hold.requested.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(key, _)| *key);
+        let Some(hold) = oldest.and_then(|key| arrivals.open.remove(&key)) else {
+            return false;
+        };
+        hold.evict.cancel();
+        true
+    }
+}
+
+/// One client connection's hold on the connection bound, shared by its HTTP connection and,
+/// after an upgrade, its websocket: the slot frees when both are done.
+#[derive(Clone)]
+pub(crate) struct Slot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+/// The router for one connection, with what axum's `ConnectInfo` and the socket's [`Slot`]
+/// read from each request.
+fn connection_service(
+    app: Router,
+    peer: SocketAddr,
+    slot: Slot,
+    hold: Arc<Hold>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        hold.requested
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(slot.clone());
+        let mut app = app.clone();
+        async move { tower_service::Service::call(&mut app, request).await }
+    })
+}
+
+/// The open-file limit less a reserve (for the listener, logs and span export), at most 10 000.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given and reads nothing else.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    soft.saturating_sub(32).clamp(1, 10_000)
 }
 
 /// The stack's EventBridge rule: every welcome event goes to `post`, continuing the trace of

@@ -2,15 +2,15 @@
 //! [`ConnectionApi`] port directly, and the HTTP `@connections` endpoints call it too.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 
 use crate::ports::{ApiError, ConnectionApi, ConnectionInfo, Outcome};
 
@@ -19,15 +19,49 @@ use crate::ports::{ApiError, ConnectionApi, ConnectionInfo, Outcome};
 pub(crate) enum Outbound {
     Text(Utf8Bytes),
     Binary(Bytes),
-    Close { code: u16, reason: &'static str },
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
+    /// Flush what the websocket library has buffered (the pongs it answers pings with), then
+    /// count these bytes as paid.
+    Flush(usize),
+}
+
+impl Outbound {
+    /// The bytes this puts on the wire, near enough: payload and frame header.
+    pub(crate) fn wire_bytes(&self) -> usize {
+        const HEADER: usize = 14;
+        match self {
+            Outbound::Text(text) => text.len() + HEADER,
+            Outbound::Binary(bytes) => bytes.len() + HEADER,
+            Outbound::Close { reason, .. } => reason.len() + 2 + HEADER,
+            Outbound::Flush(owed) => *owed,
+        }
+    }
+}
+
+/// Bytes owed to one client: queued frames and unflushed pongs. The writer pays them off.
+#[derive(Debug, Default)]
+pub(crate) struct Owed(AtomicUsize);
+
+impl Owed {
+    pub(crate) fn paid(&self, bytes: usize) {
+        self.0.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 /// One established connection.
 #[derive(Debug)]
 pub(crate) struct Socket {
     outbound: mpsc::Sender<Outbound>,
-    /// Cancelled when the client cannot keep up: the socket is dropped without ceremony.
+    /// Bytes queued for the client and not yet written, pongs included.
+    owed: Arc<Owed>,
+    max_owed: usize,
+    /// Cancelled when the client cannot keep up, or at shutdown: the socket is dropped without
+    /// ceremony, for the reason in `killed`.
     pub(crate) kill: CancellationToken,
+    killed: OnceLock<(u16, &'static str)>,
     connected_at: DateTime<Utc>,
     last_active_millis: AtomicI64,
     source_ip: Option<String>,
@@ -37,13 +71,18 @@ pub(crate) struct Socket {
 impl Socket {
     pub(crate) fn new(
         outbound: mpsc::Sender<Outbound>,
+        owed: Arc<Owed>,
+        max_owed: usize,
         connected_at: DateTime<Utc>,
         source_ip: Option<String>,
         user_agent: Option<String>,
     ) -> Self {
         Socket {
             outbound,
+            owed,
+            max_owed,
             kill: CancellationToken::new(),
+            killed: OnceLock::new(),
             connected_at,
             last_active_millis: AtomicI64::new(connected_at.timestamp_millis()),
             source_ip,
@@ -56,21 +95,56 @@ impl Socket {
             .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
     }
 
-    /// Queues a frame. A client that lets its queue fill up is too slow to serve: it is dropped,
-    /// as API Gateway drops clients that do not read, rather than buffering without bound.
+    /// Queues a frame. A client that lets its queue fill up (in frames or in bytes) is too slow
+    /// to serve: it is dropped, as API Gateway drops clients that do not read, rather than
+    /// buffering without bound.
     pub(crate) fn send(&self, frame: Outbound) -> Outcome<()> {
+        let bytes = frame.wire_bytes();
+        let owed = self.owed.0.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if owed > self.max_owed {
+            self.owed.paid(bytes);
+            self.not_reading();
+            return Outcome::Gone;
+        }
         match self.outbound.try_send(frame) {
             Ok(()) => {
                 self.touch();
                 Outcome::Done(())
             }
             Err(TrySendError::Full(_)) => {
-                tracing::warn!("a client is not reading its frames; dropping it");
-                self.kill.cancel();
+                self.owed.paid(bytes);
+                self.not_reading();
                 Outcome::Gone
             }
-            Err(TrySendError::Closed(_)) => Outcome::Gone,
+            Err(TrySendError::Closed(_)) => {
+                self.owed.paid(bytes);
+                Outcome::Gone
+            }
         }
+    }
+
+    /// The websocket library answers every ping with a pong by itself: those bytes are owed to
+    /// the client too, and a flush in the queue pays them once they are written.
+    pub(crate) fn owe_pong(&self, payload_bytes: usize) -> Outcome<()> {
+        self.send(Outbound::Flush(payload_bytes + 2))
+    }
+
+    fn not_reading(&self) {
+        if !self.kill.is_cancelled() {
+            tracing::warn!("a client is not reading its frames; dropping it");
+        }
+        self.kill(1008, "the client did not read its frames");
+    }
+
+    /// Drops the socket at once; `$disconnect` reports `code` and `reason`.
+    pub(crate) fn kill(&self, code: u16, reason: &'static str) {
+        let _ = self.killed.set((code, reason));
+        self.kill.cancel();
+    }
+
+    /// Why the socket was killed, if it was.
+    pub(crate) fn killed(&self) -> Option<(u16, &'static str)> {
+        self.killed.get().copied()
     }
 
     fn info(&self) -> ConnectionInfo {
@@ -134,17 +208,26 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Closes every socket (server shutdown).
-    pub(crate) fn close_all(&self, code: u16, reason: &'static str) {
-        let sockets: Vec<Arc<Socket>> = self
-            .sockets
+    fn all(&self) -> Vec<Arc<Socket>> {
+        self.sockets
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .values()
             .cloned()
-            .collect();
-        for socket in sockets {
+            .collect()
+    }
+
+    /// Closes every socket (server shutdown).
+    pub(crate) fn close_all(&self, code: u16, reason: &'static str) {
+        for socket in self.all() {
             socket.send(Outbound::Close { code, reason });
+        }
+    }
+
+    /// Drops every socket at once (shutdown, once the grace is over).
+    pub(crate) fn kill_all(&self) {
+        for socket in self.all() {
+            socket.kill(1001, "server shutdown");
         }
     }
 }

@@ -9,19 +9,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::Extension;
+use axum::extract::Request;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::Shared;
 use super::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
-use super::registry::{Outbound, Socket};
+use super::registry::{Outbound, Owed, Socket};
+use super::{Shared, Slot};
 use crate::lambda;
 use crate::protocol::{RouteKey, select_route};
 use tracing::Instrument;
@@ -38,12 +48,23 @@ pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    slot: Option<Extension<Slot>>,
+    mut request: Request,
 ) -> Response {
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(_) => return not_a_websocket(),
+    let headers = request.headers().clone();
+    if !asks_for_websocket(&headers) {
+        return not_a_websocket();
+    }
+    let accept = match handshake(&headers) {
+        Ok(accept) => accept,
+        Err(refusal) => return *refusal,
+    };
+    let Some(upgrading) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded\n",
+        )
+            .into_response();
     };
     let connection = ConnectionMeta {
         connection_id: gateway_id(),
@@ -63,13 +84,15 @@ pub(crate) async fn upgrade(
         },
     );
     // The socket is registered before $connect runs, so frames posted to it from then on (the
-    // welcome, above all) queue up and are the first the client reads. API Gateway answers 410
-    // in that window instead, but its EventBridge hop outlasts the handshake, so in AWS too the
-    // welcome comes first; in-process delivery is fast enough to race the handshake.
+    // welcome, above all) queue up and reach the client once the handshake completes. API
+    // Gateway answers 410 in that window instead, and `post` retries.
     let id = connection.connection_id.clone();
     let (outbound, queue) = mpsc::channel(shared.config.outbound_queue.max(1));
+    let owed = Arc::new(Owed::default());
     let socket = Arc::new(Socket::new(
         outbound,
+        owed.clone(),
+        shared.config.max_outbound_bytes,
         connection.connected_at,
         connection.source_ip.clone(),
         connection.user_agent.clone(),
@@ -97,32 +120,107 @@ pub(crate) async fn upgrade(
     }
 
     let limits = &shared.config.limits;
-    let on_failure = {
-        let shared = shared.clone();
-        let connection = connection.clone();
-        move |error: axum::Error| {
-            tracing::warn!(connection_id = %connection.connection_id, %error, "the websocket handshake failed after $connect");
-            shared.chat.api.remove(&connection.connection_id);
-            tokio::spawn(async move {
-                disconnect(&shared, &connection, 1006, "handshake failed".into()).await
-            });
-        }
-    };
-    let token = shared.tracker.token();
-    upgrade
+    let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        .max_frame_size(limits.max_frame_bytes)
-        .max_message_size(limits.max_message_bytes)
-        .on_failed_upgrade(on_failure)
-        .on_upgrade(move |websocket| async move {
-            serve(&shared, websocket, connection, socket, queue).await;
-            drop(token);
+        .max_frame_size(Some(limits.max_frame_bytes))
+        .max_message_size(Some(limits.max_message_bytes))
+        // Frames go out as soon as they are written; what the library may buffer (pongs above
+        // all) is capped, and the client is dropped once it owes more than that (see `Owed`).
+        .write_buffer_size(0)
+        .max_write_buffer_size(shared.config.max_outbound_bytes.max(1));
+    let tracker = shared.tracker.clone();
+    tracker.spawn(async move {
+        match upgrading.await {
+            Ok(upgraded) => {
+                let websocket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                serve(&shared, websocket, connection, socket, queue, owed).await;
+            }
+            Err(error) => {
+                tracing::warn!(connection_id = %connection.connection_id, %error, "the websocket handshake failed after $connect");
+                shared.chat.api.remove(&connection.connection_id);
+                disconnect(&shared, &connection, 1006, "handshake failed".into()).await;
+            }
+        }
+        drop(slot);
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::UPGRADE, "websocket".to_owned()),
+            (header::CONNECTION, "Upgrade".to_owned()),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
+}
+
+/// Checks an upgrade request as RFC 6455 (section 4.2.1) asks; the `Sec-WebSocket-Accept` to
+/// answer with, or the refusal: 426 naming the version we speak when the version is wrong
+/// (section 4.4), 400 for anything else missing.
+fn handshake(headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let version = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|value| value.to_str().ok());
+    if version.map(str::trim) != Some("13") {
+        return Err(Box::new(
+            (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "this server speaks websocket version 13 (RFC 6455)\n",
+            )
+                .into_response(),
+        ));
+    }
+    let bad = |what: &str| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("not a websocket upgrade: {what}\n"),
+            )
+                .into_response(),
+        )
+    };
+    if !has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(bad("`Connection` must include `Upgrade`"));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| key.as_bytes())
+        .filter(|key| {
+            base64::engine::general_purpose::STANDARD
+                .decode(key)
+                .is_ok_and(|nonce| nonce.len() == 16)
+        })
+        .ok_or_else(|| bad("`Sec-WebSocket-Key` must be 16 bytes in base64"))?;
+    Ok(derive_accept_key(key))
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| {
+            value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
         })
 }
 
 /// The chat page (`web/index.html`): one self-contained file, no build step. It connects back to
 /// the address it was served from, or to any `ws://` / `wss://` URL given in the page.
 const PAGE: &str = include_str!("../../web/index.html");
+
+/// Whether the request asks for a websocket (`Upgrade: websocket`), well-formed or not.
+fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, header::UPGRADE, "websocket")
+}
 
 /// A plain `GET /` (no upgrade) gets the chat page, as serverless-offline-style tools do.
 fn not_a_websocket() -> Response {
@@ -141,6 +239,9 @@ fn not_a_websocket() -> Response {
         .into_response()
 }
 
+/// An upgraded connection.
+type Socketed = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// Why a connection ended, as `$disconnect` reports it.
 struct Ended {
     code: u16,
@@ -158,14 +259,16 @@ impl Ended {
 
 async fn serve(
     shared: &Arc<Shared>,
-    websocket: WebSocket,
+    websocket: Socketed,
     connection: ConnectionMeta,
     socket: Arc<Socket>,
     queue: mpsc::Receiver<Outbound>,
+    owed: Arc<Owed>,
 ) {
     let id = connection.connection_id.clone();
     let (sink, mut frames) = websocket.split();
-    let mut writer = tokio::spawn(write(sink, queue));
+    let max_frame = shared.config.limits.max_frame_bytes.max(1);
+    let mut writer = tokio::spawn(write(sink, queue, owed, max_frame));
     tracing::debug!(connection_id = %id, "established");
 
     let limits = &shared.config.limits;
@@ -178,11 +281,13 @@ async fn serve(
             frame = frames.next() => {
                 let frame = match frame {
                     None => break Ended::new(1006, "the connection was lost"),
-                    Some(Err(error)) if is_too_big(&error) => {
-                        socket.send(Outbound::Close { code: 1009, reason: "Message too big" });
-                        break Ended::new(1009, "Message too big");
-                    }
-                    Some(Err(error)) => break Ended::new(1006, format!("read error: {error}")),
+                    Some(Err(error)) => match violation(&error) {
+                        Some((code, reason)) => {
+                            socket.send(Outbound::Close { code, reason });
+                            break Ended::new(code, reason);
+                        }
+                        None => break Ended::new(1006, format!("read error: {error}")),
+                    },
                     Some(Ok(frame)) => frame,
                 };
                 idle_at = Instant::now() + limits.idle_timeout;
@@ -196,10 +301,15 @@ async fn serve(
                         let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
                         route_frame(shared, &connection, RouteKey::Default, body, true).await;
                     }
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    // The library has queued a pong already; past the byte cap, the kill below.
+                    Message::Ping(payload) => {
+                        socket.owe_pong(payload.len());
+                    }
+                    Message::Pong(_) => {}
+                    Message::Frame(_) => {} // never read: the library assembles messages
                     Message::Close(frame) => {
                         break match frame {
-                            Some(CloseFrame { code, reason }) => Ended::new(code, reason.as_str()),
+                            Some(CloseFrame { code, reason }) => Ended::new(code.into(), reason.as_str()),
                             None => Ended::new(1005, "closed by the client"),
                         };
                     }
@@ -213,7 +323,10 @@ async fn serve(
                 socket.send(Outbound::Close { code: 1001, reason: "Going away" });
                 break Ended::new(1001, "maximum connection duration");
             }
-            () = socket.kill.cancelled() => break Ended::new(1008, "the client did not read its frames"),
+            () = socket.kill.cancelled() => {
+                let (code, reason) = socket.killed().unwrap_or((1008, "dropped"));
+                break Ended::new(code, reason);
+            }
             // The server closed the socket (DeleteConnection, shutdown): it is closed now, whether
             // or not the client ever answers the close frame.
             written = &mut writer => {
@@ -242,19 +355,52 @@ async fn serve(
 }
 
 /// Drains the outbound queue into the socket until a close frame (whose code it returns) or a
-/// dead socket.
+/// dead socket, paying off what the client is owed as bytes are written.
 async fn write(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut sink: futures_util::stream::SplitSink<Socketed, Message>,
     mut queue: mpsc::Receiver<Outbound>,
+    owed: Arc<Owed>,
+    max_frame: usize,
 ) -> Option<(u16, &'static str)> {
     let mut closed = None;
     while let Some(frame) = queue.recv().await {
+        let bytes = frame.wire_bytes();
         let message = match frame {
+            Outbound::Flush(_) => {
+                if sink.flush().await.is_err() {
+                    break;
+                }
+                owed.paid(bytes);
+                continue;
+            }
+            // Like API Gateway, a message over the frame size goes out in frames of at most
+            // that size ("this applies to @connections commands": AWS's quota table).
+            Outbound::Text(text) if text.len() > max_frame => {
+                let data = Bytes::from(text);
+                if send_fragmented(&mut sink, OpData::Text, data, max_frame)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                owed.paid(bytes);
+                continue;
+            }
+            Outbound::Binary(data) if data.len() > max_frame => {
+                if send_fragmented(&mut sink, OpData::Binary, data, max_frame)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                owed.paid(bytes);
+                continue;
+            }
             Outbound::Text(text) => Message::Text(text),
             Outbound::Binary(bytes) => Message::Binary(bytes),
             Outbound::Close { code, reason } => {
                 let close = Message::Close(Some(CloseFrame {
-                    code,
+                    code: code.into(),
                     reason: reason.into(),
                 }));
                 let _ = sink.send(close).await;
@@ -265,9 +411,32 @@ async fn write(
         if sink.send(message).await.is_err() {
             break;
         }
+        owed.paid(bytes);
     }
     let _ = sink.close().await;
     closed
+}
+
+/// One message as a first frame and continuation frames, each at most `max_frame` bytes.
+async fn send_fragmented(
+    sink: &mut futures_util::stream::SplitSink<Socketed, Message>,
+    kind: OpData,
+    data: Bytes,
+    max_frame: usize,
+) -> Result<(), tungstenite::Error> {
+    let chunks = data.len().div_ceil(max_frame);
+    for index in 0..chunks {
+        let chunk = data.slice(index * max_frame..((index + 1) * max_frame).min(data.len()));
+        let opcode = if index == 0 {
+            OpCode::Data(kind)
+        } else {
+            OpCode::Data(OpData::Continue)
+        };
+        let last = index + 1 == chunks;
+        sink.feed(Message::Frame(Frame::message(chunk, opcode, last)))
+            .await?;
+    }
+    sink.flush().await
 }
 
 async fn route_frame(
@@ -335,15 +504,14 @@ fn request_id(event: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest)
         .unwrap_or_default()
 }
 
-/// A frame or message over API Gateway's size limits.
-fn is_too_big(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>()
-        {
-            return true;
-        }
-        source = current.source();
+/// The close code and reason for a client that broke the rules: a frame or message over API
+/// Gateway's size limits (1009), text that is not UTF-8 (1007), or a violation of RFC 6455 such
+/// as an unmasked frame, reserved bits or an unknown opcode (1002). `None` for an I/O error.
+fn violation(error: &tungstenite::Error) -> Option<(u16, &'static str)> {
+    match error {
+        tungstenite::Error::Capacity(_) => Some((1009, "Message too big")),
+        tungstenite::Error::Utf8(_) => Some((1007, "Invalid UTF-8 in a text frame")),
+        tungstenite::Error::Protocol(_) => Some((1002, "Protocol error")),
+        _ => None,
     }
-    false
 }
