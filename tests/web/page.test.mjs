@@ -93,3 +93,42 @@ test("a hostile display name is refused by the server and explained as text", as
   await page.getByRole("button", { name: "Disconnect" }).click().catch(() => {});
   await page.close();
 });
+
+test("frames that arrive before the welcome are shown, and the list does not wait for it", async () => {
+  // A scripted server: a broadcast first, the welcome 300 ms later, as can happen in AWS
+  // where the welcome takes an EventBridge hop (the protocol promises one welcome, not its place).
+  const { WebSocketServer } = await import("ws");
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((resolve) => server.on("listening", resolve));
+  const received = [];
+  server.on("connection", (socket) => {
+    socket.on("message", (data) => {
+      const frame = JSON.parse(String(data));
+      received.push(frame);
+      if (frame.action === "list") {
+        socket.send(JSON.stringify({ type: "connections", connections: [
+          { connectionId: "early=", name: "early", connectedAt: "2026-11-28T08:00:00.000Z" },
+          { connectionId: "me=", name: null, connectedAt: "2026-11-28T08:00:01.000Z" },
+        ] }));
+      }
+    });
+    socket.send(JSON.stringify({ type: "broadcast", from: "early=", name: "early", message: "before your welcome", sentAt: "2026-11-28T08:00:02.000Z" }));
+    setTimeout(() => socket.send(JSON.stringify({ type: "welcome", connectionId: "me=", message: "Welcome! - connected on me=" })), 300);
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(webchat.http + "?url=" + encodeURIComponent(`ws://127.0.0.1:${server.address().port}/`));
+    await page.getByRole("button", { name: "Connect", exact: true }).click();
+    await page.locator("#log li.welcome").waitFor();
+    const lines = await page.locator("#log li").allTextContents();
+    const broadcastAt = lines.findIndex((line) => line.includes("before your welcome"));
+    const welcomeAt = lines.findIndex((line) => line.includes("connected on me="));
+    assert.ok(broadcastAt >= 0 && broadcastAt < welcomeAt, JSON.stringify(lines));
+    assert.equal(received[0]?.action, "list", "the list is asked for on open, before the welcome");
+    await page.getByRole("button", { name: "me= — you" }).waitFor();
+    await page.getByRole("button", { name: /^early/ }).waitFor();
+    await page.close();
+  } finally {
+    server.close();
+  }
+});
