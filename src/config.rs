@@ -169,6 +169,11 @@ pub const DYNAMODB_BACKOFF: Duration = Duration::from_millis(50);
 pub const DYNAMODB_MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long one DynamoDB attempt may take before it is abandoned and retried.
 pub const DYNAMODB_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a DynamoDB call may take, retries included (the routes cut it shorter near the
+/// invocation's deadline).
+pub const DYNAMODB_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The retry quota of the DynamoDB client: a throttled retry costs 5, a timed-out one 10.
+pub const DYNAMODB_RETRY_QUOTA: usize = 10_000;
 
 #[cfg(test)]
 mod tests {

@@ -228,11 +228,23 @@ impl ConnectionStore for DynamoStore {
             .iter()
             .filter_map(|item| {
                 let expires_at: i64 = item.get(EXPIRES_AT)?.as_n().ok()?.parse().ok()?;
-                let connected_at =
-                    DateTime::parse_from_rfc3339(item.get(CONNECTED_AT)?.as_s().ok()?)
-                        .ok()?
-                        .with_timezone(&Utc);
                 let connection_id = item.get(CONNECTION_ID)?.as_s().ok()?.clone();
+                // A record this code did not write may lack `connectedAt`: still deliver to it,
+                // as to an old connection (a 410 from it is then pruned).
+                let connected_at = item
+                    .get(CONNECTED_AT)
+                    .and_then(|value| value.as_s().ok())
+                    .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+                    .map_or_else(
+                        || {
+                            tracing::warn!(
+                                connection_id,
+                                "a connection item without a valid connectedAt"
+                            );
+                            DateTime::UNIX_EPOCH
+                        },
+                        |at| at.with_timezone(&Utc),
+                    );
                 (live_at < expires_at).then_some(Recipient {
                     connection_id,
                     connected_at,

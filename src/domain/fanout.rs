@@ -153,23 +153,38 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             || self.api.post(connection_id, data.clone()),
             |result| result.as_ref().is_err_and(ApiError::is_retryable),
         );
-        match cut_off {
-            None => attempts.await,
-            Some(at) => tokio::time::timeout_at(at, attempts)
-                .await
-                .unwrap_or_else(|_| Err(ApiError::Unavailable(DEADLINE.into()))),
-        }
+        until(cut_off, attempts)
+            .await
+            .unwrap_or_else(|()| Err(ApiError::Unavailable(DEADLINE.into())))
     }
 
-    /// When every `@connections` call of an invocation must be over.
+    /// The reserve and the fan-out margin for `deadline`: the settings', scaled down for an
+    /// invocation given little time (a fifth and a tenth of it at most).
+    fn margins(&self, deadline: Deadline) -> (Duration, Duration) {
+        let budget = deadline.budget().unwrap_or(Duration::MAX);
+        (
+            self.settings.deadline_reserve.min(budget / 5),
+            self.settings.fanout_margin.min(budget / 10),
+        )
+    }
+
+    /// When every call of an invocation must be over.
     pub(crate) fn cut_off(&self, deadline: Deadline) -> Option<Instant> {
-        deadline.minus(self.settings.deadline_reserve)
+        let (reserve, _) = self.margins(deadline);
+        deadline.minus(reserve)
     }
 
-    /// When a route's own posts must be over: half the fan-out margin before the cut-off, which
-    /// leaves the sender's reply time to say how they went.
+    /// When a route's own work must be over: half the fan-out margin before the cut-off, which
+    /// leaves the sender's reply time to say how it went.
     pub(crate) fn work_cut_off(&self, deadline: Deadline) -> Option<Instant> {
-        deadline.minus(self.settings.deadline_reserve + self.settings.fanout_margin / 2)
+        let (reserve, margin) = self.margins(deadline);
+        deadline.minus(reserve + margin / 2)
+    }
+
+    /// When a fan-out stops starting posts.
+    pub(crate) fn stop_starting(&self, deadline: Deadline) -> Option<Instant> {
+        let (reserve, margin) = self.margins(deadline);
+        deadline.minus(reserve + margin)
     }
 
     /// Posts `data` to every live connection in the store, until the deadline's margin. Returns
@@ -180,11 +195,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         deadline: Deadline,
     ) -> (FanOut, Option<StoreError>) {
         let now = self.clock.now();
-        let reserve = self.settings.deadline_reserve;
-        let margin = self.settings.fanout_margin;
-        // Posts start until `stop`; those in flight then are cut off halfway to the cut-off,
-        // which leaves the rest of the margin to tell the sender.
-        let stop = deadline.minus(reserve + margin);
+        // Posts start until `stop`; those in flight then (prunes included) are cut off halfway
+        // to the cut-off, which leaves the rest of the margin to tell the sender.
+        let stop = self.stop_starting(deadline);
         let cut_off = self.work_cut_off(deadline);
         let mut summary = FanOut::default();
         let scanned = AtomicUsize::new(0);
@@ -214,7 +227,14 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             |recipient| {
                 started += 1;
                 let data = &data;
-                async move { self.deliver_or_prune(&recipient, data, now, cut_off).await }
+                async move {
+                    let delivery = self.deliver_or_prune(&recipient, data, now);
+                    until(cut_off, delivery).await.unwrap_or_else(|_| {
+                        let connection_id = recipient.connection_id.as_str();
+                        tracing::warn!(connection_id, "delivery cut off by the deadline");
+                        Delivery::Failed
+                    })
+                }
             },
             |delivery| match delivery {
                 Delivery::Delivered => summary.delivered += 1,
@@ -249,10 +269,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         recipient: &Recipient,
         data: &Bytes,
         now: DateTime<Utc>,
-        cut_off: Option<Instant>,
     ) -> Delivery {
         let connection_id = recipient.connection_id.as_str();
-        match self.post_to(connection_id, data, cut_off).await {
+        match self.post_to(connection_id, data, None).await {
             Ok(Outcome::Done(())) => Delivery::Delivered,
             Ok(Outcome::Gone) if is_newcomer(recipient.connected_at, now) => {
                 tracing::debug!(connection_id, "410 from a newcomer still connecting; kept");
@@ -323,4 +342,15 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
 }
 
 /// Why a call that the deadline cut off failed.
-const DEADLINE: &str = "cut off: the invocation's deadline is near";
+pub(crate) const DEADLINE: &str = "cut off: the invocation's deadline is near";
+
+/// Runs `work` until `cut_off` (or to its end, without one); `Err(())` if the cut-off came first.
+pub(crate) async fn until<T>(
+    cut_off: Option<Instant>,
+    work: impl Future<Output = T>,
+) -> Result<T, ()> {
+    match cut_off {
+        None => Ok(work.await),
+        Some(at) => tokio::time::timeout_at(at, work).await.map_err(|_| ()),
+    }
+}

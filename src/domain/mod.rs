@@ -31,19 +31,22 @@ pub const CONNECT_WINDOW: Duration = Duration::from_secs(29);
 /// with no limit). Every `@connections` call of a route is cut off before it, so that no post
 /// or retry outlives the function's timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Deadline(Option<Instant>);
+pub struct Deadline(Option<(Instant, Duration)>);
 
 impl Deadline {
     /// No deadline.
     pub const NONE: Deadline = Deadline(None);
 
     pub fn at(instant: Instant) -> Self {
-        Deadline(Some(instant))
+        Deadline(Some((
+            instant,
+            instant.saturating_duration_since(Instant::now()),
+        )))
     }
 
     /// `left` from now.
     pub fn after(left: Duration) -> Self {
-        Deadline(Some(Instant::now() + left))
+        Deadline(Some((Instant::now() + left, left)))
     }
 
     /// Lambda's deadline: epoch milliseconds (the Runtime API's `Lambda-Runtime-Deadline-Ms`).
@@ -54,9 +57,14 @@ impl Deadline {
         Deadline::after(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
     }
 
+    /// The time the invocation was given, from when the deadline was made.
+    pub(crate) fn budget(self) -> Option<Duration> {
+        self.0.map(|(_, budget)| budget)
+    }
+
     /// `margin` before the deadline (maybe already past); `None` without a deadline.
     pub(crate) fn minus(self, margin: Duration) -> Option<Instant> {
-        let at = self.0?;
+        let (at, _) = self.0?;
         Some(at.checked_sub(margin).unwrap_or(at))
     }
 }
@@ -75,10 +83,11 @@ pub struct Settings {
     /// arrive first and get 410: `post` retries 410 within this budget before giving up.
     pub welcome_backoff: Backoff,
     /// Kept free at the end of an invocation, for exporting its spans (at most 2 s): every
-    /// `@connections` call is cut off this long before the deadline.
+    /// call is cut off this long before the deadline. At most a fifth of the invocation's time.
     pub deadline_reserve: Duration,
     /// How long before that cut-off a fan-out stops starting posts, so that the posts in flight
-    /// can finish and the sender can be told how it went.
+    /// can finish and the sender can be told how it went. At most a tenth of the invocation's
+    /// time, so that a function with a short timeout still spends most of it delivering.
     pub fanout_margin: Duration,
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 
-use super::fanout::{Ended, FanOut, is_newcomer, paginate};
+use super::fanout::{DEADLINE, Ended, FanOut, is_newcomer, paginate, until};
 use super::{Chat, Deadline, RouteError};
 use crate::ports::{
     ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
@@ -161,12 +161,16 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 error,
                 "broadcast incomplete"
             );
-            self.reply(
-                sender,
-                delivery_incomplete(&summary, scan_error.is_some()),
-                deadline,
-            )
-            .await?;
+            let told = self
+                .reply(
+                    sender,
+                    delivery_incomplete(&summary, scan_error.is_some()),
+                    deadline,
+                )
+                .await;
+            if let Err(error) = told {
+                tracing::warn!(connection_id = sender, %error, "could not tell the sender");
+            }
         } else {
             tracing::info!(
                 connection_id = sender,
@@ -287,12 +291,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 Err(error) => error.is_retryable(),
             },
         );
-        let outcome = match self.cut_off(deadline) {
-            None => attempts.await?,
-            Some(at) => tokio::time::timeout_at(at, attempts).await.map_err(|_| {
-                ApiError::Unavailable("cut off: the invocation's deadline is near".into())
-            })??,
-        };
+        let outcome = until(self.cut_off(deadline), attempts)
+            .await
+            .map_err(|()| ApiError::Unavailable(DEADLINE.into()))??;
         match outcome {
             Outcome::Done(()) => tracing::info!(connection_id, "welcome delivered"),
             Outcome::Gone => tracing::warn!(
@@ -307,13 +308,16 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// the deadline's margin; the next run goes on from the start.
     pub async fn cleanup(&self, deadline: Deadline) -> Result<CleanupReport, RouteError> {
         let now = self.clock.now();
-        let cut_off = self.cut_off(deadline);
-        let stop = deadline.minus(self.settings.deadline_reserve + self.settings.fanout_margin);
+        let cut_off = self.work_cut_off(deadline);
         let mut report = CleanupReport::default();
         let checking = self.concurrently(
             paginate(|cursor| self.store.scan_records(None, cursor)),
-            stop,
-            |record| async move { self.check(&record, now, cut_off).await },
+            self.stop_starting(deadline),
+            |record| async move {
+                until(cut_off, self.check(&record, now))
+                    .await
+                    .unwrap_or(Checked::Failed)
+            },
             |checked| {
                 report.checked += 1;
                 match checked {
@@ -341,24 +345,12 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         }
     }
 
-    async fn check(
-        &self,
-        record: &ConnectionRecord,
-        now: DateTime<Utc>,
-        cut_off: Option<tokio::time::Instant>,
-    ) -> Checked {
+    async fn check(&self, record: &ConnectionRecord, now: DateTime<Utc>) -> Checked {
         let id = record.connection_id.as_str();
         let verdict = if !record.is_live_at(now.timestamp()) {
             Checked::Expired
         } else {
-            let describe = self.api.describe(id);
-            let described = match cut_off {
-                None => describe.await,
-                Some(at) => tokio::time::timeout_at(at, describe)
-                    .await
-                    .unwrap_or_else(|_| Err(ApiError::Unavailable("cut off".into()))),
-            };
-            match described {
+            match self.api.describe(id).await {
                 Ok(Outcome::Done(_)) => return Checked::Live,
                 // A newcomer whose $connect has not returned yet: not gone.
                 Ok(Outcome::Gone) if is_newcomer(record.connected_at, now) => return Checked::Live,
@@ -407,17 +399,20 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         Ok(())
     }
 
-    /// Runs a route's work; if the infrastructure fails, tells the sender `internal` (the detail
-    /// stays in the logs) and returns the error for the invocation to report.
+    /// Runs a route's work until the deadline's cut-off for it; if the infrastructure fails (or
+    /// the cut-off comes first), tells the sender `internal` (the detail stays in the logs) and
+    /// returns the error for the invocation to report.
     async fn or_tell_internal<T>(
         &self,
         sender: &str,
         deadline: Deadline,
         work: impl Future<Output = Result<T, RouteError>>,
     ) -> Result<T, RouteError> {
+        let work = until(self.work_cut_off(deadline), work);
         let error = match work.await {
-            Ok(done) => return Ok(done),
-            Err(error) => error,
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(error)) => error,
+            Err(()) => RouteError::Api(ApiError::Unavailable(DEADLINE.into())),
         };
         tracing::error!(connection_id = sender, %error, "route failed");
         let internal = ProtocolError::new(

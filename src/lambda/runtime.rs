@@ -22,12 +22,13 @@ use crate::adapters::eventbridge::EventBridgeBus;
 use crate::adapters::management::ManagementApi;
 use crate::config::{
     DYNAMODB_ATTEMPT_TIMEOUT, DYNAMODB_ATTEMPTS, DYNAMODB_BACKOFF, DYNAMODB_MAX_BACKOFF,
-    FunctionConfig, MANAGEMENT_CALL_TIMEOUT,
+    DYNAMODB_OPERATION_TIMEOUT, DYNAMODB_RETRY_QUOTA, FunctionConfig, MANAGEMENT_CALL_TIMEOUT,
 };
 use crate::domain::{Chat, Deadline};
 use crate::ports::SystemClock;
 use crate::protocol::RouteKey;
 use crate::telemetry::{self, Options, Telemetry};
+use aws_sdk_dynamodb::config::retry::{RetryPartition, TokenBucket};
 use tracing::Instrument;
 
 /// The routes over the AWS adapters.
@@ -79,9 +80,18 @@ pub async fn build(config: &FunctionConfig) -> AwsChat {
                 .with_initial_backoff(DYNAMODB_BACKOFF)
                 .with_max_backoff(DYNAMODB_MAX_BACKOFF),
         )
+        // The SDK's retry quota (500 tokens, 5 a throttled retry) is shared by the whole
+        // process: a throttled fan-out's prunes would drain it in a hundred retries, after which
+        // nothing is retried at all. A larger bucket keeps the brake on retry storms.
+        .retry_partition(
+            RetryPartition::custom("webchat-dynamodb")
+                .token_bucket(TokenBucket::new(DYNAMODB_RETRY_QUOTA))
+                .build(),
+        )
         .timeout_config(
             TimeoutConfig::builder()
                 .operation_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT)
+                .operation_timeout(DYNAMODB_OPERATION_TIMEOUT)
                 .build(),
         )
         .build();

@@ -445,14 +445,15 @@ async fn a_newcomer_answering_410_is_never_pruned_by_broadcast_chat_or_cleanup()
 #[tokio::test]
 async fn a_broadcast_cut_short_by_the_deadline_says_so_to_the_sender_and_in_its_log() {
     let stack = Stack::new().await;
-    for i in 0..30 {
+    for i in 0..60 {
         stack.put(&format!("c{i:02}="), None, 60).await;
     }
     stack.fake.set_delay(std::time::Duration::from_millis(100));
     let broadcast = stack
         .function_with("broadcast", &[("FANOUT_CONCURRENCY", "1".into())])
         .await;
-    // 2 s kept for the span export, posts stop 1 s before that: about 1 s of posts
+    // a fifth kept for the span export, posts stop a tenth before that: 2.8 s of posts at
+    // 100 ms each, one at a time, for 60 connections that would take 6 s
     broadcast.api.set_timeout(std::time::Duration::from_secs(4));
     let started = std::time::Instant::now();
     let body = r#"{"action":"broadcast","message":"hi"}"#;
@@ -472,7 +473,7 @@ async fn a_broadcast_cut_short_by_the_deadline_says_so_to_the_sender_and_in_its_
         .iter()
         .filter(|(_, body)| body.contains("\"broadcast\""))
         .count();
-    assert!((2..30).contains(&delivered), "{delivered} delivered");
+    assert!((1..60).contains(&delivered), "{delivered} delivered");
     let told = frames(stack.fake.delivered_to("c00="));
     let told = told.last().unwrap();
     assert_eq!(told["code"], "delivery_incomplete");
