@@ -139,6 +139,15 @@ async fn main() -> anyhow::Result<()> {
         max_connections: args.max_connections,
         ..Config::default()
     };
+    // A client must be able to be owed at least one message of the largest size.
+    let least = args.max_message_bytes.saturating_add(1024);
+    if args.max_outbound_bytes < least {
+        anyhow::bail!(
+            "--max-outbound-bytes {} is too small: it must hold the largest message a client can \
+             be sent (--max-message-bytes, plus 1 KiB), so at least {least}",
+            args.max_outbound_bytes
+        );
+    }
     if !args.listen.ip().is_loopback() {
         let warning = format!(
             "WARNING: listening on {}, not a loopback address. Anyone who can reach this port can \

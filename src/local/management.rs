@@ -65,8 +65,18 @@ pub(crate) async fn post(
         Err(response) => return *response,
     };
     let limit = shared.config.limits.max_message_bytes;
-    let Ok(data) = to_bytes(body, limit).await else {
-        return too_large(limit);
+    // A body sent a byte at a time must not hold the connection: it gets the header timeout.
+    let data = match tokio::time::timeout(shared.config.header_timeout, to_bytes(body, limit)).await
+    {
+        Ok(Ok(data)) => data,
+        Ok(Err(_)) => return too_large(limit),
+        Err(_) => {
+            return aws_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                "the request body did not arrive in time",
+            );
+        }
     };
     match shared.chat.api.post(&id, data).await {
         Ok(Outcome::Done(())) => StatusCode::OK.into_response(),

@@ -3,6 +3,7 @@
 //!
 //! - [`socket`]: websocket upgrades on `/` (`$connect` decides the handshake), route selection,
 //!   API Gateway's limits, `$disconnect` on every close.
+//! - [`listener`]: accepting connections within a bound, with a header timeout.
 //! - [`management`]: the `@connections` API on the same port.
 //! - [`registry`]: the live sockets; the management-API adapter of the local stack.
 //! - [`events`]: events shaped as API Gateway and EventBridge deliver them.
@@ -11,6 +12,7 @@
 //! EventBridge event shape, as the stack's rule does. A timer runs `cleanup` as the schedule does.
 
 mod events;
+mod listener;
 mod management;
 mod registry;
 mod socket;
@@ -21,12 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::routing::get;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 pub use registry::Registry;
@@ -115,6 +114,8 @@ pub(crate) struct Shared {
     stage: StageMeta,
     /// Every socket task, so shutdown can wait for their `$disconnect`s.
     tracker: TaskTracker,
+    /// Cancelled at shutdown: HTTP connections finish what they are doing, upgrades are refused.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Shared {
@@ -156,6 +157,7 @@ impl Gateway {
             config,
             stage,
             tracker: TaskTracker::new(),
+            closing: tokio_util::sync::CancellationToken::new(),
         });
         Ok(Gateway {
             listener,
@@ -207,86 +209,22 @@ impl Gateway {
                     .delete(management::delete),
             )
             .with_state(shared.clone());
-        let limit = shared
-            .config
-            .max_connections
-            .unwrap_or_else(default_max_connections);
-        let slots = Arc::new(Semaphore::new(limit.max(1)));
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(shared.config.header_timeout);
-        let closing = tokio_util::sync::CancellationToken::new();
-        let mut connections = JoinSet::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut refused = 0u64;
-        let waiting = Waiting::default();
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            // Out of file descriptors, say: wait rather than spin.
-                            tracing::warn!(%error, "could not accept a connection");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    // At the bound, a newcomer takes the place of the oldest connection that has
-                    // not sent a request yet (a half-sent one, most likely), so that idle
-                    // sockets cannot lock clients out until the header timeout.
-                    let slot = match slots.clone().try_acquire_owned() {
-                        Ok(slot) => Some(slot),
-                        Err(_) if waiting.evict_oldest() => {
-                            tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
-                                .await
-                                .ok()
-                                .and_then(Result::ok)
-                        }
-                        Err(_) => None,
-                    };
-                    let Some(slot) = slot else {
-                        refused += 1;
-                        if refused.is_power_of_two() {
-                            tracing::warn!(limit, refused, "too many connections; closing new ones");
-                        }
-                        continue; // dropping the stream closes it
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let slot = Slot(Arc::new(slot));
-                    let (key, hold) = waiting.add();
-                    let service = connection_service(app.clone(), peer, slot.clone(), hold.clone());
-                    let connection = http
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    let closed = closing.clone();
-                    let waiting = waiting.clone();
-                    connections.spawn(async move {
-                        let mut connection = std::pin::pin!(connection);
-                        tokio::select! {
-                            _ = connection.as_mut() => {}
-                            () = hold.evict.cancelled() => {}
-                            () = closed.cancelled() => {
-                                connection.as_mut().graceful_shutdown();
-                                let _ = connection.await;
-                            }
-                        }
-                        waiting.remove(key);
-                        drop(slot);
-                    });
-                }
-            }
-        }
-        drop(listener);
+        let rules = listener::Rules {
+            max_connections: shared
+                .config
+                .max_connections
+                .unwrap_or_else(listener::default_max_connections),
+            header_timeout: shared.config.header_timeout,
+        };
+        let closing = shared.closing.clone();
+        let mut connections = listener::accept(listener, app, rules, closing, shutdown).await;
 
         // Close every socket (1001) and let requests in flight finish; after the grace, drop
         // the clients that have not taken their close frame, and whatever HTTP is left.
         let registry = &shared.chat.api;
         tracing::info!(connections = registry.len(), "shutting down");
         registry.close_all(1001, "Going away");
-        closing.cancel();
+        shared.closing.cancel();
         shared.tracker.close();
         let grace = shared.config.shutdown_grace;
         let finished = async {
@@ -308,104 +246,6 @@ impl Gateway {
         }
         Ok(())
     }
-}
-
-/// How long a newcomer waits for the slot of the connection it evicted.
-const EVICTION_WAIT: Duration = Duration::from_millis(200);
-
-/// The HTTP connections, in the order they came, and whether each has sent a request yet.
-#[derive(Clone, Default)]
-struct Waiting(Arc<std::sync::Mutex<Arrivals>>);
-
-#[derive(Default)]
-struct Arrivals {
-    last: u64,
-    open: std::collections::BTreeMap<u64, Arc<Hold>>,
-}
-
-#[derive(Default)]
-struct Hold {
-    requested: std::sync::atomic::AtomicBool,
-    evict: tokio_util::sync::CancellationToken,
-}
-
-impl Waiting {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Arrivals> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn add(&self) -> (u64, Arc<Hold>) {
-        let mut arrivals = self.lock();
-        arrivals.last += 1;
-        let key = arrivals.last;
-        let hold = Arc::new(Hold::default());
-        arrivals.open.insert(key, hold.clone());
-        (key, hold)
-    }
-
-    fn remove(&self, key: u64) {
-        self.lock().open.remove(&key);
-    }
-
-    /// Closes the oldest connection that has not sent a request; whether there was one.
-    fn evict_oldest(&self) -> bool {
-        let mut arrivals = self.lock();
-        let oldest = arrivals
-            .open
-            .iter()
-            .find(|(_, hold)| !hold.requested.load(std::sync::atomic::Ordering::Relaxed))
-            .map(|(key, _)| *key);
-        let Some(hold) = oldest.and_then(|key| arrivals.open.remove(&key)) else {
-            return false;
-        };
-        hold.evict.cancel();
-        true
-    }
-}
-
-/// One client connection's hold on the connection bound, shared by its HTTP connection and,
-/// after an upgrade, its websocket: the slot frees when both are done.
-#[derive(Clone)]
-pub(crate) struct Slot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
-
-/// The router for one connection, with what axum's `ConnectInfo` and the socket's [`Slot`]
-/// read from each request.
-fn connection_service(
-    app: Router,
-    peer: SocketAddr,
-    slot: Slot,
-    hold: Arc<Hold>,
-) -> impl hyper::service::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future = impl Send,
-> + Clone {
-    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        hold.requested
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(slot.clone());
-        let mut app = app.clone();
-        async move { tower_service::Service::call(&mut app, request).await }
-    })
-}
-
-/// The open-file limit less a reserve (for the listener, logs and span export), at most 10 000.
-fn default_max_connections() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given and reads nothing else.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
-    } else {
-        1024
-    };
-    soft.saturating_sub(32).clamp(1, 10_000)
 }
 
 /// The stack's EventBridge rule: every welcome event goes to `post`, continuing the trace of

@@ -29,9 +29,10 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
+use super::Shared;
 use super::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
+use super::listener::Slot;
 use super::registry::{Outbound, Owed, Socket};
-use super::{Shared, Slot};
 use crate::lambda;
 use crate::protocol::{RouteKey, select_route};
 use tracing::Instrument;
@@ -54,6 +55,9 @@ pub(crate) async fn upgrade(
     let headers = request.headers().clone();
     if !asks_for_websocket(&headers) {
         return not_a_websocket();
+    }
+    if shared.closing.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let accept = match handshake(&headers) {
         Ok(accept) => accept,
@@ -508,7 +512,10 @@ fn request_id(event: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest)
 /// Gateway's size limits (1009), text that is not UTF-8 (1007), or a violation of RFC 6455 such
 /// as an unmasked frame, reserved bits or an unknown opcode (1002). `None` for an I/O error.
 fn violation(error: &tungstenite::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::error::ProtocolError;
     match error {
+        // The client went away without a close frame: a lost connection (1006), not a violation.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         tungstenite::Error::Capacity(_) => Some((1009, "Message too big")),
         tungstenite::Error::Utf8(_) => Some((1007, "Invalid UTF-8 in a text frame")),
         tungstenite::Error::Protocol(_) => Some((1002, "Protocol error")),

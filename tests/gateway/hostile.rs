@@ -231,8 +231,10 @@ async fn a_client_that_floods_pings_and_never_reads_is_dropped() {
     let mut sent = 0usize;
     let started = Instant::now();
     while sent < 64 * 1024 * 1024 && started.elapsed() < PATIENCE {
-        if stream.write_all(&ping).await.is_err() {
-            break;
+        match tokio::time::timeout(PATIENCE, stream.write_all(&ping)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => panic!("the server stopped reading pings but never dropped the client"),
         }
         sent += ping.len();
     }
@@ -353,4 +355,47 @@ async fn a_message_over_the_frame_size_goes_out_in_frames_of_at_most_32_kb() {
         "a text frame, then continuations"
     );
     assert_eq!(frames.iter().map(|(_, len)| len).sum::<usize>(), body.len());
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_without_a_close_frame_is_not_a_protocol_error() {
+    let gateway = spawn().await;
+    let (mut watcher, _) = gateway.join("").await;
+    let mut stream = raw_websocket(&gateway, "").await;
+    let (_, _, welcome) = server_frame(&mut stream).await.unwrap();
+    let id = serde_json::from_slice::<serde_json::Value>(&welcome).unwrap()["connectionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    stream.shutdown().await.unwrap(); // FIN, no close frame
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+    assert!(
+        !rest.starts_with(&[0x88]),
+        "no close frame (a 1002, say) is sent to a client that left: {rest:?}"
+    );
+    gateway.wait_until_gone(&id).await;
+    watcher.send_json(json!({"action":"list"})).await;
+    let list = watcher.next_of_type("connections").await;
+    assert!(!list.to_string().contains(&id), "{list}");
+}
+
+#[tokio::test]
+async fn a_request_body_sent_a_byte_at_a_time_times_out() {
+    let gateway = spawn_with(Config {
+        header_timeout: Duration::from_millis(500),
+        ..Config::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(b"POST /@connections/x HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nab")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
