@@ -101,10 +101,11 @@ test("frames that arrive before the welcome are shown, and the list does not wai
   const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
   await new Promise((resolve) => server.on("listening", resolve));
   const received = [];
+  let welcomed = false;
   server.on("connection", (socket) => {
     socket.on("message", (data) => {
       const frame = JSON.parse(String(data));
-      received.push(frame);
+      received.push({ ...frame, beforeWelcome: !welcomed });
       if (frame.action === "list") {
         socket.send(JSON.stringify({ type: "connections", connections: [
           { connectionId: "early=", name: "early", connectedAt: "2026-11-28T08:00:00.000Z" },
@@ -113,7 +114,10 @@ test("frames that arrive before the welcome are shown, and the list does not wai
       }
     });
     socket.send(JSON.stringify({ type: "broadcast", from: "early=", name: "early", message: "before your welcome", sentAt: "2026-11-28T08:00:02.000Z" }));
-    setTimeout(() => socket.send(JSON.stringify({ type: "welcome", connectionId: "me=", message: "Welcome! - connected on me=" })), 300);
+    setTimeout(() => {
+      welcomed = true;
+      socket.send(JSON.stringify({ type: "welcome", connectionId: "me=", message: "Welcome! - connected on me=" }));
+    }, 300);
   });
   try {
     const page = await browser.newPage();
@@ -124,7 +128,8 @@ test("frames that arrive before the welcome are shown, and the list does not wai
     const broadcastAt = lines.findIndex((line) => line.includes("before your welcome"));
     const welcomeAt = lines.findIndex((line) => line.includes("connected on me="));
     assert.ok(broadcastAt >= 0 && broadcastAt < welcomeAt, JSON.stringify(lines));
-    assert.equal(received[0]?.action, "list", "the list is asked for on open, before the welcome");
+    assert.equal(received[0]?.action, "list");
+    assert.equal(received[0]?.beforeWelcome, true, "the list is asked for on open, not after the welcome");
     await page.getByRole("button", { name: "me= — you" }).waitFor();
     await page.getByRole("button", { name: /^early/ }).waitFor();
     await page.close();
