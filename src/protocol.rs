@@ -1,5 +1,6 @@
 //! The wire protocol: what clients send, what the server sends back, the limits that keep every
 //! frame within API Gateway's quotas, and API Gateway's route selection (`$request.body.action`).
+//! The contract clients depend on is `docs/protocol.md`.
 //!
 //! Everything here is pure: parsing and validation turn untrusted text into typed requests or a
 //! [`ProtocolError`] carrying a stable [`ErrorCode`] and a readable message. Nothing here panics on

@@ -1,4 +1,4 @@
-//! One end-to-end suite for any stage. Without `WEBCHAT_URL` it starts `webchat-local` (as CI
+//! One end-to-end suite for any stage, for the contract in `docs/protocol.md`. Without `WEBCHAT_URL` it starts `webchat-local` (as CI
 //! does); against a deployed stage:
 //!
 //!     WEBCHAT_URL=wss://{api-id}.execute-api.{region}.amazonaws.com/{stage} [WEBCHAT_IAM=1] \

@@ -1,5 +1,5 @@
-//! The local gateway, driven with real websocket and HTTP clients: the wire protocol, the
-//! `@connections` API, API Gateway's limits, disconnects and bad input.
+//! The local gateway, driven with real websocket and HTTP clients: the wire protocol (the contract
+//! in `docs/protocol.md`), the `@connections` API, API Gateway's limits, disconnects and bad input.
 
 mod helpers;
 mod hostile;
