@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{FilterExt, Targets, dynamic_filter_fn};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -144,11 +144,14 @@ pub fn init(options: Options) -> Telemetry {
             .with_filter(log_filter)
             .boxed(),
     };
-    // Only this crate's spans become OpenTelemetry spans; the AWS SDK's internal spans would
-    // multiply every call into several.
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(Targets::new().with_target("webchat", Level::INFO));
+    // Only this crate's spans become OpenTelemetry spans (the AWS SDK's internal spans would
+    // multiply every call into several), less the per-connection calls a span counts instead.
+    let spans =
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(Targets::new().with_target("webchat", Level::INFO).and(
+                dynamic_filter_fn(|metadata, context| !counted_elsewhere(metadata, context)),
+            ));
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(spans)
@@ -219,6 +222,47 @@ pub fn xray_trace_id(trace_id: TraceId) -> String {
     format!("1-{}-{}", &hex[..8], &hex[8..])
 }
 
+/// The target of [`connection_span`]s.
+const PER_CONNECTION: &str = "webchat::aws::connection";
+
+/// The spans that count the calls made inside them: a `fan_out` or a `cleanup` records its
+/// counts rather than ten thousand spans of one call each.
+const COUNTING_SPANS: [&str; 2] = ["fan_out", "cleanup"];
+
+/// A span for one AWS API call about one connection (`@connections`). Exported, except inside
+/// a span that counts such calls instead (a fan-out, a cleanup): the telemetry setup leaves
+/// them out there.
+pub fn connection_span(operation: &'static str) -> Span {
+    tracing::info_span!(
+        target: PER_CONNECTION,
+        "aws_call",
+        otel.name = %format_args!("ApiGatewayManagementApi.{operation}"),
+        otel.kind = "client",
+        rpc.system = "aws-api",
+        rpc.service = "ApiGatewayManagementApi",
+        rpc.method = operation,
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Whether a span is left out of the export: a per-connection call inside a counting span.
+fn counted_elsewhere<S>(
+    metadata: &tracing::Metadata<'_>,
+    context: &tracing_subscriber::layer::Context<'_, S>,
+) -> bool
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    metadata.is_span()
+        && metadata.target() == PER_CONNECTION
+        && context.lookup_current().is_some_and(|current| {
+            current
+                .scope()
+                .any(|span| COUNTING_SPANS.contains(&span.name()))
+        })
+}
+
 /// A span for one AWS API call.
 pub fn aws_span(service: &'static str, operation: &'static str) -> Span {
     tracing::info_span!(
@@ -260,21 +304,6 @@ pub fn invocation_span(function: &str, request_id: &str, cold_start: bool) -> Sp
         connection_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     )
-}
-
-tokio::task_local! {
-    static COUNTED: ();
-}
-
-/// Runs `work` with per-call spans off: a fan-out records counts on its own span rather than
-/// ten thousand spans of one post each.
-pub async fn counted<F: Future>(work: F) -> F::Output {
-    COUNTED.scope((), work).await
-}
-
-/// Whether the current task is inside [`counted`].
-pub fn is_counted() -> bool {
-    COUNTED.try_with(|_| ()).is_ok()
 }
 
 /// A JSON log line with the fields of every enclosing span flattened to the top level (so

@@ -12,19 +12,16 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::ports::{ApiError, ConnectionApi, ConnectionInfo, Outcome};
-use crate::telemetry::{aws_span, is_counted};
+use crate::telemetry::connection_span;
 
-/// Runs one management-API call in its own span with its outcome, unless a fan-out is counting
-/// its calls instead.
+/// Runs one management-API call in its own span with its outcome (the telemetry setup leaves
+/// it out of the export inside a fan-out or a cleanup, which count their calls instead).
 async fn traced<T>(
     operation: &'static str,
     work: impl std::future::Future<Output = Result<Outcome<T>, ApiError>>,
 ) -> Result<Outcome<T>, ApiError> {
     use tracing::Instrument;
-    if is_counted() {
-        return work.await;
-    }
-    let span = aws_span("ApiGatewayManagementApi", operation);
+    let span = connection_span(operation);
     let result = work.instrument(span.clone()).await;
     let outcome = match &result {
         Ok(Outcome::Done(_)) => "done",

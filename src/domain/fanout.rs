@@ -22,7 +22,6 @@ use super::{CONNECT_WINDOW, Chat, Deadline};
 use crate::ports::{
     ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, Recipient, StoreError,
 };
-use crate::telemetry;
 
 /// A retry budget: `attempts` calls in all, the n-th retry waiting between half and all of
 /// `min(base * 2^n, max)` ("equal jitter", so concurrent retries spread out but never hammer).
@@ -202,7 +201,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let mut summary = FanOut::default();
         let scanned = AtomicUsize::new(0);
         let mut started = 0usize;
-        // One span for the whole fan-out, with its counts; the posts are not traced one by one.
+        // One span for the whole fan-out, with its counts; the posts are not exported one by one.
         let span = tracing::info_span!(
             "fan_out",
             delivered = Empty,
@@ -243,9 +242,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 Delivery::Failed => summary.failed += 1,
             },
         );
-        let ended = telemetry::counted(delivering)
-            .instrument(span.clone())
-            .await;
+        let ended = delivering.instrument(span.clone()).await;
         summary.not_attempted = scanned.into_inner().saturating_sub(started);
         let error = match ended {
             Ended::Complete => {

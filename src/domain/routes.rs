@@ -5,6 +5,7 @@ use std::future::Future;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
+use tracing::Instrument;
 
 use super::fanout::{DEADLINE, Ended, FanOut, is_newcomer, paginate, until};
 use super::{Chat, Deadline, RouteError};
@@ -328,8 +329,8 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 }
             },
         );
-        // GetConnection for every record is counted, not traced one call at a time.
-        let ended = crate::telemetry::counted(checking).await;
+        // GetConnection for every record is counted on this span, not exported one by one.
+        let ended = checking.instrument(tracing::info_span!("cleanup")).await;
         report.complete = matches!(ended, Ended::Complete);
         tracing::info!(
             checked = report.checked,
