@@ -73,9 +73,8 @@ impl Deadline {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// How many `@connections` calls a fan-out keeps in flight. A call is network-bound (tens of
-    /// ms), so concurrency decides fan-out time until signing and HTTP work saturate the CPU:
-    /// `cargo bench --bench fanout` reaches 10 000 connections at 20 ms a call fastest at 512
-    /// on one core (0.69-0.81 s; 256: 0.93 s; 1024: 0.85-0.96 s).
+    /// ms), so concurrency decides fan-out time until signing and HTTP work saturate the CPU;
+    /// `cargo bench --bench fanout` measures the choice (docs/benchmarks.md).
     pub fanout_concurrency: usize,
     /// Retries of a throttled (429) `@connections` call.
     pub throttle_backoff: Backoff,
