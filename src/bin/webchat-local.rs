@@ -11,7 +11,7 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 /// API Gateway's WebSocket API, with an in-memory connection store.
 ///
 /// On one port it serves:
-///   - the chat page on a plain GET / (open http://127.0.0.1:3001/ in two tabs and chat);
+///   - the chat page on a plain GET / (open the http:// URL it prints in two tabs and chat);
 ///   - websocket upgrades on `/` (the query string goes to $connect, e.g. `?name=alice`);
 ///   - the management API of API Gateway's callback URL: POST, GET and DELETE on
 ///     `/@connections/{id}` and `/{stage}/@connections/{id}`;
@@ -164,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
     let http = format!("http://{}", gateway.local_addr());
     println!("webchat-local is serving stage {stage:?}");
     println!("  chat:         {}", gateway.url());
+    println!("  chat page:    {http}/");
     println!("  @connections: {http}/@connections/{{connectionId}}");
     println!("Connect with: wscat -c {}", gateway.url());
     gateway.serve(shutdown_signal()).await?;
