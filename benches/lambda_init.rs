@@ -20,7 +20,7 @@ mod runtime_api;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use webchat::lambda::FUNCTIONS;
+use webchat::lambda::Function;
 
 fn event(function: &str) -> Value {
     let now = chrono::Utc::now().timestamp_millis();
@@ -121,7 +121,7 @@ fn main() {
             "peak RSS (init)",
             "peak RSS (1 invoke)"
         );
-        for function in FUNCTIONS {
+        for function in Function::ALL.map(Function::name) {
             let mut inits = Vec::new();
             let mut rss_init = 0;
             for _ in 0..runs {

@@ -1,8 +1,8 @@
 //! The `broadcast` Lambda function: API Gateway's `broadcast` route.
 
-use webchat::protocol::RouteKey;
+use webchat::lambda::Function;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve_route(RouteKey::Broadcast).await
+    webchat::lambda::runtime::serve(Function::Broadcast).await
 }

@@ -1,8 +1,8 @@
 //! The `chat` Lambda function: API Gateway's `chat` route.
 
-use webchat::protocol::RouteKey;
+use webchat::lambda::Function;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve_route(RouteKey::Chat).await
+    webchat::lambda::runtime::serve(Function::Chat).await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve_cleanup().await
+    webchat::lambda::runtime::serve(webchat::lambda::Function::Cleanup).await
 }

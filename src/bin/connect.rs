@@ -1,8 +1,8 @@
 //! The `connect` Lambda function: API Gateway's `$connect` route.
 
-use webchat::protocol::RouteKey;
+use webchat::lambda::Function;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve_route(RouteKey::Connect).await
+    webchat::lambda::runtime::serve(Function::Connect).await
 }

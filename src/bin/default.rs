@@ -1,8 +1,8 @@
 //! The `default` Lambda function: API Gateway's `$default` route.
 
-use webchat::protocol::RouteKey;
+use webchat::lambda::Function;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve_route(RouteKey::Default).await
+    webchat::lambda::runtime::serve(Function::Default).await
 }

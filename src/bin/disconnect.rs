@@ -1,8 +1,8 @@
 //! The `disconnect` Lambda function: API Gateway's `$disconnect` route.
 
-use webchat::protocol::RouteKey;
+use webchat::lambda::Function;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve_route(RouteKey::Disconnect).await
+    webchat::lambda::runtime::serve(Function::Disconnect).await
 }

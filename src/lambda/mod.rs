@@ -8,27 +8,70 @@
 pub mod runtime;
 
 /// The Lambda functions: one binary (`src/bin/<name>.rs`), one image and one function each.
-/// The Pulumi program declares the same list.
-pub const FUNCTIONS: [&str; 8] = [
-    "connect",
-    "disconnect",
-    "default",
-    "broadcast",
-    "list",
-    "chat",
-    "post",
-    "cleanup",
-];
+/// The Pulumi program declares the same names (`pulumi/contract.json`, checked by a test).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    Connect,
+    Disconnect,
+    Default,
+    Broadcast,
+    List,
+    Chat,
+    /// Delivers the welcome event the EventBridge rule hands it.
+    Post,
+    /// Removes stale records, on a schedule.
+    Cleanup,
+}
 
-/// The function that serves an API Gateway route.
-pub fn function_of(route: RouteKey) -> &'static str {
-    match route {
-        RouteKey::Connect => "connect",
-        RouteKey::Disconnect => "disconnect",
-        RouteKey::Default => "default",
-        RouteKey::Broadcast => "broadcast",
-        RouteKey::List => "list",
-        RouteKey::Chat => "chat",
+impl Function {
+    pub const ALL: [Function; 8] = [
+        Function::Connect,
+        Function::Disconnect,
+        Function::Default,
+        Function::Broadcast,
+        Function::List,
+        Function::Chat,
+        Function::Post,
+        Function::Cleanup,
+    ];
+
+    /// Its name: its binary's, its image's, and (after the stack's prefix) its function's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Connect => "connect",
+            Function::Disconnect => "disconnect",
+            Function::Default => "default",
+            Function::Broadcast => "broadcast",
+            Function::List => "list",
+            Function::Chat => "chat",
+            Function::Post => "post",
+            Function::Cleanup => "cleanup",
+        }
+    }
+
+    /// The API Gateway route it serves; `None` for `post` and `cleanup`.
+    pub fn route(self) -> Option<RouteKey> {
+        match self {
+            Function::Connect => Some(RouteKey::Connect),
+            Function::Disconnect => Some(RouteKey::Disconnect),
+            Function::Default => Some(RouteKey::Default),
+            Function::Broadcast => Some(RouteKey::Broadcast),
+            Function::List => Some(RouteKey::List),
+            Function::Chat => Some(RouteKey::Chat),
+            Function::Post | Function::Cleanup => None,
+        }
+    }
+
+    /// The function that serves an API Gateway route.
+    pub fn serving(route: RouteKey) -> Function {
+        match route {
+            RouteKey::Connect => Function::Connect,
+            RouteKey::Disconnect => Function::Disconnect,
+            RouteKey::Default => Function::Default,
+            RouteKey::Broadcast => Function::Broadcast,
+            RouteKey::List => Function::List,
+            RouteKey::Chat => Function::Chat,
+        }
     }
 }
 
@@ -142,6 +185,49 @@ where
     B: EventBus,
 {
     Ok(chat.cleanup(deadline).await?)
+}
+
+/// Serves one event of `function`, as Lambda hands it over (JSON), and answers in JSON: what
+/// every function binary runs. An event that is not of the function's kind is `MalformedEvent`.
+pub async fn handle<S, A, B>(
+    chat: &Chat<S, A, B>,
+    function: Function,
+    event: Value,
+    deadline: Deadline,
+) -> Result<Value, HandlerError>
+where
+    S: ConnectionStore,
+    A: ConnectionApi,
+    B: EventBus,
+{
+    fn parse<T: serde::de::DeserializeOwned>(event: Value, kind: &str) -> Result<T, HandlerError> {
+        serde_json::from_value(event)
+            .map_err(|error| HandlerError::MalformedEvent(format!("not {kind}: {error}")))
+    }
+    let answer = match function.route() {
+        Some(route) => {
+            let event = parse(event, "an API Gateway websocket event")?;
+            let response = Box::pin(websocket(chat, route, &event, deadline)).await?;
+            serde_json::to_value(response)
+        }
+        None if function == Function::Post => {
+            let event = parse(event, "an EventBridge event")?;
+            Box::pin(post(chat, event, deadline)).await?;
+            Ok(Value::Null)
+        }
+        // Whatever the schedule sends is accepted.
+        None => {
+            let report = Box::pin(cleanup(chat, deadline)).await?;
+            Ok(serde_json::json!({
+                "checked": report.checked,
+                "expired": report.expired,
+                "gone": report.gone,
+                "failed": report.failed,
+                "complete": report.complete,
+            }))
+        }
+    };
+    Ok(answer.expect("a response always serializes"))
 }
 
 fn response(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {

@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
@@ -26,7 +24,6 @@ use crate::config::{
 };
 use crate::domain::{Chat, Deadline};
 use crate::ports::SystemClock;
-use crate::protocol::RouteKey;
 use crate::telemetry::{self, Options, Telemetry};
 use aws_sdk_dynamodb::config::retry::{RetryPartition, TokenBucket};
 use tracing::Instrument;
@@ -144,20 +141,20 @@ fn default_lambda_environment() {
 }
 
 /// A function after init: its routes and its telemetry.
-struct Function {
+struct Initialized {
     name: String,
     chat: AwsChat,
     telemetry: Telemetry,
 }
 
-async fn init() -> Result<Function, Error> {
+async fn init() -> Result<Initialized, Error> {
     default_lambda_environment();
     let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "webchat".into());
     match FunctionConfig::from_env() {
         Ok(config) => {
             let telemetry = telemetry::init(Options::for_lambda(&name, &config.log_level));
             let chat = build(&config).await;
-            Ok(Function {
+            Ok(Initialized {
                 name,
                 chat,
                 telemetry,
@@ -175,7 +172,7 @@ async fn init() -> Result<Function, Error> {
 /// The first invocation of an execution environment is its cold start.
 static COLD_START: AtomicBool = AtomicBool::new(true);
 
-impl Function {
+impl Initialized {
     /// Runs one invocation inside its root span, parented on the invocation's X-Ray trace header
     /// (from the Runtime API, not the process-wide `_X_AMZN_TRACE_ID`), then exports its spans
     /// before the response lets Lambda freeze the sandbox.
@@ -237,58 +234,19 @@ async fn report_init_error(error_type: &str, message: &str) {
 // Handler futures are boxed: the fan-out's stream combinators nest deep enough that
 // `lambda_runtime::run`'s future would exceed the compiler's layout recursion limit.
 
-/// Serves one API Gateway route: `connect`, `disconnect`, `default`, `broadcast`, `list`, `chat`.
-pub async fn serve_route(route: RouteKey) -> Result<(), Error> {
-    let function = &init().await?;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
-            Box::pin(async move {
-                let deadline = Deadline::from_epoch_millis(event.context.deadline);
-                let work = Box::pin(super::websocket(
-                    &function.chat,
-                    route,
-                    &event.payload,
-                    deadline,
-                ));
-                function.invoke(&event.context, work).await
-            })
-        },
-    ))
-    .await
-}
-
-/// Serves the welcome events EventBridge delivers: the `post` function.
-pub async fn serve_post() -> Result<(), Error> {
-    let function = &init().await?;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<EventBridgeEvent<Value>>| {
-            Box::pin(async move {
-                let deadline = Deadline::from_epoch_millis(event.context.deadline);
-                let work = Box::pin(super::post(&function.chat, event.payload, deadline));
-                function.invoke(&event.context, work).await
-            })
-        },
-    ))
-    .await
-}
-
-/// Serves the schedule's ticks: the `cleanup` function. Whatever the schedule sends is accepted.
-pub async fn serve_cleanup() -> Result<(), Error> {
-    let function = &init().await?;
+/// Serves `function`'s events one at a time: what every function binary runs.
+pub async fn serve(function: super::Function) -> Result<(), Error> {
+    let initialized = &init().await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         Box::pin(async move {
             let deadline = Deadline::from_epoch_millis(event.context.deadline);
-            let work = async {
-                let report = Box::pin(super::cleanup(&function.chat, deadline)).await?;
-                Ok(json!({
-                    "checked": report.checked,
-                    "expired": report.expired,
-                    "gone": report.gone,
-                    "failed": report.failed,
-                    "complete": report.complete,
-                }))
-            };
-            function.invoke(&event.context, work).await
+            let work = Box::pin(super::handle(
+                &initialized.chat,
+                function,
+                event.payload,
+                deadline,
+            ));
+            initialized.invoke(&event.context, work).await
         })
     }))
     .await

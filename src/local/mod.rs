@@ -32,7 +32,7 @@ pub use registry::Registry;
 
 use crate::adapters::memory::{Delivery, MemoryEventBus, MemoryStore};
 use crate::domain::{Chat, Deadline, Settings};
-use crate::lambda;
+use crate::lambda::{self, Function};
 use crate::ports::SystemClock;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
 use crate::telemetry;
@@ -260,7 +260,7 @@ async fn deliver_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
         tokio::spawn(async move {
             let delivered = events::eventbridge_event(&event, "local");
             let span = invocation(
-                "post",
+                Function::Post.name(),
                 delivered.id.as_deref().unwrap_or_default(),
                 trace_header.as_deref(),
             );
@@ -292,7 +292,7 @@ async fn run_cleanup(shared: Arc<Shared>, interval: Duration) {
     ticks.tick().await; // the first tick is immediate; the schedule's is not
     loop {
         ticks.tick().await;
-        let span = invocation("cleanup", &events::gateway_id(), None);
+        let span = invocation(Function::Cleanup.name(), &events::gateway_id(), None);
         if let Err(error) = lambda::cleanup(&shared.chat, shared.deadline())
             .instrument(span)
             .await

@@ -33,7 +33,7 @@ use super::Shared;
 use super::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
 use super::listener::Slot;
 use super::registry::{Outbound, Owed, Socket};
-use crate::lambda;
+use crate::lambda::{self, Function};
 use crate::protocol::{RouteKey, select_route};
 use tracing::Instrument;
 
@@ -102,7 +102,7 @@ pub(crate) async fn upgrade(
         connection.user_agent.clone(),
     ));
     shared.chat.api.insert(&id, socket.clone());
-    let span = super::invocation("connect", request_id(&event), None);
+    let span = super::invocation(Function::Connect.name(), request_id(&event), None);
     let status = match lambda::websocket(&shared.chat, RouteKey::Connect, &event, shared.deadline())
         .instrument(span)
         .await
@@ -459,10 +459,7 @@ async fn route_frame(
             base64,
         },
     );
-    let function = match route {
-        RouteKey::Default => "default",
-        other => other.as_str(),
-    };
+    let function = Function::serving(route).name();
     let span = super::invocation(function, request_id(&event), None);
     if let Err(error) = lambda::websocket(&shared.chat, route, &event, shared.deadline())
         .instrument(span)
@@ -486,7 +483,7 @@ pub(crate) async fn disconnect(
             reason,
         },
     );
-    let span = super::invocation("disconnect", request_id(&event), None);
+    let span = super::invocation(Function::Disconnect.name(), request_id(&event), None);
     if let Err(error) = lambda::websocket(
         &shared.chat,
         RouteKey::Disconnect,

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use webchat::adapters::dynamodb::attributes;
 use webchat::config::vars;
-use webchat::lambda::{FUNCTIONS, function_of};
+use webchat::lambda::Function;
 use webchat::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE};
 
 fn contract() -> Value {
@@ -22,13 +22,14 @@ fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
         .iter()
         .map(|f| f.as_str().unwrap())
         .collect();
-    assert_eq!(functions, FUNCTIONS);
+    let names: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(functions, names);
     let routes = contract["routes"].as_object().unwrap();
     assert_eq!(routes.len(), RouteKey::ALL.len());
     for route in RouteKey::ALL {
         assert_eq!(
             routes[route.as_str()],
-            function_of(route),
+            Function::serving(route).name(),
             "{}",
             route.as_str()
         );
@@ -38,7 +39,13 @@ fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
     assert_eq!(contract["welcomeEvent"]["detailType"], WELCOME_DETAIL_TYPE);
     assert_eq!(contract["welcomeEvent"]["function"], "post");
     assert_eq!(contract["cleanupFunction"], "cleanup");
-    assert!(FUNCTIONS.contains(&"post") && FUNCTIONS.contains(&"cleanup"));
+    assert_eq!(Function::Post.name(), "post");
+    assert_eq!(Function::Cleanup.name(), "cleanup");
+    for function in Function::ALL {
+        if let Some(route) = function.route() {
+            assert_eq!(Function::serving(route), function);
+        }
+    }
     assert_eq!(contract["table"]["key"], attributes::CONNECTION_ID);
     assert_eq!(contract["table"]["ttlAttribute"], attributes::EXPIRES_AT);
     let environment = &contract["environment"];

@@ -685,8 +685,8 @@ async fn missing_configuration_is_an_init_error_that_names_the_variable() {
 #[tokio::test]
 async fn every_function_starts_and_asks_for_work() {
     let stack = Stack::new().await;
-    for name in webchat::lambda::FUNCTIONS {
-        let function = stack.function(name).await;
+    for function in webchat::lambda::Function::ALL {
+        let function = stack.function(function.name()).await;
         function.api.next_called(1).await;
     }
 }
@@ -725,9 +725,9 @@ fn every_function_has_its_binary_and_every_other_binary_is_a_tool() {
             .filter(|name| name != "webchat-local" && name != "webchat")
             .collect();
     binaries.sort();
-    let mut functions: Vec<String> = webchat::lambda::FUNCTIONS
+    let mut functions: Vec<String> = webchat::lambda::Function::ALL
         .iter()
-        .map(|f| f.to_string())
+        .map(|f| f.name().to_string())
         .collect();
     functions.sort();
     assert_eq!(binaries, functions);
