@@ -1,7 +1,8 @@
 //! Ports: what the domain needs from the world, and nothing about how it is provided.
 //!
 //! - [`ConnectionStore`]: the connection records (DynamoDB in AWS, memory locally).
-//! - [`ConnectionApi`]: API Gateway's management API (`@connections`): post, describe, delete.
+//! - [`ConnectionApi`]: API Gateway's management API (`@connections`): post and describe, what
+//!   the routes use.
 //!   "The connection is gone" (HTTP 410) is an [`Outcome`], not an error: it is an ordinary event
 //!   in a chat, and the caller decides what to prune.
 //! - [`EventBus`]: EventBridge locally or in AWS.
@@ -156,11 +157,25 @@ pub trait ConnectionApi: Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = Result<Outcome<ConnectionInfo>, ApiError>> + Send;
+}
 
-    fn delete(
+/// A shared management API is one too (the local gateway holds its registry of sockets and lends
+/// it to the routes).
+impl<T: ConnectionApi> ConnectionApi for std::sync::Arc<T> {
+    fn post(
         &self,
         connection_id: &str,
-    ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send;
+        data: Bytes,
+    ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send {
+        T::post(self, connection_id, data)
+    }
+
+    fn describe(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Outcome<ConnectionInfo>, ApiError>> + Send {
+        T::describe(self, connection_id)
+    }
 }
 
 /// An event for the bus: EventBridge's `source`, `detail-type` and JSON `detail`.

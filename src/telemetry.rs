@@ -288,6 +288,21 @@ pub async fn call<T, E>(span: Span, work: impl Future<Output = Result<T, E>>) ->
     result
 }
 
+/// Runs one invocation's work inside its root span; a failure marks the span as an error and is
+/// logged there. The Lambda runtime and `webchat-local` run every event through it.
+pub async fn invoked<T, E: fmt::Display>(
+    span: Span,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    use tracing::Instrument;
+    let result = work.instrument(span.clone()).await;
+    if let Err(error) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.in_scope(|| tracing::error!(%error, "invocation failed"));
+    }
+    result
+}
+
 /// The root span of one invocation of a function (or of one event in webchat-local). The glue
 /// records `route` and `connection_id` when it knows them; [`begin`] records `trace_id`.
 pub fn invocation_span(function: &str, request_id: &str, cold_start: bool) -> Span {

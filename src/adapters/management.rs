@@ -118,19 +118,4 @@ impl ConnectionApi for ManagementApi {
         })
         .await
     }
-
-    async fn delete(&self, connection_id: &str) -> Result<Outcome<()>, ApiError> {
-        let delete = self
-            .client
-            .delete_connection()
-            .connection_id(connection_id)
-            .send();
-        traced("DeleteConnection", async {
-            match delete.await {
-                Ok(_) => Ok(Outcome::Done(())),
-                Err(error) => classify(error),
-            }
-        })
-        .await
-    }
 }

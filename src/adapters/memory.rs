@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 
 use crate::ports::{
     ApiError, BusError, BusEvent, Clock, ConnectionApi, ConnectionInfo, ConnectionRecord,
@@ -249,7 +248,6 @@ struct ApiState {
     open: HashSet<String>,
     posts: Vec<(String, String)>,
     describes: Vec<String>,
-    deletes: Vec<String>,
     scripts: HashMap<String, VecDeque<Scripted>>,
     connected_at: Option<DateTime<Utc>>,
     delay: Duration,
@@ -299,10 +297,6 @@ impl MemoryConnectionApi {
 
     pub fn describes(&self) -> Vec<String> {
         lock(&self.state).describes.clone()
-    }
-
-    pub fn deletes(&self) -> Vec<String> {
-        lock(&self.state).deletes.clone()
     }
 }
 
@@ -361,32 +355,12 @@ impl ConnectionApi for MemoryConnectionApi {
             user_agent: None,
         }))
     }
-
-    async fn delete(&self, connection_id: &str) -> Result<Outcome<()>, ApiError> {
-        let mut state = lock(&self.state);
-        state.deletes.push(connection_id.to_owned());
-        Ok(if state.open.remove(connection_id) {
-            Outcome::Done(())
-        } else {
-            Outcome::Gone
-        })
-    }
 }
 
-/// An event on its way to the bus's subscriber.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    pub event: BusEvent,
-    /// The X-Ray trace header of the publisher, which EventBridge passes to the target.
-    pub trace_header: Option<String>,
-}
-
-/// An event bus that records what was published and/or forwards it to a subscriber (the local
-/// gateway's EventBridge rule, which invokes `post`).
+/// An event bus that records what was published (for tests), and can be made to fail.
 #[derive(Debug, Default)]
 pub struct MemoryEventBus {
     published: Option<Mutex<Vec<BusEvent>>>,
-    forward: Option<mpsc::UnboundedSender<Delivery>>,
     failing: Mutex<Option<String>>,
 }
 
@@ -395,15 +369,6 @@ impl MemoryEventBus {
     pub fn recording() -> Self {
         MemoryEventBus {
             published: Some(Mutex::new(Vec::new())),
-            ..MemoryEventBus::default()
-        }
-    }
-
-    /// Forwards every event to `subscriber`, with the publisher's X-Ray trace header as
-    /// EventBridge hands it to a target, and keeps nothing.
-    pub fn forwarding(subscriber: mpsc::UnboundedSender<Delivery>) -> Self {
-        MemoryEventBus {
-            forward: Some(subscriber),
             ..MemoryEventBus::default()
         }
     }
@@ -427,16 +392,7 @@ impl EventBus for MemoryEventBus {
             return Err(BusError(reason));
         }
         if let Some(published) = &self.published {
-            lock(published).push(event.clone());
-        }
-        if let Some(forward) = &self.forward {
-            let trace_header = crate::telemetry::current_xray_header();
-            forward
-                .send(Delivery {
-                    event,
-                    trace_header,
-                })
-                .map_err(|_| BusError("no subscriber is listening any more".into()))?;
+            lock(published).push(event);
         }
         Ok(())
     }

@@ -26,7 +26,6 @@ use crate::domain::{Chat, Deadline};
 use crate::ports::SystemClock;
 use crate::telemetry::{self, Options, Telemetry};
 use aws_sdk_dynamodb::config::retry::{RetryPartition, TokenBucket};
-use tracing::Instrument;
 
 /// The routes over the AWS adapters.
 pub type AwsChat = Chat<DynamoStore, ManagementApi, EventBridgeBus>;
@@ -187,12 +186,7 @@ impl Initialized {
             COLD_START.swap(false, Ordering::Relaxed),
         );
         telemetry::begin(&span, context.xray_trace_id.as_deref());
-        let result = work.instrument(span.clone()).await;
-        if let Err(error) = &result {
-            span.record("otel.status_code", "ERROR");
-            span.in_scope(|| tracing::error!(%error, "invocation failed"));
-        }
-        drop(span);
+        let result = telemetry::invoked(span, work).await;
         self.telemetry.flush();
         result
     }

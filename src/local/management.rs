@@ -78,16 +78,8 @@ pub(crate) async fn post(
             );
         }
     };
-    match shared.chat.api.post(&id, data).await {
-        Ok(Outcome::Done(())) => StatusCode::OK.into_response(),
-        Ok(Outcome::Gone) => gone(&id),
-        Err(ApiError::PayloadTooLarge) => too_large(limit),
-        Err(error) => aws_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerErrorException",
-            &error.to_string(),
-        ),
-    }
+    let posted = shared.registry.post(&id, data).await;
+    answer(&shared, &id, posted, |()| StatusCode::OK.into_response())
 }
 
 /// GetConnection: when the connection was established and last active, and who it is.
@@ -100,23 +92,19 @@ pub(crate) async fn get(
         Ok(id) => id,
         Err(response) => return *response,
     };
-    match shared.chat.api.describe(&id).await {
-        Ok(Outcome::Done(info)) => Json(json!({
+    let described = shared.registry.describe(&id).await;
+    answer(&shared, &id, described, |info| {
+        Json(json!({
             "connectedAt": rfc3339(info.connected_at),
             "identity": { "sourceIp": info.source_ip, "userAgent": info.user_agent },
             "lastActiveAt": rfc3339(info.last_active_at),
         }))
-        .into_response(),
-        Ok(Outcome::Gone) => gone(&id),
-        Err(error) => aws_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerErrorException",
-            &error.to_string(),
-        ),
-    }
+        .into_response()
+    })
 }
 
-/// DeleteConnection: closes the client's socket (after the frames already queued for it).
+/// DeleteConnection: closes the client's socket through the registry (after the frames already
+/// queued for it).
 pub(crate) async fn delete(
     State(shared): State<Arc<Shared>>,
     Path(params): Path<HashMap<String, String>>,
@@ -126,23 +114,34 @@ pub(crate) async fn delete(
         Ok(id) => id,
         Err(response) => return *response,
     };
-    match shared.chat.api.delete(&id).await {
-        Ok(Outcome::Done(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Outcome::Gone) => gone(&id),
+    let closed = Ok(shared.registry.close(&id));
+    answer(&shared, &id, closed, |()| {
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+/// The answer to a call about connection `id`, in AWS's REST-JSON convention: `done` makes the
+/// success; 410 for a connection that is gone, 413 for a payload over the limit, else 500.
+fn answer<T>(
+    shared: &Shared,
+    id: &str,
+    result: Result<Outcome<T>, ApiError>,
+    done: impl FnOnce(T) -> Response,
+) -> Response {
+    match result {
+        Ok(Outcome::Done(value)) => done(value),
+        Ok(Outcome::Gone) => aws_error(
+            StatusCode::GONE,
+            "GoneException",
+            &format!("connection {id} is gone"),
+        ),
+        Err(ApiError::PayloadTooLarge) => too_large(shared.config.limits.max_message_bytes),
         Err(error) => aws_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerErrorException",
             &error.to_string(),
         ),
     }
-}
-
-fn gone(id: &str) -> Response {
-    aws_error(
-        StatusCode::GONE,
-        "GoneException",
-        &format!("connection {id} is gone"),
-    )
 }
 
 fn too_large(limit: usize) -> Response {

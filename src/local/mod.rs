@@ -15,6 +15,7 @@ mod events;
 mod listener;
 mod management;
 mod registry;
+mod rule;
 mod socket;
 
 use std::future::Future;
@@ -29,15 +30,15 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 pub use registry::Registry;
+pub use rule::LocalBus;
 
-use crate::adapters::memory::{Delivery, MemoryEventBus, MemoryStore};
+use crate::adapters::memory::MemoryStore;
 use crate::domain::{Chat, Deadline, Settings};
 use crate::lambda::{self, Function};
 use crate::ports::SystemClock;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
 use crate::telemetry;
 use events::StageMeta;
-use tracing::Instrument;
 
 /// API Gateway's quotas, each overridable for tests and experiments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,11 +106,14 @@ impl Default for Config {
     }
 }
 
-/// The routes of the local stack: memory store and bus, the gateway's own sockets.
-pub type LocalChat = Chat<MemoryStore, Registry, MemoryEventBus>;
+/// The routes of the local stack: the memory store, the gateway's own sockets, the bus that
+/// hands the welcome to `post`.
+pub type LocalChat = Chat<MemoryStore, Arc<Registry>, LocalBus>;
 
 pub(crate) struct Shared {
     chat: LocalChat,
+    /// The live sockets: the routes post through it, and so does the `@connections` API.
+    registry: Arc<Registry>,
     config: Config,
     stage: StageMeta,
     /// Every socket task, so shutdown can wait for their `$disconnect`s.
@@ -131,7 +135,7 @@ impl Shared {
 pub struct Gateway {
     listener: TcpListener,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedReceiver<Delivery>,
+    deliveries: mpsc::UnboundedReceiver<rule::Delivery>,
 }
 
 impl Gateway {
@@ -139,11 +143,12 @@ impl Gateway {
     pub async fn bind(address: SocketAddr, config: Config) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind(address).await?;
         let local = listener.local_addr()?;
-        let (bus, events) = mpsc::unbounded_channel();
+        let (bus, deliveries) = LocalBus::new();
+        let registry = Arc::new(Registry::new(config.limits.max_message_bytes));
         let chat = Chat {
             store: MemoryStore::new(),
-            api: Registry::new(config.limits.max_message_bytes),
-            bus: MemoryEventBus::forwarding(bus),
+            api: registry.clone(),
+            bus,
             clock: Arc::new(SystemClock),
             settings: config.settings.clone(),
         };
@@ -154,6 +159,7 @@ impl Gateway {
         };
         let shared = Arc::new(Shared {
             chat,
+            registry,
             config,
             stage,
             tracker: TaskTracker::new(),
@@ -162,7 +168,7 @@ impl Gateway {
         Ok(Gateway {
             listener,
             shared,
-            events,
+            deliveries,
         })
     }
 
@@ -187,9 +193,9 @@ impl Gateway {
         let Gateway {
             listener,
             shared,
-            events,
+            deliveries,
         } = self;
-        let mut background = vec![tokio::spawn(deliver_events(shared.clone(), events))];
+        let mut background = vec![tokio::spawn(rule::run(shared.clone(), deliveries))];
         if let Some(interval) = shared.config.cleanup_interval {
             background.push(tokio::spawn(run_cleanup(shared.clone(), interval)));
         }
@@ -221,7 +227,7 @@ impl Gateway {
 
         // Close every socket (1001) and let requests in flight finish; after the grace, drop
         // the clients that have not taken their close frame, and whatever HTTP is left.
-        let registry = &shared.chat.api;
+        let registry = &shared.registry;
         tracing::info!(connections = registry.len(), "shutting down");
         registry.close_all(1001, "Going away");
         shared.closing.cancel();
@@ -248,41 +254,17 @@ impl Gateway {
     }
 }
 
-/// The stack's EventBridge rule: every welcome event goes to `post`, continuing the trace of
-/// the `$connect` that published it.
-async fn deliver_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Delivery>) {
-    while let Some(Delivery {
-        event,
-        trace_header,
-    }) = events.recv().await
-    {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let delivered = events::eventbridge_event(&event, "local");
-            let span = invocation(
-                Function::Post.name(),
-                delivered.id.as_deref().unwrap_or_default(),
-                trace_header.as_deref(),
-            );
-            if let Err(error) = lambda::post(&shared.chat, delivered, shared.deadline())
-                .instrument(span)
-                .await
-            {
-                tracing::error!(%error, "post failed");
-            }
-        });
-    }
-}
-
-/// The root span of one local "invocation", as a Lambda function would have.
-pub(crate) fn invocation(
-    function: &str,
+/// Runs one local event as Lambda runs an invocation: in its root span, through the same wrapper
+/// (a failure marks the span as an error and is logged there).
+pub(crate) async fn invoke<T>(
+    function: Function,
     request_id: &str,
     trace_header: Option<&str>,
-) -> tracing::Span {
-    let span = telemetry::invocation_span(function, request_id, false);
+    work: impl Future<Output = Result<T, lambda::HandlerError>>,
+) -> Result<T, lambda::HandlerError> {
+    let span = telemetry::invocation_span(function.name(), request_id, false);
     telemetry::begin(&span, trace_header);
-    span
+    telemetry::invoked(span, work).await
 }
 
 /// The stack's schedule: `cleanup` every `interval`.
@@ -292,12 +274,8 @@ async fn run_cleanup(shared: Arc<Shared>, interval: Duration) {
     ticks.tick().await; // the first tick is immediate; the schedule's is not
     loop {
         ticks.tick().await;
-        let span = invocation(Function::Cleanup.name(), &events::gateway_id(), None);
-        if let Err(error) = lambda::cleanup(&shared.chat, shared.deadline())
-            .instrument(span)
-            .await
-        {
-            tracing::error!(%error, "cleanup failed");
-        }
+        let work = lambda::cleanup(&shared.chat, shared.deadline());
+        // A failure is logged in the invocation's span, and the next tick tries again.
+        let _ = invoke(Function::Cleanup, &events::gateway_id(), None, work).await;
     }
 }

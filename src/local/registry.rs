@@ -224,6 +224,17 @@ impl Registry {
         }
     }
 
+    /// Closes one socket (1000), after the frames already queued for it: DeleteConnection.
+    pub(crate) fn close(&self, connection_id: &str) -> Outcome<()> {
+        match self.get(connection_id) {
+            Some(socket) => socket.send(Outbound::Close {
+                code: 1000,
+                reason: "connection deleted",
+            }),
+            None => Outcome::Gone,
+        }
+    }
+
     /// Drops every socket at once (shutdown, once the grace is over).
     pub(crate) fn kill_all(&self) {
         for socket in self.all() {
@@ -252,16 +263,6 @@ impl ConnectionApi for Registry {
     async fn describe(&self, connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
         Ok(match self.get(connection_id) {
             Some(socket) => Outcome::Done(socket.info()),
-            None => Outcome::Gone,
-        })
-    }
-
-    async fn delete(&self, connection_id: &str) -> Result<Outcome<()>, ApiError> {
-        Ok(match self.get(connection_id) {
-            Some(socket) => socket.send(Outbound::Close {
-                code: 1000,
-                reason: "connection deleted",
-            }),
             None => Outcome::Gone,
         })
     }

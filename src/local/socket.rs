@@ -29,13 +29,12 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::Shared;
 use super::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
 use super::listener::Slot;
 use super::registry::{Outbound, Owed, Socket};
+use super::{Shared, invoke};
 use crate::lambda::{self, Function};
 use crate::protocol::{RouteKey, select_route};
-use tracing::Instrument;
 
 /// tungstenite's read buffer is allocated up front for every socket and defaults to 128 KiB; chat
 /// frames are small, and 10 000 idle clients should not cost 1.3 GB.
@@ -101,20 +100,14 @@ pub(crate) async fn upgrade(
         connection.source_ip.clone(),
         connection.user_agent.clone(),
     ));
-    shared.chat.api.insert(&id, socket.clone());
-    let span = super::invocation(Function::Connect.name(), request_id(&event), None);
-    let status = match lambda::websocket(&shared.chat, RouteKey::Connect, &event, shared.deadline())
-        .instrument(span)
-        .await
-    {
+    shared.registry.insert(&id, socket.clone());
+    let work = lambda::websocket(&shared.chat, RouteKey::Connect, &event, shared.deadline());
+    let status = match invoke(Function::Connect, request_id(&event), None, work).await {
         Ok(response) => response.status_code,
-        Err(error) => {
-            tracing::error!(connection_id = %connection.connection_id, %error, "$connect failed");
-            500
-        }
+        Err(_) => 500, // logged in the invocation's span
     };
     if status != 200 {
-        shared.chat.api.remove(&id);
+        shared.registry.remove(&id);
         let status = u16::try_from(status)
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok());
@@ -146,7 +139,7 @@ pub(crate) async fn upgrade(
             }
             Err(error) => {
                 tracing::warn!(connection_id = %connection.connection_id, %error, "the websocket handshake failed after $connect");
-                shared.chat.api.remove(&connection.connection_id);
+                shared.registry.remove(&connection.connection_id);
                 disconnect(&shared, &connection, 1006, "handshake failed".into()).await;
             }
         }
@@ -344,7 +337,7 @@ async fn serve(
     };
 
     // From here posts to this id answer 410, as API Gateway's do once a connection has closed.
-    shared.chat.api.remove(&id);
+    shared.registry.remove(&id);
     let killed = socket.kill.is_cancelled();
     drop(socket);
     if !writer_done
@@ -459,14 +452,9 @@ async fn route_frame(
             base64,
         },
     );
-    let function = Function::serving(route).name();
-    let span = super::invocation(function, request_id(&event), None);
-    if let Err(error) = lambda::websocket(&shared.chat, route, &event, shared.deadline())
-        .instrument(span)
-        .await
-    {
-        tracing::error!(connection_id = %connection.connection_id, route = route.as_str(), %error, "route failed");
-    }
+    let work = lambda::websocket(&shared.chat, route, &event, shared.deadline());
+    // A failure is logged in the invocation's span; the connection goes on.
+    let _ = invoke(Function::serving(route), request_id(&event), None, work).await;
 }
 
 pub(crate) async fn disconnect(
@@ -483,18 +471,13 @@ pub(crate) async fn disconnect(
             reason,
         },
     );
-    let span = super::invocation(Function::Disconnect.name(), request_id(&event), None);
-    if let Err(error) = lambda::websocket(
+    let work = lambda::websocket(
         &shared.chat,
         RouteKey::Disconnect,
         &event,
         shared.deadline(),
-    )
-    .instrument(span)
-    .await
-    {
-        tracing::error!(connection_id = %connection.connection_id, %error, "$disconnect failed");
-    }
+    );
+    let _ = invoke(Function::Disconnect, request_id(&event), None, work).await;
 }
 
 fn request_id(event: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest) -> &str {
