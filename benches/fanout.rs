@@ -3,7 +3,11 @@
 //! every call after 20 ms, compared in the same run with a sequential loop over the same
 //! connections (the well-known samples' approach).
 //!
-//!     cargo bench --bench fanout -- [--connections N] [--delay-ms D] [--concurrency C ...] [--sequential N]
+//!     cargo bench --bench fanout -- [--connections N] [--delay-ms D] [--concurrency C ...] [--sequential N] [--telemetry]
+//!
+//! `--telemetry` installs the functions' telemetry (JSON logs at `info` to stderr, span export
+//! off), so that the spans and log work of every post are counted as in Lambda. Each round prints
+//! the fan-out thread's CPU time per post (user + system, `getrusage(RUSAGE_THREAD)`).
 //!
 //! The store is the in-memory adapter (paginated like DynamoDB), so the figures measure the
 //! fan-out, not a store emulator. `--sequential N` times the loop over the first N connections
@@ -29,6 +33,7 @@ struct Args {
     delay: Duration,
     concurrency: Vec<usize>,
     sequential: Option<usize>,
+    telemetry: bool,
 }
 
 fn args() -> Args {
@@ -37,6 +42,7 @@ fn args() -> Args {
         delay: Duration::from_millis(20),
         concurrency: Vec::new(),
         sequential: None,
+        telemetry: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -50,6 +56,7 @@ fn args() -> Args {
             "--delay-ms" => parsed.delay = Duration::from_millis(value() as u64),
             "--concurrency" => parsed.concurrency.push(value()),
             "--sequential" => parsed.sequential = Some(value()),
+            "--telemetry" => parsed.telemetry = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -78,8 +85,28 @@ async fn management_api(endpoint: &str) -> ManagementApi {
     webchat::lambda::runtime::build(&config).await.api
 }
 
+/// CPU time (user + system) of the calling thread so far.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 fn main() {
     let args = args();
+    let _telemetry = args.telemetry.then(|| {
+        webchat::telemetry::init(webchat::telemetry::Options {
+            service_name: "fanout-bench".into(),
+            log_filter: "info".into(),
+            log_format: webchat::telemetry::LogFormat::Json,
+            export: webchat::telemetry::Export::Disabled,
+        })
+    });
     // One thread, as a Lambda function at 128-1769 MB has at most one vCPU; the fake endpoint
     // runs on its own runtime so that it does not steal this one's time.
     let server = tokio::runtime::Builder::new_multi_thread()
@@ -131,15 +158,18 @@ async fn run(args: Args, fake: fake_aws::FakeAws) {
         chat.settings.fanout_concurrency = *concurrency;
         let before = fake.delivered().len();
         let started = Instant::now();
+        let cpu = thread_cpu();
         chat.broadcast(&ids[0], body, Deadline::NONE)
             .await
             .expect("broadcast");
+        let cpu = thread_cpu() - cpu;
         let took = started.elapsed();
         let delivered = fake.delivered().len() - before;
         assert_eq!(delivered, args.connections, "every connection is reached");
         println!(
-            "  ours, {concurrency:>5} in flight: {:>8.3} s ({delivered} delivered)",
-            took.as_secs_f64()
+            "  ours, {concurrency:>5} in flight: {:>8.3} s ({delivered} delivered, {:.1} µs CPU a post)",
+            took.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / delivered as f64
         );
         best = best.min(took);
     }

@@ -38,6 +38,14 @@ impl ConnectionRecord {
         }
     }
 
+    /// Its id and connection time: what a route that addresses it needs.
+    pub fn recipient(&self) -> Recipient {
+        Recipient {
+            connection_id: self.connection_id.clone(),
+            connected_at: self.connected_at,
+        }
+    }
+
     /// Expired records are ignored on read: TTL deletion in DynamoDB can lag by days.
     pub fn is_live_at(&self, now_epoch_seconds: i64) -> bool {
         now_epoch_seconds < self.expires_at

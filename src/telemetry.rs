@@ -27,9 +27,10 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{FilterExt, Targets, dynamic_filter_fn};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets, dynamic_filter_fn};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -146,12 +147,24 @@ pub fn init(options: Options) -> Telemetry {
     };
     // Only this crate's spans become OpenTelemetry spans (the AWS SDK's internal spans would
     // multiply every call into several), less the per-connection calls a span counts instead.
-    let spans =
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_filter(Targets::new().with_target("webchat", Level::INFO).and(
-                dynamic_filter_fn(|metadata, context| !counted_elsewhere(metadata, context)),
-            ));
+    // Only the per-connection callsites are decided span by span; the rest once per callsite.
+    let not_counted = dynamic_filter_fn(|metadata, context| !counted_elsewhere(metadata, context))
+        .with_callsite_filter(|metadata| {
+            if metadata.target() == PER_CONNECTION {
+                Interest::sometimes()
+            } else {
+                Interest::always()
+            }
+        })
+        .with_max_level_hint(LevelFilter::DEBUG);
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(
+            Targets::new()
+                .with_target("webchat", Level::INFO)
+                .with_target(PER_CONNECTION, Level::DEBUG)
+                .and(not_counted),
+        );
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(spans)
@@ -231,9 +244,10 @@ const COUNTING_SPANS: [&str; 2] = ["fan_out", "cleanup"];
 
 /// A span for one AWS API call about one connection (`@connections`). Exported, except inside
 /// a span that counts such calls instead (a fan-out, a cleanup): the telemetry setup leaves
-/// them out there.
+/// them out there. At `debug`, so that the logs at `info` do not want it either: inside a
+/// fan-out no layer does, and a post costs no span at all.
 pub fn connection_span(operation: &'static str) -> Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         target: PER_CONNECTION,
         "aws_call",
         otel.name = %format_args!("ApiGatewayManagementApi.{operation}"),

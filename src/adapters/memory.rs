@@ -216,10 +216,11 @@ impl ConnectionStore for MemoryStore {
         let state = self.begin_scan(StoreCall::ScanRecipients {
             cursor: cursor.clone(),
         })?;
-        Ok(state.page(cursor.as_deref(), Some(live_at), |r| Recipient {
-            connection_id: r.connection_id.clone(),
-            connected_at: r.connected_at,
-        }))
+        Ok(state.page(
+            cursor.as_deref(),
+            Some(live_at),
+            ConnectionRecord::recipient,
+        ))
     }
 
     async fn scan_records(

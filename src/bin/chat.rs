@@ -1,8 +1,9 @@
 //! The `chat` Lambda function: API Gateway's `chat` route.
 
 use webchat::lambda::Function;
+use webchat::protocol::RouteKey;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve(Function::Chat).await
+    webchat::lambda::runtime::serve(Function::Route(RouteKey::Chat)).await
 }

@@ -1,8 +1,9 @@
 //! The `connect` Lambda function: API Gateway's `$connect` route.
 
 use webchat::lambda::Function;
+use webchat::protocol::RouteKey;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve(Function::Connect).await
+    webchat::lambda::runtime::serve(Function::Route(RouteKey::Connect)).await
 }

@@ -1,8 +1,9 @@
 //! The `default` Lambda function: API Gateway's `$default` route.
 
 use webchat::lambda::Function;
+use webchat::protocol::RouteKey;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve(Function::Default).await
+    webchat::lambda::runtime::serve(Function::Route(RouteKey::Default)).await
 }

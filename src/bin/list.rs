@@ -1,8 +1,9 @@
 //! The `list` Lambda function: API Gateway's `list` route.
 
 use webchat::lambda::Function;
+use webchat::protocol::RouteKey;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    webchat::lambda::runtime::serve(Function::List).await
+    webchat::lambda::runtime::serve(Function::Route(RouteKey::List)).await
 }

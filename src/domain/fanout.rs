@@ -86,6 +86,16 @@ impl FanOut {
     }
 }
 
+/// What became of a connection that answered 410.
+pub(crate) enum Gone {
+    /// A newcomer still connecting: kept.
+    Connecting,
+    /// Its record was removed.
+    Pruned,
+    /// Its record changed since it was read (or went): kept.
+    Changed,
+}
+
 enum Delivery {
     Delivered,
     Pruned,
@@ -133,7 +143,7 @@ where
 }
 
 /// Whether a record that answered 410 may be a newcomer whose `$connect` has not returned yet.
-pub(crate) fn is_newcomer(connected_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+fn is_newcomer(connected_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     now.signed_duration_since(connected_at)
         .to_std()
         .map_or(true, |age| age < CONNECT_WINDOW)
@@ -270,11 +280,14 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let connection_id = recipient.connection_id.as_str();
         match self.post_to(connection_id, data, None).await {
             Ok(Outcome::Done(())) => Delivery::Delivered,
-            Ok(Outcome::Gone) if is_newcomer(recipient.connected_at, now) => {
-                tracing::debug!(connection_id, "410 from a newcomer still connecting; kept");
-                Delivery::Connecting
-            }
-            Ok(Outcome::Gone) => self.prune(recipient).await,
+            Ok(Outcome::Gone) => match self.gone(recipient, now).await {
+                Ok(Gone::Connecting) => Delivery::Connecting,
+                Ok(Gone::Pruned | Gone::Changed) => Delivery::Pruned,
+                Err(error) => {
+                    tracing::warn!(connection_id, %error, "could not prune a gone connection");
+                    Delivery::Failed
+                }
+            },
             Err(error) => {
                 tracing::warn!(connection_id, %error, "delivery failed");
                 Delivery::Failed
@@ -282,20 +295,24 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         }
     }
 
-    /// Removes the record of a connection that answered 410, unless it changed since it was read.
-    async fn prune(&self, recipient: &Recipient) -> Delivery {
+    /// What to do with a connection that answered 410, for every route alike: a newcomer
+    /// whose `$connect` has not returned is kept; any other record is removed, unless it
+    /// changed since it was read (a conditional delete on `connectedAt`).
+    pub(crate) async fn gone(
+        &self,
+        recipient: &Recipient,
+        now: DateTime<Utc>,
+    ) -> Result<Gone, StoreError> {
         let connection_id = recipient.connection_id.as_str();
-        match self
+        if is_newcomer(recipient.connected_at, now) {
+            tracing::debug!(connection_id, "410 from a newcomer still connecting; kept");
+            return Ok(Gone::Connecting);
+        }
+        let deleted = self
             .store
             .delete_if_connected_at(connection_id, recipient.connected_at)
-            .await
-        {
-            Ok(_) => Delivery::Pruned,
-            Err(error) => {
-                tracing::warn!(connection_id, %error, "could not prune a gone connection");
-                Delivery::Failed
-            }
-        }
+            .await?;
+        Ok(if deleted { Gone::Pruned } else { Gone::Changed })
     }
 
     /// Runs `work` over the items of a stream with at most `fanout_concurrency` in flight, and

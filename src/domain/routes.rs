@@ -6,8 +6,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use tracing::Instrument;
+use tracing::field::Empty;
 
-use super::fanout::{DEADLINE, Ended, FanOut, is_newcomer, paginate, until};
+use super::fanout::{DEADLINE, Ended, FanOut, Gone, paginate, until};
 use super::{Chat, Deadline, RouteError};
 use crate::ports::{
     ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
@@ -141,48 +142,30 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             })
             .await?;
         let (summary, scan_error) = self.fan_out(Bytes::from(frame), deadline).await;
-        let FanOut {
-            delivered,
-            pruned,
-            connecting,
-            failed,
-            not_attempted,
-            complete,
-        } = summary;
-        if summary.is_incomplete() {
-            let error = scan_error.as_ref().map(tracing::field::display);
-            tracing::warn!(
-                connection_id = sender,
-                delivered,
-                pruned,
-                connecting,
-                failed,
-                not_attempted,
-                complete,
-                error,
-                "broadcast incomplete"
-            );
-            let told = self
-                .reply(
-                    sender,
-                    delivery_incomplete(&summary, scan_error.is_some()),
-                    deadline,
+        // One summary line, whatever happened; at `warn` when someone may have missed it.
+        macro_rules! log_summary {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    connection_id = sender,
+                    delivered = summary.delivered,
+                    pruned = summary.pruned,
+                    connecting = summary.connecting,
+                    failed = summary.failed,
+                    not_attempted = summary.not_attempted,
+                    complete = summary.complete,
+                    error = scan_error.as_ref().map(tracing::field::display),
+                    $message
                 )
-                .await;
-            if let Err(error) = told {
-                tracing::warn!(connection_id = sender, %error, "could not tell the sender");
-            }
-        } else {
-            tracing::info!(
-                connection_id = sender,
-                delivered,
-                pruned,
-                connecting,
-                failed,
-                not_attempted,
-                complete,
-                "broadcast"
-            );
+            };
+        }
+        if !summary.is_incomplete() {
+            log_summary!(info, "broadcast");
+            return Ok(());
+        }
+        log_summary!(warn, "broadcast incomplete");
+        let told = delivery_incomplete(&summary, scan_error.is_some());
+        if let Err(error) = self.reply(sender, told, deadline).await {
+            tracing::warn!(connection_id = sender, %error, "could not tell the sender");
         }
         scan_error.map_or(Ok(()), |error| Err(error.into()))
     }
@@ -253,17 +236,16 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                     tracing::info!(connection_id = sender, to = %target, "chat delivered");
                     Ok(())
                 }
-                Outcome::Gone if is_newcomer(record.connected_at, now) => {
-                    tracing::info!(connection_id = sender, to = %target, "chat target still connecting; kept");
-                    self.reply(sender, still_connecting(target), deadline).await
-                }
-                Outcome::Gone => {
-                    self.store
-                        .delete_if_connected_at(target, record.connected_at)
-                        .await?;
-                    tracing::info!(connection_id = sender, to = %target, "chat target gone; pruned");
-                    self.reply(sender, not_found(target), deadline).await
-                }
+                Outcome::Gone => match self.gone(&record.recipient(), now).await? {
+                    Gone::Connecting => {
+                        tracing::info!(connection_id = sender, to = %target, "chat target still connecting; kept");
+                        self.reply(sender, still_connecting(target), deadline).await
+                    }
+                    Gone::Pruned | Gone::Changed => {
+                        tracing::info!(connection_id = sender, to = %target, "chat target gone; pruned");
+                        self.reply(sender, not_found(target), deadline).await
+                    }
+                },
             }
         })
         .await
@@ -329,9 +311,22 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 }
             },
         );
-        // GetConnection for every record is counted on this span, not exported one by one.
-        let ended = checking.instrument(tracing::info_span!("cleanup")).await;
+        // One span for the whole run, with its counts: GetConnection is not exported call by call.
+        let span = tracing::info_span!(
+            "cleanup",
+            checked = Empty,
+            expired = Empty,
+            gone = Empty,
+            failed = Empty,
+            complete = Empty,
+        );
+        let ended = checking.instrument(span.clone()).await;
         report.complete = matches!(ended, Ended::Complete);
+        span.record("checked", report.checked);
+        span.record("expired", report.expired);
+        span.record("gone", report.gone);
+        span.record("failed", report.failed);
+        span.record("complete", report.complete);
         tracing::info!(
             checked = report.checked,
             expired = report.expired,
@@ -348,33 +343,38 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
 
     async fn check(&self, record: &ConnectionRecord, now: DateTime<Utc>) -> Checked {
         let id = record.connection_id.as_str();
-        let verdict = if !record.is_live_at(now.timestamp()) {
-            Checked::Expired
+        let removed = if !record.is_live_at(now.timestamp()) {
+            self.store
+                .delete_if_connected_at(id, record.connected_at)
+                .await
+                .map(|deleted| {
+                    if deleted {
+                        Checked::Expired
+                    } else {
+                        Checked::Live
+                    }
+                })
         } else {
             match self.api.describe(id).await {
                 Ok(Outcome::Done(_)) => return Checked::Live,
-                // A newcomer whose $connect has not returned yet: not gone.
-                Ok(Outcome::Gone) if is_newcomer(record.connected_at, now) => return Checked::Live,
-                Ok(Outcome::Gone) => Checked::Gone,
+                Ok(Outcome::Gone) => {
+                    self.gone(&record.recipient(), now)
+                        .await
+                        .map(|gone| match gone {
+                            Gone::Pruned => Checked::Gone,
+                            Gone::Connecting | Gone::Changed => Checked::Live,
+                        })
+                }
                 Err(error) => {
                     tracing::warn!(connection_id = id, %error, "cleanup could not check a connection");
                     return Checked::Failed;
                 }
             }
         };
-        match self
-            .store
-            .delete_if_connected_at(id, record.connected_at)
-            .await
-        {
-            Ok(true) => verdict,
-            // Changed since it was read (a reconnect under the same id): kept.
-            Ok(false) => Checked::Live,
-            Err(error) => {
-                tracing::warn!(connection_id = id, %error, "cleanup could not remove a record");
-                Checked::Failed
-            }
-        }
+        removed.unwrap_or_else(|error| {
+            tracing::warn!(connection_id = id, %error, "cleanup could not remove a record");
+            Checked::Failed
+        })
     }
 
     async fn name_of(

@@ -11,12 +11,8 @@ pub mod runtime;
 /// The Pulumi program declares the same names (`pulumi/contract.json`, checked by a test).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Function {
-    Connect,
-    Disconnect,
-    Default,
-    Broadcast,
-    List,
-    Chat,
+    /// Serves an API Gateway route.
+    Route(RouteKey),
     /// Delivers the welcome event the EventBridge rule hands it.
     Post,
     /// Removes stale records, on a schedule.
@@ -25,12 +21,12 @@ pub enum Function {
 
 impl Function {
     pub const ALL: [Function; 8] = [
-        Function::Connect,
-        Function::Disconnect,
-        Function::Default,
-        Function::Broadcast,
-        Function::List,
-        Function::Chat,
+        Function::Route(RouteKey::Connect),
+        Function::Route(RouteKey::Disconnect),
+        Function::Route(RouteKey::Default),
+        Function::Route(RouteKey::Broadcast),
+        Function::Route(RouteKey::List),
+        Function::Route(RouteKey::Chat),
         Function::Post,
         Function::Cleanup,
     ];
@@ -38,12 +34,7 @@ impl Function {
     /// Its name: its binary's, its image's, and (after the stack's prefix) its function's.
     pub fn name(self) -> &'static str {
         match self {
-            Function::Connect => "connect",
-            Function::Disconnect => "disconnect",
-            Function::Default => "default",
-            Function::Broadcast => "broadcast",
-            Function::List => "list",
-            Function::Chat => "chat",
+            Function::Route(route) => route.as_str().trim_start_matches('$'),
             Function::Post => "post",
             Function::Cleanup => "cleanup",
         }
@@ -52,26 +43,14 @@ impl Function {
     /// The API Gateway route it serves; `None` for `post` and `cleanup`.
     pub fn route(self) -> Option<RouteKey> {
         match self {
-            Function::Connect => Some(RouteKey::Connect),
-            Function::Disconnect => Some(RouteKey::Disconnect),
-            Function::Default => Some(RouteKey::Default),
-            Function::Broadcast => Some(RouteKey::Broadcast),
-            Function::List => Some(RouteKey::List),
-            Function::Chat => Some(RouteKey::Chat),
+            Function::Route(route) => Some(route),
             Function::Post | Function::Cleanup => None,
         }
     }
 
     /// The function that serves an API Gateway route.
     pub fn serving(route: RouteKey) -> Function {
-        match route {
-            RouteKey::Connect => Function::Connect,
-            RouteKey::Disconnect => Function::Disconnect,
-            RouteKey::Default => Function::Default,
-            RouteKey::Broadcast => Function::Broadcast,
-            RouteKey::List => Function::List,
-            RouteKey::Chat => Function::Chat,
-        }
+        Function::Route(route)
     }
 }
 

@@ -102,7 +102,14 @@ pub(crate) async fn upgrade(
     ));
     shared.registry.insert(&id, socket.clone());
     let work = lambda::websocket(&shared.chat, RouteKey::Connect, &event, shared.deadline());
-    let status = match invoke(Function::Connect, request_id(&event), None, work).await {
+    let status = match invoke(
+        Function::serving(RouteKey::Connect),
+        request_id(&event),
+        None,
+        work,
+    )
+    .await
+    {
         Ok(response) => response.status_code,
         Err(_) => 500, // logged in the invocation's span
     };
@@ -362,39 +369,18 @@ async fn write(
     let mut closed = None;
     while let Some(frame) = queue.recv().await {
         let bytes = frame.wire_bytes();
-        let message = match frame {
-            Outbound::Flush(_) => {
-                if sink.flush().await.is_err() {
-                    break;
-                }
-                owed.paid(bytes);
-                continue;
-            }
+        let sent = match frame {
+            Outbound::Flush(_) => sink.flush().await,
             // Like API Gateway, a message over the frame size goes out in frames of at most
             // that size ("this applies to @connections commands": AWS's quota table).
             Outbound::Text(text) if text.len() > max_frame => {
-                let data = Bytes::from(text);
-                if send_fragmented(&mut sink, OpData::Text, data, max_frame)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                owed.paid(bytes);
-                continue;
+                send_fragmented(&mut sink, OpData::Text, Bytes::from(text), max_frame).await
             }
             Outbound::Binary(data) if data.len() > max_frame => {
-                if send_fragmented(&mut sink, OpData::Binary, data, max_frame)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                owed.paid(bytes);
-                continue;
+                send_fragmented(&mut sink, OpData::Binary, data, max_frame).await
             }
-            Outbound::Text(text) => Message::Text(text),
-            Outbound::Binary(bytes) => Message::Binary(bytes),
+            Outbound::Text(text) => sink.send(Message::Text(text)).await,
+            Outbound::Binary(data) => sink.send(Message::Binary(data)).await,
             Outbound::Close { code, reason } => {
                 let close = Message::Close(Some(CloseFrame {
                     code: code.into(),
@@ -405,7 +391,7 @@ async fn write(
                 break;
             }
         };
-        if sink.send(message).await.is_err() {
+        if sent.is_err() {
             break;
         }
         owed.paid(bytes);
@@ -477,7 +463,13 @@ pub(crate) async fn disconnect(
         &event,
         shared.deadline(),
     );
-    let _ = invoke(Function::Disconnect, request_id(&event), None, work).await;
+    let _ = invoke(
+        Function::serving(RouteKey::Disconnect),
+        request_id(&event),
+        None,
+        work,
+    )
+    .await;
 }
 
 fn request_id(event: &aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest) -> &str {

@@ -69,9 +69,21 @@ impl TestGateway {
 
     /// One HTTP/1.1 request; returns status, headers (lower-case names) and body.
     pub async fn http(&self, method: &str, path: &str, body: &[u8]) -> HttpResponse {
+        self.http_with(method, path, &[], body).await
+    }
+
+    /// One HTTP/1.1 request with more header lines (`"origin: http://x"`).
+    pub async fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &[u8],
+    ) -> HttpResponse {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
             self.addr,
             body.len()
         );

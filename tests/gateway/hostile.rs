@@ -79,6 +79,14 @@ async fn server_frame(stream: &mut TcpStream) -> Option<(bool, u8, Vec<u8>)> {
     Some((head[0] & 0x80 != 0, head[0] & 0x0f, payload))
 }
 
+/// Reads the welcome, the first frame; the connection's id.
+async fn welcome_id(stream: &mut TcpStream) -> String {
+    let (_, _, welcome) = server_frame(stream).await.unwrap();
+    let welcome: serde_json::Value = serde_json::from_slice(&welcome).unwrap();
+    assert_eq!(welcome["type"], "welcome");
+    welcome["connectionId"].as_str().unwrap().to_owned()
+}
+
 /// Reads frames until a close frame; its status code (`None` if it had none or never came).
 async fn close_code(stream: &mut TcpStream) -> Option<u16> {
     while let Some((_, opcode, payload)) = server_frame(stream).await {
@@ -118,43 +126,23 @@ async fn rfc_6455_violations_are_closed_with_their_status_codes() {
 #[tokio::test]
 async fn a_broken_upgrade_gets_400_or_426_not_the_chat_page() {
     let gateway = spawn().await;
-    let upgrade = |extra: &str| {
-        format!(
-            "GET / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n{extra}connection: close\r\n\r\n"
-        )
-    };
-    for (what, request, status) in [
-        ("no key", upgrade("sec-websocket-version: 13\r\n"), 400),
+    let upgrade = ["upgrade: websocket", "connection: Upgrade"];
+    let key = "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==";
+    for (what, more, status) in [
+        ("no key", vec!["sec-websocket-version: 13"], 400),
         (
             "a key that is not 16 bytes",
-            upgrade("sec-websocket-version: 13\r\nsec-websocket-key: c2hvcnQ=\r\n"),
+            vec!["sec-websocket-version: 13", "sec-websocket-key: c2hvcnQ="],
             400,
         ),
-        (
-            "version 8",
-            upgrade("sec-websocket-version: 8\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
-            426,
-        ),
+        ("version 8", vec!["sec-websocket-version: 8", key], 426),
     ] {
-        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        tokio::time::timeout(PATIENCE, stream.read_to_string(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            answer.starts_with(&format!("HTTP/1.1 {status}")),
-            "{what}: {answer}"
-        );
-        assert!(!answer.contains("<html"), "{what}: not the chat page");
+        let headers = [&upgrade[..], &more].concat();
+        let answer = gateway.http_with("GET", "/", &headers, b"").await;
+        assert_eq!(answer.status, status, "{what}: {}", answer.body);
+        assert!(!answer.body.contains("<html"), "{what}: not the chat page");
         if status == 426 {
-            assert!(
-                answer
-                    .to_ascii_lowercase()
-                    .contains("sec-websocket-version: 13"),
-                "{answer}"
-            );
+            assert_eq!(answer.header("sec-websocket-version"), Some("13"));
         }
     }
 }
@@ -181,17 +169,14 @@ async fn the_management_api_refuses_requests_from_web_pages() {
     let (mut client, id) = gateway.join("").await;
     let forged = br#"{"type":"broadcast","name":"admin","message":"forged"}"#;
     for header in ["origin: http://evil.example", "sec-fetch-site: cross-site"] {
-        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-        let request = format!(
-            "POST /@connections/{id} HTTP/1.1\r\nhost: x\r\n{header}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            forged.len()
+        let headers = [header, "content-type: text/plain"];
+        let path = format!("/@connections/{id}");
+        let answer = gateway.http_with("POST", &path, &headers, forged).await;
+        assert_eq!(answer.status, 403, "{header}: {}", answer.body);
+        assert_eq!(
+            answer.header("x-amzn-errortype"),
+            Some("ForbiddenException")
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stream.write_all(forged).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        assert!(answer.starts_with("HTTP/1.1 403"), "{header}: {answer}");
-        assert!(answer.contains("ForbiddenException"), "{answer}");
     }
     client.expect_silence(Duration::from_millis(300)).await;
     // the SDK's requests carry no Origin, and are served
@@ -221,11 +206,7 @@ async fn a_client_that_floods_pings_and_never_reads_is_dropped() {
     .await;
     let stream = deaf_socket(&gateway).await;
     let mut stream = handshake(stream, &gateway, "").await;
-    let (_, _, welcome) = server_frame(&mut stream).await.unwrap();
-    let id = serde_json::from_slice::<serde_json::Value>(&welcome).unwrap()["connectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = welcome_id(&mut stream).await;
     // pings until the server hangs up (the write fails) or far past any cap
     let ping = client_frame(0x89, &[b'p'; 125], true);
     let mut sent = 0usize;
@@ -302,11 +283,7 @@ async fn shutdown_ends_within_its_grace_whatever_the_clients_do() {
     // a client that reads nothing, with 700 KB the server is trying to write to it
     let stream = deaf_socket(&gateway).await;
     let mut stuck = handshake(stream, &gateway, "").await;
-    let (_, _, welcome) = server_frame(&mut stuck).await.unwrap();
-    let id = serde_json::from_slice::<serde_json::Value>(&welcome).unwrap()["connectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = welcome_id(&mut stuck).await;
     for _ in 0..7 {
         let status = gateway
             .http("POST", &format!("/@connections/{id}"), &[b'x'; 100_000])
@@ -328,11 +305,7 @@ async fn shutdown_ends_within_its_grace_whatever_the_clients_do() {
 async fn a_message_over_the_frame_size_goes_out_in_frames_of_at_most_32_kb() {
     let gateway = spawn().await;
     let mut stream = raw_websocket(&gateway, "").await;
-    let (_, _, welcome) = server_frame(&mut stream).await.unwrap();
-    let id = serde_json::from_slice::<serde_json::Value>(&welcome).unwrap()["connectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = welcome_id(&mut stream).await;
     let body: Vec<u8> = (0..70_000).map(|i| b"webchat "[i % 8]).collect();
     let status = gateway
         .http("POST", &format!("/@connections/{id}"), &body)
@@ -362,11 +335,7 @@ async fn a_client_that_vanishes_without_a_close_frame_is_not_a_protocol_error() 
     let gateway = spawn().await;
     let (mut watcher, _) = gateway.join("").await;
     let mut stream = raw_websocket(&gateway, "").await;
-    let (_, _, welcome) = server_frame(&mut stream).await.unwrap();
-    let id = serde_json::from_slice::<serde_json::Value>(&welcome).unwrap()["connectionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = welcome_id(&mut stream).await;
     stream.shutdown().await.unwrap(); // FIN, no close frame
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;

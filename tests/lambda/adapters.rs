@@ -171,7 +171,7 @@ async fn the_management_adapter_talks_to_webchat_locals_connections_api() {
         Ok(Outcome::Gone)
     );
     assert_eq!(api.describe("AAAAAAAAAAAAAAA=").await, Ok(Outcome::Gone));
-    // the routes never delete a connection; the gateway's own DELETE closes it
+    // the routes never delete a connection (ConnectionApi has no delete): the client leaves
     drop(socket);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while api.post(&id, Bytes::from_static(b"x")).await != Ok(Outcome::Gone) {
