@@ -368,3 +368,25 @@ async fn a_request_body_sent_a_byte_at_a_time_times_out() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_listen_address_open_to_the_network_is_warned_about() {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"))
+        .args(["--listen", "0.0.0.0:0", "--log-level", "error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("a warning in time")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("WARNING") && first.contains("management API"),
+        "{first}"
+    );
+}
