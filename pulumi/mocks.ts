@@ -35,8 +35,10 @@ function generated(seed: string, length: number, alphabet = "abcdefghijklmnopqrs
 
 function computed(type: string, name: string, inputs: Record<string, any>, region: string): { id: string; state: Record<string, any> } {
   if (type === "docker-build:index:Image") {
-    // the same inputs build the same image: the digest is a function of them
-    const digest = `sha256:${createHash("sha256").update(JSON.stringify(inputs)).digest("hex")}`;
+    // the same inputs build the same image: the digest is a function of them, but not of the
+    // registry passwords, which docker-build's Diff ignores (a fresh ECR token rebuilds nothing)
+    const registries = inputs.registries?.map(({ password, ...registry }: Record<string, any>) => registry);
+    const digest = `sha256:${createHash("sha256").update(JSON.stringify({ ...inputs, registries })).digest("hex")}`;
     return { id: digest, state: { digest, ref: `${inputs.tags?.[0] ?? name}@${digest}` } };
   }
   const service = type.split(":")[1]?.split("/")[0] ?? "unknown";
@@ -90,7 +92,7 @@ function computed(type: string, name: string, inputs: Record<string, any>, regio
 }
 
 /** What the program's provider functions (invokes) answer, in the providers' own shapes. */
-function called(token: string, inputs: Record<string, any>, region: string): Record<string, any> {
+function called(token: string, inputs: Record<string, any>, region: string, ecrPassword: string): Record<string, any> {
   switch (token) {
     case "aws:index/getRegion:getRegion":
       return { id: region, name: region, region, endpoint: `ec2.${region}.amazonaws.com`, description: region };
@@ -103,8 +105,8 @@ function called(token: string, inputs: Record<string, any>, region: string): Rec
         id: region,
         registryId: inputs.registryId ?? ACCOUNT,
         userName: "AWS",
-        password: "mock-ecr-token",
-        authorizationToken: Buffer.from("AWS:mock-ecr-token").toString("base64"),
+        password: ecrPassword,
+        authorizationToken: Buffer.from(`AWS:${ecrPassword}`).toString("base64"),
         proxyEndpoint: `https://${ACCOUNT}.dkr.ecr.${region}.amazonaws.com`,
         expiresAt: "2026-11-29T04:00:00Z",
       };
@@ -114,8 +116,8 @@ function called(token: string, inputs: Record<string, any>, region: string): Rec
   }
 }
 
-/** Pulumi's mocks, recording every registration into `recorded`. */
-export function mocksFor(recorded: Recorded[], region: string): pulumi.runtime.Mocks {
+/** Pulumi's mocks, recording every registration into `recorded`; ECR hands out `ecrPassword`. */
+export function mocksFor(recorded: Recorded[], region: string, ecrPassword = "mock-ecr-token"): pulumi.runtime.Mocks {
   return {
     newResource(args) {
       const { id, state } = computed(args.type, args.name, args.inputs, region);
@@ -123,7 +125,7 @@ export function mocksFor(recorded: Recorded[], region: string): pulumi.runtime.M
       return { id, state: { ...state, ...args.inputs } };
     },
     call(args) {
-      return called(args.token, args.inputs, region);
+      return called(args.token, args.inputs, region, ecrPassword);
     },
   };
 }

@@ -5,6 +5,7 @@
 // pulumi-language-nodejs starts it; only the engine behind the gRPC socket is a stand-in.
 import * as grpc from "@grpc/grpc-js";
 import * as pulumi from "@pulumi/pulumi";
+import { randomBytes } from "crypto";
 import * as path from "path";
 import { mocksFor, Recorded } from "../mocks";
 
@@ -23,10 +24,18 @@ export interface LogEntry {
   message: string;
 }
 
+/** A RegisterResource request as the engine received it: the resource and the options tests check. */
+export interface Registration {
+  type: string;
+  name: string;
+  retainOnDelete: boolean;
+}
+
 export interface FakeEngine {
   /** `127.0.0.1:<port>`, for `--monitor` and `--engine`. */
   address: string;
   recorded: Recorded[];
+  registrations: Registration[];
   logs: LogEntry[];
   /** The stack's outputs, as the program registered them. */
   outputs(): Promise<Record<string, unknown>>;
@@ -39,8 +48,10 @@ export async function startEngine(project: string, stack: string, region: string
   // MockMonitor names URNs after this process's project and stack
   await pulumi.runtime.setMocks({ newResource: () => ({ id: "", state: {} }), call: () => ({}) }, project, stack);
   const recorded: Recorded[] = [];
+  const registrations: Registration[] = [];
   const logs: LogEntry[] = [];
-  const monitor = new MockMonitor(mocksFor(recorded, region));
+  // ECR gives a new token on every call, so every run of the program gets a different one
+  const monitor = new MockMonitor(mocksFor(recorded, region, randomBytes(16).toString("hex")));
   let root = "";
   type Callback = (error: Error | null, response?: unknown) => void;
   const forward =
@@ -63,7 +74,11 @@ export async function startEngine(project: string, stack: string, region: string
     invoke: forward(monitor.invoke),
     readResource: forward(monitor.readResource),
     existsResource: forward(monitor.existsResource),
-    registerResource: forward(monitor.registerResource),
+    registerResource(call: { request: any }, callback: Callback) {
+      const request = call.request;
+      registrations.push({ type: request.getType(), name: request.getName(), retainOnDelete: request.getRetainondelete() });
+      monitor.registerResource(request, callback);
+    },
     registerResourceOutputs(call: { request: unknown }, callback: Callback) {
       monitor.registerResourceOutputs(call.request, (error: Error | null) => callback(error, new Empty()));
     },
@@ -98,6 +113,7 @@ export async function startEngine(project: string, stack: string, region: string
   return {
     address: `127.0.0.1:${port}`,
     recorded,
+    registrations,
     logs,
     async outputs() {
       const stack = monitor.getRegisteredResources().get(root);

@@ -11,11 +11,11 @@ export async function synthesize(config: Record<string, string> = {}): Promise<R
   return recorded;
 }
 
-export function ofType(recorded: Recorded[], type: string): Recorded[] {
+export function ofType<T extends { type: string }>(recorded: T[], type: string): T[] {
   return recorded.filter((r) => r.type === type);
 }
 
-export function one(recorded: Recorded[], type: string): Recorded {
+export function one<T extends { type: string }>(recorded: T[], type: string): T {
   const found = ofType(recorded, type);
   if (found.length !== 1) throw new Error(`expected one ${type}, found ${found.length}`);
   return found[0];

@@ -17,7 +17,7 @@ import { Recorded, stackConfig } from "../mocks";
 import { FUNCTIONS, ROUTES } from "../names";
 import { FakeEngine, startEngine } from "./engine";
 import { FakeLambda, startLambda } from "./lambda";
-import { ofType } from "./helpers";
+import { ofType, one } from "./helpers";
 
 const PROGRAM = path.resolve(__dirname, "..");
 const ROOT = path.resolve(PROGRAM, "..");
@@ -86,9 +86,15 @@ function errors(run: Run): string {
   return run.engine.logs.filter((l) => l.severity === "error").map((l) => l.message).join("\n");
 }
 
-function imageInputs(run: Run): string {
-  const images = ofType(run.recorded, "docker-build:index:Image").map(({ name, inputs }) => ({ name, inputs }));
-  return JSON.stringify(images.sort((a, b) => a.name.localeCompare(b.name)));
+function imageInputs(run: Run): Record<string, Record<string, any>> {
+  return Object.fromEntries(ofType(run.recorded, "docker-build:index:Image").map(({ name, inputs }) => [name, inputs]));
+}
+
+/** The paths at which two JSON values differ, like `registries.0.password`. */
+function differences(a: any, b: any, at = ""): string[] {
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return a === b ? [] : [at];
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].flatMap((key) => differences(a[key], b[key], at ? `${at}.${key}` : key));
 }
 
 /** The image URI forms Lambda accepts: an ECR repository with either a tag or a digest, not both. */
@@ -151,11 +157,26 @@ describe("the program under Pulumi's language host", () => {
     assert.equal(lambda.downloads, 1, "the second evaluation found the zip on disk");
   });
 
-  it("gives identical image inputs on a second evaluation with nothing changed", () => {
+  it("gives identical image inputs on a second evaluation with nothing changed but the ECR token", () => {
     assert.equal(second.code, 0, `${second.output}\n${errors(second)}`);
-    assert.equal(imageInputs(second), imageInputs(first));
+    // each run gets a fresh token; docker-build's Diff ignores the password, and nothing else may differ
+    const [before, after] = [imageInputs(first), imageInputs(second)];
+    assert.deepEqual(Object.keys(after).sort(), Object.keys(before).sort());
+    for (const name of Object.keys(before)) {
+      assert.deepEqual(differences(before[name], after[name]), ["registries.0.password"], name);
+    }
     const uris = (run: Run) => ofType(run.recorded, "aws:lambda/function:Function").map((f) => f.inputs.imageUri).sort();
     assert.deepEqual(uris(second), uris(first));
+  });
+
+  it("lets `pulumi destroy` work at any age: images retained on delete, the repository force-deleted", () => {
+    // destroy never calls docker-build's Delete (with the expired token in state); deleting the
+    // repository, which is not retained, removes the images
+    const images = ofType(first.engine.registrations, "docker-build:index:Image");
+    assert.equal(images.length, FUNCTIONS.length);
+    for (const image of images) assert.equal(image.retainOnDelete, true, image.name);
+    assert.equal(one(first.engine.registrations, "aws:ecr/repository:Repository").retainOnDelete, false);
+    assert.equal(one(first.recorded, "aws:ecr/repository:Repository").inputs.forceDelete, true);
   });
 
   it("looks the layer up in the layer's region with the stack's AWS profile", async () => {
