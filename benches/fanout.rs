@@ -7,7 +7,9 @@
 //!
 //! `--telemetry` installs the functions' telemetry (JSON logs at `info` to stderr, span export
 //! off), so that the spans and log work of every post are counted as in Lambda. Each round prints
-//! the fan-out thread's CPU time per post (user + system, `getrusage(RUSAGE_THREAD)`).
+//! the process's CPU time per post (user + system, `getrusage(RUSAGE_SELF)`): the fake endpoint
+//! runs in a child process (this executable, re-run with `--serve-fake`), so that its work is not
+//! counted.
 //!
 //! The store is the in-memory adapter (paginated like DynamoDB), so the figures measure the
 //! fan-out, not a store emulator. `--sequential N` times the loop over the first N connections
@@ -57,6 +59,7 @@ fn args() -> Args {
             "--concurrency" => parsed.concurrency.push(value()),
             "--sequential" => parsed.sequential = Some(value()),
             "--telemetry" => parsed.telemetry = true,
+            "--serve-fake" => serve_fake(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -72,7 +75,7 @@ async fn management_api(endpoint: &str) -> ManagementApi {
     unsafe {
         std::env::set_var("AWS_REGION", "us-east-1");
         std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", fake_aws::SECRET_ACCESS_KEY);
         std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     }
     let config = FunctionConfig::from_lookup(|name| match name {
@@ -85,12 +88,78 @@ async fn management_api(endpoint: &str) -> ManagementApi {
     webchat::lambda::runtime::build(&config).await.api
 }
 
-/// CPU time (user + system) of the calling thread so far.
-fn thread_cpu() -> Duration {
+/// The child process: a fake `@connections` endpoint. Reads its delay in milliseconds from the
+/// first line of stdin, prints its endpoint, then answers every further line with the number of
+/// posts delivered so far.
+fn serve_fake() -> ! {
+    use std::io::BufRead;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = runtime.block_on(fake_aws::FakeAws::start());
+    let mut lines = std::io::stdin().lock().lines();
+    let delay = lines.next().unwrap().unwrap().parse().unwrap();
+    fake.set_delay(Duration::from_millis(delay));
+    println!("{}", fake.management_endpoint());
+    for _ in lines {
+        println!("{}", fake.delivered().len());
+    }
+    std::process::exit(0)
+}
+
+/// The fake `@connections` endpoint in its child process.
+struct Fake {
+    endpoint: String,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    child: std::process::Child,
+}
+
+impl Fake {
+    fn start(delay: Duration) -> Fake {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--serve-fake")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the fake endpoint");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", delay.as_millis()).unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let endpoint = stdout.next().unwrap().unwrap();
+        Fake {
+            endpoint,
+            stdin,
+            stdout,
+            child,
+        }
+    }
+
+    /// Posts the fake has answered so far.
+    fn delivered(&mut self) -> usize {
+        use std::io::Write;
+        writeln!(self.stdin, "count").unwrap();
+        self.stdout.next().unwrap().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time (user + system) of this process so far.
+fn process_cpu() -> Duration {
     // SAFETY: getrusage writes into the struct it is given.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
         usage
     };
     let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
@@ -107,15 +176,8 @@ fn main() {
             export: webchat::telemetry::Export::Disabled,
         })
     });
-    // One thread, as a Lambda function at 128-1769 MB has at most one vCPU; the fake endpoint
-    // runs on its own runtime so that it does not steal this one's time.
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let fake = server.block_on(fake_aws::FakeAws::start());
-    fake.set_delay(args.delay);
+    // One thread, as a Lambda function at 128-1769 MB has at most one vCPU.
+    let fake = Fake::start(args.delay);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,7 +185,7 @@ fn main() {
     runtime.block_on(run(args, fake));
 }
 
-async fn run(args: Args, fake: fake_aws::FakeAws) {
+async fn run(args: Args, mut fake: Fake) {
     let store = MemoryStore::new();
     let now = Utc::now();
     for i in 0..args.connections {
@@ -134,7 +196,7 @@ async fn run(args: Args, fake: fake_aws::FakeAws) {
         .into_iter()
         .map(|r| r.connection_id)
         .collect();
-    let api = management_api(&fake.management_endpoint()).await;
+    let api = management_api(&fake.endpoint).await;
     let mut chat = Chat {
         store,
         api,
@@ -156,15 +218,15 @@ async fn run(args: Args, fake: fake_aws::FakeAws) {
     let mut best = Duration::MAX;
     for concurrency in &args.concurrency {
         chat.settings.fanout_concurrency = *concurrency;
-        let before = fake.delivered().len();
+        let before = fake.delivered();
         let started = Instant::now();
-        let cpu = thread_cpu();
+        let cpu = process_cpu();
         chat.broadcast(&ids[0], body, Deadline::NONE)
             .await
             .expect("broadcast");
-        let cpu = thread_cpu() - cpu;
+        let cpu = process_cpu() - cpu;
         let took = started.elapsed();
-        let delivered = fake.delivered().len() - before;
+        let delivered = fake.delivered() - before;
         assert_eq!(delivered, args.connections, "every connection is reached");
         println!(
             "  ours, {concurrency:>5} in flight: {:>8.3} s ({delivered} delivered, {:.1} µs CPU a post)",

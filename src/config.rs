@@ -85,7 +85,7 @@ impl FunctionConfig {
         const ENDPOINT: &str =
             "the management endpoint https://{api-id}.execute-api.{region}.amazonaws.com/{stage}";
         let endpoint = required(vars::WEBSOCKET_API_ENDPOINT, ENDPOINT)?;
-        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+        if !is_management_endpoint(&endpoint) {
             return Err(ConfigError::Invalid {
                 name: vars::WEBSOCKET_API_ENDPOINT,
                 value: endpoint,
@@ -160,6 +160,22 @@ fn number(
 
 /// How long a `@connections` call may take before it counts as failed: one slow connection must
 /// not hold a fan-out slot for the SDK's default of no timeout at all.
+/// An `http(s)://` URL with a host, no query, and a plain path (no `.`, `..` or empty segment):
+/// what a post's request path and its signature are built from.
+fn is_management_endpoint(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+        return false;
+    };
+    let path = uri.path().trim_end_matches('/');
+    matches!(uri.scheme_str(), Some("https" | "http"))
+        && uri.host().is_some_and(|host| !host.is_empty())
+        && uri.query().is_none()
+        && !path.contains("//")
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
 pub const MANAGEMENT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Calls in all for a DynamoDB request that is throttled or fails with a 5xx.
@@ -225,6 +241,38 @@ mod tests {
             let error = config(&partial).unwrap_err();
             assert!(matches!(error, ConfigError::Missing { name, .. } if name == missing));
             assert!(error.to_string().starts_with(missing), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_management_endpoint_is_an_absolute_url_with_a_plain_path() {
+        for good in [
+            "https://abc.execute-api.eu-west-1.amazonaws.com/stage",
+            "https://abc.execute-api.eu-west-1.amazonaws.com/stage/",
+            "http://127.0.0.1:4000/local",
+            "https://chat.example.com",
+        ] {
+            assert!(is_management_endpoint(good), "{good}");
+            let poster = crate::adapters::management::Poster::new(
+                good,
+                "eu-west-1",
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    crate::adapters::management::NoCredentials,
+                ),
+                MANAGEMENT_CALL_TIMEOUT,
+            );
+            assert!(poster.is_ok(), "{good}: {poster:?}");
+        }
+        for bad in [
+            "wss://abc.execute-api.eu-west-1.amazonaws.com/stage",
+            "https:///stage",
+            "https://abc.example.com/a//b",
+            "https://abc.example.com/stage/../other",
+            "https://abc.example.com/./stage",
+            "https://abc.example.com/stage?x=1",
+            "not a url",
+        ] {
+            assert!(!is_management_endpoint(bad), "{bad}");
         }
     }
 

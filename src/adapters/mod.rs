@@ -12,3 +12,4 @@ pub mod dynamodb;
 pub mod eventbridge;
 pub mod management;
 pub mod memory;
+pub mod sigv4;

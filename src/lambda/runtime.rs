@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 use super::HandlerError;
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::eventbridge::EventBridgeBus;
-use crate::adapters::management::ManagementApi;
+use crate::adapters::management::{ManagementApi, NoCredentials, Poster};
 use crate::config::{
     DYNAMODB_ATTEMPT_TIMEOUT, DYNAMODB_ATTEMPTS, DYNAMODB_BACKOFF, DYNAMODB_MAX_BACKOFF,
     DYNAMODB_OPERATION_TIMEOUT, DYNAMODB_RETRY_QUOTA, FunctionConfig, MANAGEMENT_CALL_TIMEOUT,
@@ -91,13 +92,25 @@ pub async fn build(config: &FunctionConfig) -> AwsChat {
                 .build(),
         )
         .build();
+    let poster = Poster::new(
+        &config.websocket_api_endpoint,
+        sdk.region()
+            .map_or(FALLBACK_REGION, |region| region.as_ref()),
+        sdk.credentials_provider()
+            .unwrap_or_else(|| SharedCredentialsProvider::new(NoCredentials)),
+        MANAGEMENT_CALL_TIMEOUT,
+    )
+    .expect("the configuration validated the endpoint");
     Chat {
         store: DynamoStore::new(
             aws_sdk_dynamodb::Client::from_conf(dynamodb),
             &config.connections_table,
             config.scan_page_size,
         ),
-        api: ManagementApi::new(aws_sdk_apigatewaymanagement::Client::from_conf(management)),
+        api: ManagementApi::new(
+            aws_sdk_apigatewaymanagement::Client::from_conf(management),
+            poster,
+        ),
         bus: EventBridgeBus::new(
             aws_sdk_eventbridge::Client::new(&sdk),
             &config.event_bus_name,

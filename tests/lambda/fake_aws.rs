@@ -2,6 +2,11 @@
 //! API (`/{stage}/@connections/{id}`, REST-JSON), on one port, with scripted answers: 410 for
 //! chosen ids, 429s before success, PutEvents partial failures, and an optional delay per call.
 //! moto cannot stand in here: its `@connections` always answers 200, never 410.
+//!
+//! Every `@connections` request's SigV4 signature is checked as API Gateway checks it: the
+//! signature is computed again with aws-sigv4 over the request as received (method, path,
+//! the headers it says it signed, body) with the secret key [`SECRET_ACCESS_KEY`]; a mismatch is
+//! answered 403 `InvalidSignatureException`, as API Gateway answers it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -9,11 +14,91 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use serde_json::{Value, json};
+
+/// The secret access key of the credentials the functions under test sign with.
+pub const SECRET_ACCESS_KEY: &str = "testing";
+
+/// Whether a request's `authorization` header is the SigV4 signature of the request as received,
+/// by `SECRET_ACCESS_KEY`.
+fn signature_is_valid(
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> bool {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_sigv4::sign::v4::SigningParams;
+
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let Some(authorization) = header("authorization") else {
+        return false;
+    };
+    // AWS4-HMAC-SHA256 Credential={akid}/{date}/{region}/{service}/aws4_request, SignedHeaders=a;b, Signature={hex}
+    let field = |name: &str| {
+        authorization
+            .split([' ', ','])
+            .find_map(|part| part.strip_prefix(name))
+    };
+    let (Some(credential), Some(signed), Some(date)) = (
+        field("Credential="),
+        field("SignedHeaders="),
+        header("x-amz-date"),
+    ) else {
+        return false;
+    };
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [access_key, _day, region, service, "aws4_request"] = scope[..] else {
+        return false;
+    };
+    let Ok(time) = chrono::NaiveDateTime::parse_from_str(date, "%Y%m%dT%H%M%SZ") else {
+        return false;
+    };
+    let credentials = Credentials::new(
+        access_key,
+        SECRET_ACCESS_KEY,
+        header("x-amz-security-token").map(str::to_owned),
+        None,
+        "fake",
+    )
+    .into();
+    let Ok(params) = SigningParams::builder()
+        .identity(&credentials)
+        .region(region)
+        .name(service)
+        .time(time.and_utc().into())
+        .settings(SigningSettings::default())
+        .build()
+    else {
+        return false;
+    };
+    let signed_headers = signed
+        .split(';')
+        .filter(|name| !matches!(*name, "x-amz-date" | "x-amz-security-token"))
+        .filter_map(|name| Some((name, header(name)?)));
+    let url = format!("http://{}{uri}", header("host").unwrap_or_default());
+    let Ok(request) = SignableRequest::new(
+        method.as_str(),
+        &url,
+        signed_headers,
+        SignableBody::Bytes(body),
+    ) else {
+        return false;
+    };
+    match sign(request, &params.into()) {
+        Ok(output) => output
+            .output()
+            .headers()
+            .any(|(name, value)| name == "authorization" && value == authorization),
+        Err(_) => false,
+    }
+}
 
 /// One `@connections` call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,9 +392,15 @@ fn aws_error(status: u16, error_type: &str) -> Response {
 async fn connections(
     State(state): State<Arc<FakeState>>,
     method: Method,
+    uri: axum::http::Uri,
     Path((_stage, id)): Path<(String, String)>,
-    body: String,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    if !signature_is_valid(&method, &uri, &headers, &body) {
+        return aws_error(403, "InvalidSignatureException");
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
