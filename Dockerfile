@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
-# One image per Lambda function, all from this file: `--build-arg HANDLER=<function>` (connect,
-# disconnect, default, broadcast, list, chat, post, cleanup). The binary is the image's
-# entrypoint and speaks the Lambda Runtime API itself; the ADOT collector extension from the
-# official layer is baked in under /opt/extensions (container-image functions cannot attach
+# One image per Lambda function, all from this file: `--build-arg HANDLER=<function>` (the nine:
+# connect, disconnect, default, broadcast, list, chat, post, cleanup, fanout). The binary is the
+# image's entrypoint and speaks the Lambda Runtime API itself; the ADOT collector extension from
+# the official layer is baked in under /opt/extensions (container-image functions cannot attach
 # layers), configured by otel/collector.yaml.
 #
 # Built once, however many images: the compile stage does not depend on HANDLER (only the

@@ -122,10 +122,10 @@ async fn run(clients: usize, rounds: usize) {
         let delivered = delivered_tx.clone();
         tokio::spawn(async move {
             while let Some(Ok(message)) = stream.next().await {
-                if matches!(&message, Message::Text(text) if text.contains("\"broadcast\"")) {
-                    if let Some(sent) = *round.borrow() {
-                        let _ = delivered.send(sent.elapsed());
-                    }
+                if matches!(&message, Message::Text(text) if text.contains("\"broadcast\""))
+                    && let Some(sent) = *round.borrow()
+                {
+                    let _ = delivered.send(sent.elapsed());
                 }
             }
         });

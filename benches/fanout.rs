@@ -174,6 +174,7 @@ fn main() {
             log_filter: "info".into(),
             log_format: webchat::telemetry::LogFormat::Json,
             export: webchat::telemetry::Export::Disabled,
+            metrics: None,
         })
     });
     // One thread, as a Lambda function at 128-1769 MB has at most one vCPU.
@@ -203,6 +204,7 @@ async fn run(args: Args, mut fake: Fake) {
         bus: MemoryEventBus::recording(),
         clock: Arc::new(SystemClock),
         settings: Settings::default(),
+        shards: None,
     };
     let body = r#"{"action":"broadcast","message":"fan-out benchmark"}"#;
 

@@ -14,3 +14,9 @@ export const managementEndpoint = outputs.managementEndpoint;
 export const tableName = outputs.tableName;
 export const busName = outputs.busName;
 export const repositoryUrl = outputs.repositoryUrl;
+/** The queue of shard jobs, and the dead-letter queue of jobs that failed three times. */
+export const shardQueueUrl = outputs.shardQueueUrl;
+export const shardDeadLetterQueueUrl = outputs.shardDeadLetterQueueUrl;
+/** The CloudWatch dashboard of broadcasts, fan-outs, the queues and every function's errors. */
+export const dashboardName = outputs.dashboardName;
+export const dashboardUrl = outputs.dashboardUrl;

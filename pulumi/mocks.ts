@@ -8,6 +8,10 @@
 // - apigatewayv2 Api: a 10-character id, `apiEndpoint` `wss://{id}.execute-api.{region}.amazonaws.com`,
 //   `executionArn` `arn:aws:execute-api:{region}:{account}:{id}`; Stage: `invokeUrl`
 //   `{apiEndpoint}/{stage}`, `executionArn` `{api executionArn}/{stage}` (the provider's docs).
+// - lambda EventSourceMapping: the id is the mapping's UUID (`uuid`), `arn`
+//   `arn:aws:lambda:{region}:{account}:event-source-mapping:{uuid}`, `functionArn` the function's
+//   ARN, `state` `Enabled`; cloudwatch Dashboard: the id is `dashboardName`, `dashboardArn`
+//   `arn:aws:cloudwatch::{account}:dashboard/{name}` (no region: dashboards are global).
 // - Auto-named resources get the logical name and a 7-character suffix, as Pulumi's auto-naming.
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "crypto";
@@ -82,6 +86,23 @@ function computed(type: string, name: string, inputs: Record<string, any>, regio
     case "aws:ecr/repository:Repository":
       out.repositoryUrl = `${ACCOUNT}.dkr.ecr.${region}.amazonaws.com/${physical}`;
       out.registryId = ACCOUNT;
+      break;
+    case "aws:lambda/eventSourceMapping:EventSourceMapping": {
+      const hex = createHash("sha256").update(`${type}::${name}`).digest("hex");
+      id = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-a${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+      delete out.name;
+      out.uuid = id;
+      out.arn = `arn:aws:lambda:${region}:${ACCOUNT}:event-source-mapping:${id}`;
+      const fn = String(inputs.functionName ?? "");
+      out.functionArn = fn.startsWith("arn:") ? fn : `arn:aws:lambda:${region}:${ACCOUNT}:function:${fn}`;
+      out.state = "Enabled";
+      break;
+    }
+    case "aws:cloudwatch/dashboard:Dashboard":
+      id = inputs.dashboardName;
+      delete out.name;
+      delete out.arn;
+      out.dashboardArn = `arn:aws:cloudwatch::${ACCOUNT}:dashboard/${inputs.dashboardName}`;
       break;
     case "aws:sqs/queue:Queue":
       out.url = `https://sqs.${region}.amazonaws.com/${ACCOUNT}/${physical}`;

@@ -11,5 +11,7 @@ export const ROUTES: Readonly<Record<string, string>> = contract.routes;
 export const ROUTE_SELECTION = contract.routeSelectionExpression;
 export const WELCOME = contract.welcomeEvent;
 export const CLEANUP_FUNCTION = contract.cleanupFunction;
+/** The worker that delivers sharded broadcasts, and how many jobs it takes per invocation. */
+export const SHARDS = contract.shards;
 export const TABLE = contract.table;
 export const ENV = contract.environment;

@@ -22,6 +22,14 @@ export interface Settings {
   logRetentionDays: number;
   /** `@connections` calls a fan-out keeps in flight (FANOUT_CONCURRENCY). */
   fanoutConcurrency: number;
+  /** `@connections` posts per second that every fan-out together may make. */
+  postRateBudget: number;
+  /** `fanout` invocations at once: the SQS event source mapping's maximum concurrency. */
+  fanoutWorkers: number;
+  /** The `fanout` worker's timeout in seconds. */
+  fanoutTimeout: number;
+  /** Items a Scan page examines (SCAN_PAGE_SIZE): larger audiences are sharded. */
+  scanPageSize: number;
   /** The ADOT collector Lambda layer version whose extension is baked into each image. */
   adotLayerArn: string;
   /** JSON access logs on the stage (needs API Gateway's CloudWatch role on the account). */
@@ -48,6 +56,12 @@ export const DEFAULTS = {
   throttlingBurstLimit: 1000,
   logRetentionDays: 14,
   fanoutConcurrency: 512,
+  // API Gateway's account throttle is 10,000 requests/s (burst 5,000), shared with the clients'
+  // own messages: the fan-outs stay below it.
+  postRateBudget: 8000,
+  fanoutWorkers: 8,
+  fanoutTimeout: 60,
+  scanPageSize: 1000,
   accessLogs: false,
   manageApiGatewayAccount: false,
 } as const;
@@ -59,6 +73,16 @@ export const DEFAULTS = {
 export function defaultAdotLayerArn(region: string, architecture: string): string {
   const arch = architecture === "arm64" ? "arm64" : "amd64";
   return `arn:aws:lambda:${region}:901920570463:layer:aws-otel-collector-${arch}-ver-0-117-0:1`;
+}
+
+/** An integer setting `webchat:<key>` from `min` to `max` (inclusive), or its default. */
+function integerSetting(config: pulumi.Config, key: string, fallback: number, min: number, max: number, why: string): number {
+  const value = config.getNumber(key) ?? fallback;
+  if (!Number.isInteger(value) || value < min || value > max) {
+    const range = max === Infinity ? `at least ${min}` : `from ${min} to ${max}`;
+    throw new Error(`webchat:${key} must be a whole number ${range} (${why}), not ${value}`);
+  }
+  return value;
 }
 
 export function loadSettings(): Settings {
@@ -78,6 +102,17 @@ export function loadSettings(): Settings {
   if (manageApiGatewayAccount && !accessLogs) {
     throw new Error("webchat:manageApiGatewayAccount only serves webchat:accessLogs: set both, or neither");
   }
+  const fanoutWorkers = integerSetting(
+    config, "fanoutWorkers", DEFAULTS.fanoutWorkers, 2, 1000,
+    "the bounds of an SQS event source mapping's maximum concurrency",
+  );
+  const fanoutTimeout = integerSetting(config, "fanoutTimeout", DEFAULTS.fanoutTimeout, 1, 900, "a Lambda timeout in seconds");
+  // every worker gets an equal share, of at least one post a second
+  const postRateBudget = integerSetting(
+    config, "postRateBudget", DEFAULTS.postRateBudget, fanoutWorkers, Infinity,
+    `@connections posts per second, shared by webchat:fanoutWorkers (${fanoutWorkers}) workers, at least one each`,
+  );
+  const scanPageSize = integerSetting(config, "scanPageSize", DEFAULTS.scanPageSize, 1, Infinity, "items a DynamoDB Scan page examines");
   return {
     stack: pulumi.getStack(),
     iamAuth: config.getBoolean("iamAuth") ?? DEFAULTS.iamAuth,
@@ -90,6 +125,10 @@ export function loadSettings(): Settings {
     throttlingBurstLimit: config.getNumber("throttlingBurstLimit") ?? DEFAULTS.throttlingBurstLimit,
     logRetentionDays: config.getNumber("logRetentionDays") ?? DEFAULTS.logRetentionDays,
     fanoutConcurrency: config.getNumber("fanoutConcurrency") ?? DEFAULTS.fanoutConcurrency,
+    postRateBudget,
+    fanoutWorkers,
+    fanoutTimeout,
+    scanPageSize,
     adotLayerArn: config.get("adotLayerArn") ?? defaultAdotLayerArn(region, architecture),
     accessLogs,
     manageApiGatewayAccount,

@@ -11,13 +11,8 @@ async function main(): Promise<void> {
   const recorded = installMocks(stackConfig(stack), stack);
   // The layer lookup needs AWS; the synth shows a placeholder hash instead.
   const outputs = webchat(loadSettings(), PLACEHOLDER_LAYER_SHA256);
-  const resolved = {
-    url: await value(outputs.url),
-    managementEndpoint: await value(outputs.managementEndpoint),
-    tableName: await value(outputs.tableName),
-    busName: await value(outputs.busName),
-    repositoryUrl: await value(outputs.repositoryUrl),
-  };
+  const resolved: Record<string, string> = {};
+  for (const [name, output] of Object.entries(outputs)) resolved[name] = await value(output);
   await settled(recorded);
   const resources = recorded
     .filter((r) => !r.type.startsWith("pulumi:providers:"))

@@ -24,11 +24,20 @@ pub mod vars {
     pub const FANOUT_CONCURRENCY: &str = "FANOUT_CONCURRENCY";
     /// Calls in all for a throttled `@connections` call (the retry budget). Optional.
     pub const RETRY_ATTEMPTS: &str = "RETRY_ATTEMPTS";
-    /// Items a DynamoDB Scan page may examine; unset, DynamoDB's 1 MB pages. Optional.
+    /// Items a DynamoDB Scan page may examine; unset, DynamoDB's 1 MB pages. A broadcast whose
+    /// audience is larger than one page is sharded (with a shard queue). Optional.
     pub const SCAN_PAGE_SIZE: &str = "SCAN_PAGE_SIZE";
+    /// The SQS queue URL of shard jobs (`broadcast` sends to it, `fanout` continues to it).
+    /// Optional: without it every broadcast is delivered inline.
+    pub const SHARD_QUEUE_URL: &str = "SHARD_QUEUE_URL";
+    /// `@connections` posts a second one invocation may start (its share of the stack's
+    /// budget). Optional: unpaced.
+    pub const POST_RATE: &str = "POST_RATE";
+    /// The CloudWatch namespace of the fan-out metrics (EMF lines on stdout). Optional: none.
+    pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 
     /// Every variable, required ones first.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 10] = [
         CONNECTIONS_TABLE,
         EVENT_BUS_NAME,
         WEBSOCKET_API_ENDPOINT,
@@ -36,6 +45,9 @@ pub mod vars {
         FANOUT_CONCURRENCY,
         RETRY_ATTEMPTS,
         SCAN_PAGE_SIZE,
+        SHARD_QUEUE_URL,
+        POST_RATE,
+        METRICS_NAMESPACE,
     ];
 }
 
@@ -47,6 +59,10 @@ pub struct FunctionConfig {
     pub websocket_api_endpoint: String,
     pub log_level: String,
     pub scan_page_size: Option<i32>,
+    /// Where shard jobs go; `None`: every broadcast inline.
+    pub shard_queue_url: Option<String>,
+    /// The CloudWatch namespace of the fan-out metrics; `None`: no metrics.
+    pub metrics_namespace: Option<String>,
     pub settings: Settings,
 }
 
@@ -128,7 +144,28 @@ impl FunctionConfig {
             "a number from 1 to 1000000",
         )?
         .map(|size| size as i32);
+        settings.post_rate = number(
+            &lookup,
+            vars::POST_RATE,
+            1..=1_000_000,
+            "a number of posts a second from 1 to 1000000",
+        )?
+        .map(|rate| rate as u32);
+        let shard_queue_url = lookup(vars::SHARD_QUEUE_URL).filter(|url| !url.trim().is_empty());
+        if let Some(url) = &shard_queue_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid {
+                name: vars::SHARD_QUEUE_URL,
+                value: url.clone(),
+                expected: "an SQS queue URL https://sqs.{region}.amazonaws.com/{account}/{name}",
+            });
+        }
+        let metrics_namespace =
+            lookup(vars::METRICS_NAMESPACE).filter(|namespace| !namespace.trim().is_empty());
         Ok(FunctionConfig {
+            shard_queue_url,
+            metrics_namespace,
             connections_table,
             event_bus_name,
             websocket_api_endpoint: endpoint.trim_end_matches('/').to_owned(),

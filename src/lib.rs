@@ -20,6 +20,7 @@
 //!   welcome event path and the cleanup timer, on one port.
 //! - [`client`]: the terminal client (`webchat connect`): shortcuts, SigV4 presigning, sessions.
 //! - [`telemetry`]: logging setup shared by the binaries.
+//! - [`metrics`]: every fan-out's counts as CloudWatch metrics (Embedded Metric Format lines).
 //!
 //! `src/bin/` holds composition roots only: read configuration, build the adapters, run.
 
@@ -29,6 +30,7 @@ pub mod config;
 pub mod domain;
 pub mod lambda;
 pub mod local;
+pub mod metrics;
 pub mod ports;
 pub mod protocol;
 pub mod telemetry;

@@ -6,6 +6,8 @@
 //!   "The connection is gone" (HTTP 410) is an [`Outcome`], not an error: it is an ordinary event
 //!   in a chat, and the caller decides what to prune.
 //! - [`EventBus`]: EventBridge locally or in AWS.
+//! - [`ShardQueue`]: where a large broadcast's shard jobs go (SQS in AWS, a queue in memory
+//!   locally), for workers to deliver.
 //! - [`Clock`]: so that timestamps and expiry are testable.
 //!
 //! The methods return `impl Future + Send` so that adapters write plain `async fn` and the domain
@@ -66,7 +68,10 @@ pub struct Recipient {
     pub connected_at: DateTime<Utc>,
 }
 
-/// One page of a paginated scan. `next` is an opaque cursor; `None` means the scan is complete.
+/// One page of a paginated scan. `next` is the id of the last record the page examined; `None`
+/// means the scan is complete. A scan given the id of any record it returned continues right
+/// after that record (as DynamoDB's `ExclusiveStartKey` does), so a fan-out can resume after the
+/// last connection it finished, not only at page boundaries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -76,6 +81,19 @@ pub struct Page<T> {
 #[derive(Debug, thiserror::Error)]
 #[error("connection store: {0}")]
 pub struct StoreError(pub String);
+
+/// A part of the table for a parallel scan: segment `index` of `total`, DynamoDB's `Segment` and
+/// `TotalSegments`. Every record is in exactly one segment of a given `total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Segment {
+    pub index: u32,
+    pub total: u32,
+}
+
+impl Segment {
+    /// The whole table: a plain scan.
+    pub const WHOLE: Segment = Segment { index: 0, total: 1 };
+}
 
 /// The connection records. Reads that take `live_at` (epoch seconds) skip records expired at
 /// that time; scans are paginated and must be followed to the end by the caller.
@@ -100,12 +118,17 @@ pub trait ConnectionStore: Send + Sync + 'static {
         connected_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Live connections' ids and connection times: all a fan-out needs.
+    /// Live connections' ids and connection times in `segment`: all a fan-out needs.
     fn scan_recipients(
         &self,
         live_at: i64,
+        segment: Segment,
         cursor: Option<String>,
     ) -> impl Future<Output = Result<Page<Recipient>, StoreError>> + Send;
+
+    /// About how many records there are, to size a sharded fan-out (DynamoDB's `ItemCount`,
+    /// which it updates about every six hours).
+    fn count_estimate(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Whole records; with `live_at: None`, expired ones too (cleanup needs them).
     fn scan_records(
@@ -200,6 +223,39 @@ pub struct BusError(pub String);
 
 pub trait EventBus: Send + Sync + 'static {
     fn publish(&self, event: BusEvent) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+/// A part of a broadcast for a worker: deliver `frame` to every live connection in `segment`,
+/// after `cursor`. A worker that cannot finish hands the rest on as the next `part`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardJob {
+    /// The broadcast it belongs to (for logs and metrics).
+    pub broadcast: String,
+    /// Who broadcast: told if some connection in the shard may have missed the message.
+    pub sender: String,
+    /// The frame every recipient gets (shared by a broadcast's jobs).
+    pub frame: std::sync::Arc<str>,
+    pub segment: Segment,
+    /// Resume right after this connection id; `None`: from the segment's start.
+    pub cursor: Option<String>,
+    /// 0 for a segment's first job, one more for each job that continues it.
+    pub part: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard queue: {0}")]
+pub struct QueueError(pub String);
+
+/// Where a sharded broadcast's jobs go. A queue hands each job to a worker at least once, retries
+/// a job whose worker failed, and sets a job aside (a dead-letter queue) after its retries. It is
+/// called once a large broadcast and once a continued shard, so it is object-safe (boxed futures)
+/// and shared as `Arc<dyn ShardQueue>`.
+pub trait ShardQueue: Send + Sync + 'static {
+    fn enqueue(
+        &self,
+        jobs: Vec<ShardJob>,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), QueueError>>;
 }
 
 pub trait Clock: Send + Sync + 'static {

@@ -69,13 +69,19 @@ pub struct Options {
     pub log_filter: String,
     pub log_format: LogFormat,
     pub export: Export,
+    /// Fan-out metrics as EMF lines on stdout; `None`: none.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Options {
     /// What a Lambda function uses: the level from `RUST_LOG`, else Lambda's advanced logging
     /// controls (`AWS_LAMBDA_LOG_LEVEL`), else `log_level`; JSON unless `AWS_LAMBDA_LOG_FORMAT`
     /// is `Text`; export unless `OTEL_SDK_DISABLED` is `true`.
-    pub fn for_lambda(service_name: &str, log_level: &str) -> Options {
+    pub fn for_lambda(
+        service_name: &str,
+        log_level: &str,
+        metrics: Option<crate::metrics::Metrics>,
+    ) -> Options {
         let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|level| {
             match level.to_ascii_lowercase().as_str() {
                 "fatal" => "error".to_owned(),
@@ -103,6 +109,7 @@ impl Options {
             } else {
                 Export::FromEnvironment
             },
+            metrics,
         }
     }
 }
@@ -168,6 +175,7 @@ pub fn init(options: Options) -> Telemetry {
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(spans)
+        .with(options.metrics)
         .try_init();
     Telemetry { provider }
 }

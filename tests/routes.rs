@@ -46,6 +46,7 @@ fn chat() -> (TestChat, Arc<ManualClock>) {
             welcome_backoff: quick(4),
             ..Settings::default()
         },
+        shards: None,
     };
     (chat, clock)
 }

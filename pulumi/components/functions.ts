@@ -1,9 +1,8 @@
-// The eight functions: container images, one least-privilege role each, JSON logs at the stage's
-// level into a log group with retention (Lambda's own START/END/REPORT lines included), active
-// tracing.
+// The functions: container images, one least-privilege role each, JSON logs at the stage's level
+// into a log group with retention (Lambda's own START/END/REPORT lines included), active tracing.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { ENV } from "../names";
+import { ENV, SHARDS } from "../names";
 
 /** What each function may do: least privilege, by what its code calls. */
 export interface Permissions {
@@ -13,19 +12,59 @@ export interface Permissions {
   connections: ("POST" | "GET")[];
   /** events:PutEvents on the bus. */
   putEvents: boolean;
+  /** SQS actions on the shard queue. */
+  sqs: string[];
 }
 
+/** What the worker does with its queue: receive, delete, report failures and extend a job's
+ * visibility (the event source mapping, under the worker's role), and hand on the rest of a
+ * segment it could not finish before its deadline. */
+const SHARD_WORKER_SQS = [
+  "sqs:ReceiveMessage",
+  "sqs:DeleteMessage",
+  "sqs:GetQueueAttributes",
+  "sqs:ChangeMessageVisibility",
+  "sqs:SendMessage",
+];
+
 export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
-  connect: { dynamodb: ["dynamodb:PutItem"], connections: [], putEvents: true },
-  disconnect: { dynamodb: ["dynamodb:DeleteItem"], connections: [], putEvents: false },
-  default: { dynamodb: [], connections: ["POST"], putEvents: false },
-  // the sender's name, the scan, and pruning of connections that answer 410
-  broadcast: { dynamodb: ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:DeleteItem"], connections: ["POST"], putEvents: false },
-  list: { dynamodb: ["dynamodb:Scan"], connections: ["POST"], putEvents: false },
-  chat: { dynamodb: ["dynamodb:GetItem", "dynamodb:DeleteItem"], connections: ["POST"], putEvents: false },
-  post: { dynamodb: [], connections: ["POST"], putEvents: false },
-  cleanup: { dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem"], connections: ["GET"], putEvents: false },
+  connect: { dynamodb: ["dynamodb:PutItem"], connections: [], putEvents: true, sqs: [] },
+  disconnect: { dynamodb: ["dynamodb:DeleteItem"], connections: [], putEvents: false, sqs: [] },
+  default: { dynamodb: [], connections: ["POST"], putEvents: false, sqs: [] },
+  // the sender's name, the first scan page, pruning of connections that answer 410; the table's
+  // item count, to choose how many segments a large audience is split into, which it sends as
+  // jobs to the shard queue
+  broadcast: {
+    dynamodb: ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:DescribeTable"],
+    connections: ["POST"],
+    putEvents: false,
+    sqs: ["sqs:SendMessage"],
+  },
+  list: { dynamodb: ["dynamodb:Scan"], connections: ["POST"], putEvents: false, sqs: [] },
+  chat: { dynamodb: ["dynamodb:GetItem", "dynamodb:DeleteItem"], connections: ["POST"], putEvents: false, sqs: [] },
+  post: { dynamodb: [], connections: ["POST"], putEvents: false, sqs: [] },
+  cleanup: { dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem"], connections: ["GET"], putEvents: false, sqs: [] },
+  // its segment's scan, pruning, posting; its job from the queue, and the rest of it back there
+  [SHARDS.function]: {
+    dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem"],
+    connections: ["POST"],
+    putEvents: false,
+    sqs: SHARD_WORKER_SQS,
+  },
 };
+
+/** The functions that split broadcasts into shard jobs or deliver them: they get the queue's URL,
+ * each invocation's share of the post rate budget, and the Scan page size. */
+export const SHARDING: readonly string[] = ["broadcast", SHARDS.function];
+
+export interface ShardingArgs {
+  queueUrl: pulumi.Input<string>;
+  queueArn: pulumi.Input<string>;
+  /** `@connections` posts per second each invocation may make (POST_RATE). */
+  postRate: number;
+  /** Items a Scan page examines (SCAN_PAGE_SIZE). */
+  scanPageSize: number;
+}
 
 export interface FunctionsArgs {
   prefix: string;
@@ -42,15 +81,20 @@ export interface FunctionsArgs {
   logLevel: string;
   memory: number;
   timeout: number;
+  /** Timeouts of functions that do not run for `timeout` seconds. */
+  timeouts: Record<string, number>;
   architecture: "arm64" | "x86_64";
   logRetentionDays: number;
   fanoutConcurrency: number;
+  /** The CloudWatch namespace of the metrics the functions log (METRICS_NAMESPACE). */
+  metricsNamespace: string;
+  sharding: ShardingArgs;
 }
 
 /** The IAM policy document of one function: only what its code calls, on exactly its resources. */
 export function policyDocument(
   fn: string,
-  resources: { tableArn: string; busArn: string; stageArn: string; logGroupArn: string },
+  resources: { tableArn: string; busArn: string; stageArn: string; logGroupArn: string; queueArn: string },
 ): object {
   const permissions = PERMISSIONS[fn];
   if (!permissions) throw new Error(`no permissions declared for ${fn}`);
@@ -71,6 +115,9 @@ export function policyDocument(
       Action: ["execute-api:ManageConnections"],
       Resource: permissions.connections.map((method) => `${resources.stageArn}/${method}/@connections/*`),
     });
+  }
+  if (permissions.sqs.length > 0) {
+    statements.push({ Effect: "Allow", Action: permissions.sqs, Resource: resources.queueArn });
   }
   return { Version: "2012-10-17", Statement: statements };
 }
@@ -102,9 +149,9 @@ export class Functions extends pulumi.ComponentResource {
         {
           role: role.id,
           policy: pulumi
-            .all([args.tableArn, args.busArn, args.stageArn, logGroup.arn])
-            .apply(([tableArn, busArn, stageArn, logGroupArn]) =>
-              JSON.stringify(policyDocument(fn, { tableArn, busArn, stageArn, logGroupArn })),
+            .all([args.tableArn, args.busArn, args.stageArn, logGroup.arn, args.sharding.queueArn])
+            .apply(([tableArn, busArn, stageArn, logGroupArn, queueArn]) =>
+              JSON.stringify(policyDocument(fn, { tableArn, busArn, stageArn, logGroupArn, queueArn })),
             ),
         },
         { parent: this },
@@ -118,7 +165,7 @@ export class Functions extends pulumi.ComponentResource {
           role: role.arn,
           architectures: [args.architecture],
           memorySize: args.memory,
-          timeout: args.timeout,
+          timeout: args.timeouts[fn] ?? args.timeout,
           tracingConfig: { mode: "Active" },
           loggingConfig: {
             logFormat: "JSON",
@@ -134,6 +181,14 @@ export class Functions extends pulumi.ComponentResource {
               [ENV.managementEndpoint]: args.managementEndpoint,
               [ENV.logLevel]: args.logLevel,
               [ENV.fanoutConcurrency]: String(args.fanoutConcurrency),
+              [ENV.metricsNamespace]: args.metricsNamespace,
+              ...(SHARDING.includes(fn)
+                ? {
+                    [ENV.shardQueue]: args.sharding.queueUrl,
+                    [ENV.postRate]: String(args.sharding.postRate),
+                    [ENV.scanPageSize]: String(args.sharding.scanPageSize),
+                  }
+                : {}),
             },
           },
         },

@@ -129,6 +129,8 @@ describe("the program under Pulumi's language host", () => {
       "aws:cloudwatch/eventTarget:EventTarget",
       "aws:scheduler/schedule:Schedule",
       "aws:ecr/repository:Repository",
+      "aws:lambda/eventSourceMapping:EventSourceMapping",
+      "aws:cloudwatch/dashboard:Dashboard",
     ]) {
       assert.equal(ofType(first.recorded, type).length, 1, type);
     }
@@ -138,6 +140,16 @@ describe("the program under Pulumi's language host", () => {
     const outputs = await first.engine.outputs();
     assert.match(String(outputs.url), /^wss:\/\/[a-z0-9]{10}\.execute-api\.eu-west-1\.amazonaws\.com\/stage$/);
     assert.match(String(outputs.managementEndpoint), /^https:\/\/[a-z0-9]{10}\.execute-api\.eu-west-1\.amazonaws\.com\/stage$/);
+  });
+
+  it("exports the shard queue's and its dead-letter queue's URLs and the dashboard", async () => {
+    const outputs = await first.engine.outputs();
+    const queues = ofType(first.recorded, "aws:sqs/queue:Queue");
+    const urlOf = (name: string) => `https://sqs.eu-west-1.amazonaws.com/123456789012/${queues.find((q) => q.name === name)?.id}`;
+    assert.equal(outputs.shardQueueUrl, urlOf("shards"));
+    assert.equal(outputs.shardDeadLetterQueueUrl, urlOf("shards-dead-letters"));
+    assert.equal(outputs.dashboardName, "webchat-stage");
+    assert.equal(outputs.dashboardUrl, "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/webchat-stage");
   });
 
   it("gives every function an image URI Lambda accepts: the repository and the digest, no tag", () => {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { before, describe, it } from "node:test";
-import { PERMISSIONS } from "../components/functions";
+import { PERMISSIONS, SHARDING } from "../components/functions";
 import { ACCOUNT, Recorded } from "../mocks";
 import { ENV, FUNCTIONS, ROUTES, TABLE, WELCOME } from "../names";
 import { one, ofType, synthesize } from "./helpers";
@@ -17,6 +17,12 @@ before(async () => {
 function apiIdOf(recorded: Recorded[]): string {
   const stage = one(recorded, "aws:apigatewayv2/stage:Stage");
   return stage.inputs.apiId;
+}
+
+function shardQueue(): Recorded {
+  const found = ofType(recorded, "aws:sqs/queue:Queue").find((q) => q.name === "shards");
+  assert.ok(found, "the shard queue");
+  return found;
 }
 
 function functionNamed(fn: string): Recorded {
@@ -88,6 +94,9 @@ describe("the webchat stack", () => {
       const actions = (prefix: string) => statements.flatMap((s) => [s.Action].flat()).filter((a: string) => a.startsWith(prefix));
       assert.deepEqual(actions("dynamodb:").sort(), [...PERMISSIONS[fn].dynamodb].sort(), fn);
       assert.equal(actions("events:").length > 0, PERMISSIONS[fn].putEvents, fn);
+      assert.deepEqual(actions("sqs:").sort(), [...PERMISSIONS[fn].sqs].sort(), fn);
+      const sqs = statements.find((s) => [s.Action].flat().some((a: string) => a.startsWith("sqs:")));
+      if (sqs) assert.equal(sqs.Resource, `arn:aws:sqs:eu-west-1:${ACCOUNT}:${shardQueue().id}`, `${fn}: the shard queue only`);
       const dynamo = statements.find((s) => [s.Action].flat().some((a: string) => a.startsWith("dynamodb:")));
       if (dynamo) assert.match(dynamo.Resource, new RegExp(`^arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/connections-[0-9a-f]{7}$`));
       const manage = statements.find((s) => [s.Action].flat().includes("execute-api:ManageConnections"));
@@ -146,6 +155,11 @@ describe("the webchat stack", () => {
       const variables = lambda.inputs.environment.variables;
       assert.equal(variables[ENV.managementEndpoint], `https://${apiIdOf(recorded)}.execute-api.eu-west-1.amazonaws.com/stage`);
       assert.ok(variables[ENV.table] && variables[ENV.eventBus] && variables[ENV.logLevel]);
+      assert.equal(variables[ENV.metricsNamespace], "webchat/stage");
+      // the defaults: 8,000 posts/s over 8 workers, 1,000-item pages
+      assert.equal(variables[ENV.postRate], SHARDING.includes(fn) ? "1000" : undefined, fn);
+      assert.equal(variables[ENV.scanPageSize], SHARDING.includes(fn) ? "1000" : undefined, fn);
+      assert.equal(variables[ENV.shardQueue] !== undefined, SHARDING.includes(fn), fn);
     }
     const groups = ofType(recorded, "aws:cloudwatch/logGroup:LogGroup");
     assert.ok(groups.every((g) => g.inputs.retentionInDays === 14));

@@ -12,7 +12,9 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
-use crate::ports::{ConnectionRecord, ConnectionStore, Page, Recipient, StoreError, rfc3339};
+use crate::ports::{
+    ConnectionRecord, ConnectionStore, Page, Recipient, Segment, StoreError, rfc3339,
+};
 use crate::telemetry::{aws_span, call};
 
 /// The item's attribute names. The Pulumi program declares the key and the TTL attribute from
@@ -54,6 +56,7 @@ impl DynamoStore {
     async fn scan_page(
         &self,
         live_at: Option<i64>,
+        segment: Segment,
         cursor: Option<String>,
         attributes: &[&str],
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
@@ -71,6 +74,11 @@ impl DynamoStore {
                 cursor.map(|id| HashMap::from([(CONNECTION_ID.to_owned(), AttributeValue::S(id))])),
             )
             .projection_expression(projection);
+        if segment.total > 1 {
+            scan = scan
+                .segment(segment.index as i32)
+                .total_segments(segment.total as i32);
+        }
         for attribute in attributes {
             scan = scan.expression_attribute_names(format!("#{attribute}"), *attribute);
         }
@@ -215,11 +223,13 @@ impl ConnectionStore for DynamoStore {
     async fn scan_recipients(
         &self,
         live_at: i64,
+        segment: Segment,
         cursor: Option<String>,
     ) -> Result<Page<Recipient>, StoreError> {
         let (items, next) = self
             .scan_page(
                 Some(live_at),
+                segment,
                 cursor,
                 &[CONNECTION_ID, CONNECTED_AT, EXPIRES_AT],
             )
@@ -262,6 +272,7 @@ impl ConnectionStore for DynamoStore {
         let (items, next) = self
             .scan_page(
                 live_at,
+                Segment::WHOLE,
                 cursor,
                 &[CONNECTION_ID, NAME, CONNECTED_AT, EXPIRES_AT],
             )
@@ -272,5 +283,14 @@ impl ConnectionStore for DynamoStore {
             .filter(|record| live_at.is_none_or(|now| record.is_live_at(now)))
             .collect();
         Ok(Page { items, next })
+    }
+
+    async fn count_estimate(&self) -> Result<u64, StoreError> {
+        let describe = self.client.describe_table().table_name(&self.table).send();
+        let output = call(aws_span("DynamoDB", "DescribeTable"), describe)
+            .await
+            .map_err(store_error)?;
+        let count = output.table().and_then(|table| table.item_count());
+        Ok(count.unwrap_or(0).max(0) as u64)
     }
 }

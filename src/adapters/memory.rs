@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 
 use crate::ports::{
     ApiError, BusError, BusEvent, Clock, ConnectionApi, ConnectionInfo, ConnectionRecord,
-    ConnectionStore, EventBus, Outcome, Page, Recipient, StoreError,
+    ConnectionStore, EventBus, Outcome, Page, QueueError, Recipient, Segment, ShardJob, ShardQueue,
+    StoreError,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -28,8 +29,14 @@ pub enum StoreCall {
     Get(String),
     Delete(String),
     DeleteIfConnectedAt(String),
-    ScanRecipients { cursor: Option<String> },
-    ScanRecords { cursor: Option<String> },
+    ScanRecipients {
+        segment: Segment,
+        cursor: Option<String>,
+    },
+    CountEstimate,
+    ScanRecords {
+        cursor: Option<String>,
+    },
 }
 
 /// Connection records in a `BTreeMap`, paginated like a DynamoDB Scan (by key, `page_size` a page).
@@ -66,6 +73,12 @@ impl MemoryStore {
                 calls: None,
             }),
         }
+    }
+
+    /// Serves `page_size` items a page (at least one).
+    pub fn with_page_size(self, page_size: usize) -> Self {
+        lock(&self.state).page_size = page_size.max(1);
+        self
     }
 
     /// A store that records its calls and serves `page_size` items a page.
@@ -142,9 +155,20 @@ impl MemoryStore {
     }
 }
 
+/// The segment of `total` a key falls in: its place in a 64-bit hash space split into `total`
+/// equal ranges (DynamoDB splits its key space the same way), FNV-1a for a hash that is the same
+/// in every process.
+pub fn segment_of(key: &str, total: u32) -> u32 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    ((u128::from(hash) * u128::from(total.max(1))) >> 64) as u32
+}
+
 impl StoreState {
     fn page<T>(
         &self,
+        segment: Segment,
         cursor: Option<&str>,
         live_at: Option<i64>,
         map: impl Fn(&ConnectionRecord) -> T,
@@ -152,7 +176,12 @@ impl StoreState {
         let start = cursor.map_or(Bound::Unbounded, |key| Bound::Excluded(key.to_owned()));
         let mut items = Vec::new();
         let mut last = None;
-        let mut range = self.records.range((start, Bound::Unbounded));
+        let mut range = self
+            .records
+            .range((start, Bound::Unbounded))
+            .filter(|(key, _)| {
+                segment.total <= 1 || segment_of(key, segment.total) == segment.index
+            });
         // Like DynamoDB, the page limit counts records examined, not records returned.
         for (key, record) in range.by_ref().take(self.page_size) {
             last = Some(key.clone());
@@ -211,12 +240,15 @@ impl ConnectionStore for MemoryStore {
     async fn scan_recipients(
         &self,
         live_at: i64,
+        segment: Segment,
         cursor: Option<String>,
     ) -> Result<Page<Recipient>, StoreError> {
         let state = self.begin_scan(StoreCall::ScanRecipients {
+            segment,
             cursor: cursor.clone(),
         })?;
         Ok(state.page(
+            segment,
             cursor.as_deref(),
             Some(live_at),
             ConnectionRecord::recipient,
@@ -231,7 +263,17 @@ impl ConnectionStore for MemoryStore {
         let state = self.begin_scan(StoreCall::ScanRecords {
             cursor: cursor.clone(),
         })?;
-        Ok(state.page(cursor.as_deref(), live_at, ConnectionRecord::clone))
+        Ok(state.page(
+            Segment::WHOLE,
+            cursor.as_deref(),
+            live_at,
+            ConnectionRecord::clone,
+        ))
+    }
+
+    async fn count_estimate(&self) -> Result<u64, StoreError> {
+        let state = self.begin(StoreCall::CountEstimate)?;
+        Ok(state.records.len() as u64)
     }
 }
 
@@ -416,5 +458,69 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *lock(&self.0)
+    }
+}
+
+/// A shard queue that keeps its jobs in order for a test or a bench to take and run (no
+/// visibility timeout, no redrive: the taker decides what a failure does).
+#[derive(Debug, Default)]
+pub struct MemoryShardQueue {
+    jobs: Mutex<VecDeque<ShardJob>>,
+    /// Every job ever enqueued.
+    enqueued: Mutex<usize>,
+    ready: tokio::sync::Notify,
+}
+
+impl MemoryShardQueue {
+    pub fn new() -> Self {
+        MemoryShardQueue::default()
+    }
+
+    /// The next job, if any.
+    pub fn pop(&self) -> Option<ShardJob> {
+        lock(&self.jobs).pop_front()
+    }
+
+    /// The next job, waiting for one.
+    pub async fn next(&self) -> ShardJob {
+        loop {
+            let ready = self.ready.notified();
+            if let Some(job) = self.pop() {
+                return job;
+            }
+            ready.await;
+        }
+    }
+
+    /// Puts a job back (a worker that failed, once its visibility timeout is over).
+    pub fn push(&self, job: ShardJob) {
+        lock(&self.jobs).push_back(job);
+        self.ready.notify_one();
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.jobs).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many jobs were ever enqueued.
+    pub fn enqueued(&self) -> usize {
+        *lock(&self.enqueued)
+    }
+}
+
+impl ShardQueue for MemoryShardQueue {
+    fn enqueue(
+        &self,
+        jobs: Vec<ShardJob>,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), QueueError>> {
+        *lock(&self.enqueued) += jobs.len();
+        for job in jobs {
+            self.push(job);
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! - [`memory`]: in-memory store, management API and event bus. They power `webchat-local` and
 //!   every handler's unit tests, and record what they were asked to do.
-//! - [`dynamodb`], [`eventbridge`], [`management`]: the AWS services through aws-sdk-rust, as
-//!   the Lambda functions use them.
+//! - [`dynamodb`], [`eventbridge`], [`management`], [`sqs`]: the AWS services through
+//!   aws-sdk-rust, as the Lambda functions use them ([`sigv4`]: the signature of a post).
 //!
 //! The local gateway's own connection registry (in [`crate::local`]) is the management-API adapter
 //! that reaches real sockets.
@@ -13,3 +13,4 @@ pub mod eventbridge;
 pub mod management;
 pub mod memory;
 pub mod sigv4;
+pub mod sqs;

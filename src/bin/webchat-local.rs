@@ -79,6 +79,20 @@ struct Args {
     #[arg(long)]
     max_connections: Option<usize>,
 
+    /// Connections a Scan page of the store examines. A broadcast to more than one page is
+    /// sharded: split into scan segments, one job each on the shard queue, for `fanout` workers.
+    #[arg(long, default_value_t = Config::default().scan_page_size)]
+    scan_page_size: usize,
+
+    /// `fanout` invocations at once (the stack's event source mapping concurrency).
+    #[arg(long, default_value_t = webchat::local::QueueSettings::default().workers)]
+    fanout_workers: usize,
+
+    /// `@connections` posts a second each fan-out may start (the stack's budget divided by the
+    /// workers); 0 unpaced.
+    #[arg(long, default_value_t = 0)]
+    post_rate: u32,
+
     /// How often `cleanup` runs (0 never): it removes records of connections that are gone.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     cleanup_interval: Duration,
@@ -123,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             .otlp_endpoint
             .clone()
             .map_or(Export::Disabled, Export::Endpoint),
+        metrics: None,
     });
     let config = Config {
         stage: args.stage,
@@ -137,6 +152,15 @@ async fn main() -> anyhow::Result<()> {
         max_outbound_bytes: args.max_outbound_bytes,
         header_timeout: args.header_timeout,
         max_connections: args.max_connections,
+        scan_page_size: args.scan_page_size.max(1),
+        queue: webchat::local::QueueSettings {
+            workers: args.fanout_workers.max(1),
+            ..Default::default()
+        },
+        settings: webchat::domain::Settings {
+            post_rate: Some(args.post_rate).filter(|rate| *rate > 0),
+            ..Default::default()
+        },
         ..Config::default()
     };
     // A client must be able to be owed at least one message of the largest size.

@@ -4,7 +4,14 @@
 //! answer 410 and are not newcomers still connecting, never let one connection's failure stop
 //! delivery to the others, stop starting posts before the invocation's deadline, and account for
 //! every connection: delivered, pruned, connecting, failed or not attempted.
+//!
+//! The same fan-out serves a whole broadcast inline and one shard of a sharded broadcast: a scan
+//! segment from a cursor, at most so many posts, paced to a rate, and, when it stops before the
+//! segment's end, the cursor after which everything still has to be delivered (the last
+//! connection before which every post has finished: at most the posts in flight then are
+//! delivered twice).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::future::Either;
 use futures_util::stream::{self, FuturesUnordered, Stream, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 
@@ -20,7 +28,8 @@ use tracing::field::Empty;
 
 use super::{CONNECT_WINDOW, Chat, Deadline};
 use crate::ports::{
-    ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, Recipient, StoreError,
+    ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, Recipient, Segment,
+    StoreError,
 };
 
 /// A retry budget: `attempts` calls in all, the n-th retry waiting between half and all of
@@ -74,6 +83,8 @@ pub struct FanOut {
     pub failed: usize,
     /// Found by the scan but not posted to: the deadline came first.
     pub not_attempted: usize,
+    /// 429 answers (each retried within the budget, or counted in `failed`).
+    pub throttled: usize,
     /// Whether the scan was read to its end. If not (the deadline, or a Scan that failed after
     /// its retries), connections beyond the last page read were not counted at all.
     pub complete: bool,
@@ -96,11 +107,97 @@ pub(crate) enum Gone {
     Changed,
 }
 
+/// What one shard job did: its fan-out, and where the rest of its segment starts if it stopped
+/// before the end (handed on as the next job).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardReport {
+    pub fan_out: FanOut,
+    /// `Some(cursor)`: the job stopped early, and the segment continues after `cursor` (`None`
+    /// inside: from where this job began).
+    pub continued: Option<Option<String>>,
+}
+
+/// Which connections a fan-out addresses and how many it may start.
+pub(crate) struct Sweep {
+    pub segment: Segment,
+    /// Start right after this connection id.
+    pub cursor: Option<String>,
+    /// A page already read from that point (the broadcast's first page), not read again.
+    pub first: Option<Page<Recipient>>,
+    /// Stop starting posts after this many.
+    pub limit: Option<usize>,
+}
+
+impl Sweep {
+    pub(crate) fn whole(first: Option<Page<Recipient>>) -> Sweep {
+        Sweep {
+            segment: Segment::WHOLE,
+            cursor: None,
+            first,
+            limit: None,
+        }
+    }
+}
+
+/// A fan-out's outcome: its counts, the Scan's error if one failed after its retries, and, if it
+/// stopped before the end, the cursor after which every connection still needs the message.
+pub(crate) struct Swept {
+    pub summary: FanOut,
+    /// Of `summary.failed`, the posts the deadline cut off (a continuation tries them again).
+    pub cut_off: usize,
+    /// How long the fan-out took.
+    pub took: Duration,
+    pub error: Option<StoreError>,
+    pub rest: Option<Option<String>>,
+}
+
+/// The posts started, in scan order, until every post before them has finished: the last
+/// connection of the finished prefix is where a fan-out resumes.
+struct Finished {
+    /// Started posts from the first unfinished one on: (connection id, finished).
+    window: VecDeque<(String, bool)>,
+    /// The sequence number of the window's first post.
+    base: usize,
+    /// The last connection before which every post has finished.
+    last: Option<String>,
+}
+
+impl Finished {
+    fn new(cursor: Option<String>) -> Self {
+        Finished {
+            window: VecDeque::new(),
+            base: 0,
+            last: cursor,
+        }
+    }
+
+    /// Records that the post for `connection_id` started; returns its sequence number.
+    fn start(&mut self, connection_id: &str) -> usize {
+        self.window.push_back((connection_id.to_owned(), false));
+        self.base + self.window.len() - 1
+    }
+
+    /// Records that a post ended; `done` false if it must be tried again (cut off).
+    fn finish(&mut self, sequence: usize, done: bool) {
+        if let Some(entry) = self.window.get_mut(sequence - self.base) {
+            entry.1 = done;
+        }
+        while self.window.front().is_some_and(|(_, done)| *done) {
+            let (id, _) = self.window.pop_front().expect("checked");
+            self.base += 1;
+            self.last = Some(id);
+        }
+    }
+}
+
 enum Delivery {
     Delivered,
     Pruned,
     Connecting,
     Failed,
+    /// Still in flight when the deadline's cut-off came: a failure, which a continuation of the
+    /// segment tries again.
+    CutOff,
 }
 
 /// Why [`Chat::concurrently`] stopped taking items.
@@ -158,9 +255,26 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         data: &Bytes,
         cut_off: Option<Instant>,
     ) -> Result<Outcome<()>, ApiError> {
+        self.post_counting(connection_id, data, cut_off, &AtomicUsize::new(0))
+            .await
+    }
+
+    /// [`Chat::post_to`], counting the 429 answers in `throttled`.
+    async fn post_counting(
+        &self,
+        connection_id: &str,
+        data: &Bytes,
+        cut_off: Option<Instant>,
+        throttled: &AtomicUsize,
+    ) -> Result<Outcome<()>, ApiError> {
         let attempts = self.settings.throttle_backoff.run(
             || self.api.post(connection_id, data.clone()),
-            |result| result.as_ref().is_err_and(ApiError::is_retryable),
+            |result| {
+                if matches!(result, Err(ApiError::Throttled(_))) {
+                    throttled.fetch_add(1, Ordering::Relaxed);
+                }
+                result.as_ref().is_err_and(ApiError::is_retryable)
+            },
         );
         until(cut_off, attempts)
             .await
@@ -196,24 +310,27 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         deadline.minus(reserve + margin)
     }
 
-    /// Posts `data` to every live connection in the store, until the deadline's margin. Returns
-    /// what happened to each connection, and the Scan's error if one failed after its retries.
-    pub(crate) async fn fan_out(
-        &self,
-        data: Bytes,
-        deadline: Deadline,
-    ) -> (FanOut, Option<StoreError>) {
+    /// Posts `data` to every live connection `sweep` addresses, until the deadline's margin or
+    /// its limit. Returns what happened to each connection, the Scan's error if one failed after
+    /// its retries, and where to resume if it stopped early.
+    pub(crate) async fn fan_out(&self, data: Bytes, sweep: Sweep, deadline: Deadline) -> Swept {
         let now = self.clock.now();
+        let began = Instant::now();
         // Posts start until `stop`; those in flight then (prunes included) are cut off halfway
         // to the cut-off, which leaves the rest of the margin to tell the sender.
         let stop = self.stop_starting(deadline);
         let cut_off = self.work_cut_off(deadline);
         let mut summary = FanOut::default();
         let scanned = AtomicUsize::new(0);
-        let mut started = 0usize;
+        let throttled = AtomicUsize::new(0);
+        let mut cut_offs = 0usize;
+        // A mutex only to be Send: the posts' tasks run on this one task, never at once.
+        let finished = std::sync::Mutex::new(Finished::new(sweep.cursor.clone()));
         // One span for the whole fan-out, with its counts; the posts are not exported one by one.
         let span = tracing::info_span!(
             "fan_out",
+            segment = sweep.segment.index,
+            segments = sweep.segment.total,
             delivered = Empty,
             pruned = Empty,
             connecting = Empty,
@@ -221,46 +338,71 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             not_attempted = Empty,
             complete = Empty,
         );
+        let segment = sweep.segment;
+        let mut first = sweep.first;
         let recipients = paginate(|cursor| {
-            let page = self.store.scan_recipients(now.timestamp(), cursor);
+            let read = match first.take() {
+                Some(page) => Either::Left(std::future::ready(Ok(page))),
+                None => Either::Right(self.store.scan_recipients(
+                    now.timestamp(),
+                    segment,
+                    cursor.or_else(|| sweep.cursor.clone()),
+                )),
+            };
             let scanned = &scanned;
             async move {
-                let page = page.await?;
+                let page = read.await?;
                 scanned.fetch_add(page.items.len(), Ordering::Relaxed);
                 Ok(page)
             }
         });
+        let recipients = recipients.take(sweep.limit.unwrap_or(usize::MAX));
         let delivering = self.concurrently(
             recipients,
             stop,
-            |recipient| {
-                started += 1;
-                let data = &data;
+            |recipient: Recipient| {
+                let sequence = finished.lock().unwrap().start(&recipient.connection_id);
+                let (data, throttled) = (&data, &throttled);
                 async move {
-                    let delivery = self.deliver_or_prune(&recipient, data, now);
-                    until(cut_off, delivery).await.unwrap_or_else(|_| {
+                    let delivery = self.deliver_or_prune(&recipient, data, now, throttled);
+                    let delivery = until(cut_off, delivery).await.unwrap_or_else(|_| {
                         let connection_id = recipient.connection_id.as_str();
                         tracing::warn!(connection_id, "delivery cut off by the deadline");
-                        Delivery::Failed
-                    })
+                        Delivery::CutOff
+                    });
+                    (sequence, delivery)
                 }
             },
-            |delivery| match delivery {
-                Delivery::Delivered => summary.delivered += 1,
-                Delivery::Pruned => summary.pruned += 1,
-                Delivery::Connecting => summary.connecting += 1,
-                Delivery::Failed => summary.failed += 1,
+            |(sequence, delivery)| {
+                // A post cut off is not finished: the segment resumes before it.
+                let done = !matches!(delivery, Delivery::CutOff);
+                finished.lock().unwrap().finish(sequence, done);
+                match delivery {
+                    Delivery::Delivered => summary.delivered += 1,
+                    Delivery::Pruned => summary.pruned += 1,
+                    Delivery::Connecting => summary.connecting += 1,
+                    Delivery::Failed => summary.failed += 1,
+                    Delivery::CutOff => {
+                        summary.failed += 1;
+                        cut_offs += 1;
+                    }
+                }
             },
         );
         let ended = delivering.instrument(span.clone()).await;
+        let finished = finished.into_inner().unwrap();
+        let started = finished.base + finished.window.len();
         summary.not_attempted = scanned.into_inner().saturating_sub(started);
-        let error = match ended {
-            Ended::Complete => {
+        summary.throttled = throttled.into_inner();
+        let limited = sweep.limit.is_some_and(|limit| started >= limit);
+        let (error, rest) = match ended {
+            // The stream ends at the limit too: the segment may go on.
+            Ended::Complete if !limited => {
                 summary.complete = true;
-                None
+                (None, None)
             }
-            Ended::Stopped => None,
-            Ended::Failed(error) => Some(error),
+            Ended::Complete | Ended::Stopped => (None, Some(finished.last)),
+            Ended::Failed(error) => (Some(error), Some(finished.last)),
         };
         span.record("delivered", summary.delivered);
         span.record("pruned", summary.pruned);
@@ -268,7 +410,13 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         span.record("failed", summary.failed);
         span.record("not_attempted", summary.not_attempted);
         span.record("complete", summary.complete);
-        (summary, error)
+        Swept {
+            summary,
+            cut_off: cut_offs,
+            took: began.elapsed(),
+            error,
+            rest,
+        }
     }
 
     async fn deliver_or_prune(
@@ -276,9 +424,13 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         recipient: &Recipient,
         data: &Bytes,
         now: DateTime<Utc>,
+        throttled: &AtomicUsize,
     ) -> Delivery {
         let connection_id = recipient.connection_id.as_str();
-        match self.post_to(connection_id, data, None).await {
+        match self
+            .post_counting(connection_id, data, None, throttled)
+            .await
+        {
             Ok(Outcome::Done(())) => Delivery::Delivered,
             Ok(Outcome::Gone) => match self.gone(recipient, now).await {
                 Ok(Gone::Connecting) => Delivery::Connecting,
@@ -328,6 +480,12 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         Fut: Future<Output = R>,
     {
         let limit = self.settings.fanout_concurrency.max(1);
+        // Paced to `post_rate`: an item starts no sooner than one interval after the last one.
+        let interval = self
+            .settings
+            .post_rate
+            .filter(|rate| *rate > 0)
+            .map(|rate| Duration::from_secs(1) / rate);
         let mut items = pin!(items);
         let mut in_flight = FuturesUnordered::new();
         let mut ended = None;
@@ -337,14 +495,28 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 None => std::future::pending().await,
             }
         });
+        let mut paced = pin!(tokio::time::sleep(Duration::ZERO));
+        let mut ready = true;
         loop {
-            let more = ended.is_none() && in_flight.len() < limit;
+            let room = ended.is_none() && in_flight.len() < limit;
             tokio::select! {
                 biased;
                 Some(result) = in_flight.next(), if !in_flight.is_empty() => tally(result),
                 () = &mut stopping, if ended.is_none() => ended = Some(Ended::Stopped),
-                item = items.next(), if more => match item {
-                    Some(Ok(item)) => in_flight.push(work(item)),
+                () = &mut paced, if room && !ready => ready = true,
+                item = items.next(), if room && ready => match item {
+                    Some(Ok(item)) => {
+                        in_flight.push(work(item));
+                        if let Some(interval) = interval {
+                            // The timer ticks in milliseconds, coarser than a fast rate's
+                            // interval: a late start is made up at once, up to CATCH_UP late.
+                            let now = Instant::now();
+                            let behind = now.checked_sub(CATCH_UP.max(interval)).unwrap_or(now);
+                            let next = paced.deadline().max(behind) + interval;
+                            paced.as_mut().reset(next);
+                            ready = next <= now;
+                        }
+                    }
                     Some(Err(error)) => ended = Some(Ended::Failed(error)),
                     None => ended = Some(Ended::Complete),
                 },
@@ -354,6 +526,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         ended.unwrap_or(Ended::Complete)
     }
 }
+
+/// How far behind its rate a paced fan-out may fall and make up for at once.
+const CATCH_UP: Duration = Duration::from_millis(20);
 
 /// Why a call that the deadline cut off failed.
 pub(crate) const DEADLINE: &str = "cut off: the invocation's deadline is near";

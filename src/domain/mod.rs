@@ -14,12 +14,16 @@ mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use fanout::{Backoff, FanOut};
+pub use fanout::{Backoff, FanOut, ShardReport};
 pub use routes::{CleanupReport, ConnectError};
 
 use tokio::time::Instant;
 
-use crate::ports::{ApiError, BusError, Clock, StoreError};
+use crate::ports::{ApiError, BusError, Clock, QueueError, ShardQueue, StoreError};
+
+/// The `tracing` target of the one event each fan-out logs with its counts (an inline broadcast,
+/// a sharded broadcast, a shard job): the telemetry turns these into CloudWatch metrics.
+pub const FANOUT_TARGET: &str = "webchat::fanout";
 
 /// API Gateway's integration timeout, the longest `$connect` can take. Until `$connect`
 /// returns, `@connections` answers 410 for the new connection, so a record younger than this
@@ -88,6 +92,17 @@ pub struct Settings {
     /// can finish and the sender can be told how it went. At most a tenth of the invocation's
     /// time, so that a function with a short timeout still spends most of it delivering.
     pub fanout_margin: Duration,
+    /// Posts a second one invocation may start: its share of the account's `@connections`
+    /// throttle (a stack's budget divided among the functions that can run at once). `None`:
+    /// as fast as the concurrency allows.
+    pub post_rate: Option<u32>,
+    /// Connections a segment is sized for when a broadcast is sharded.
+    pub shard_size: u32,
+    /// At most this many segments a broadcast.
+    pub max_segments: u32,
+    /// Posts a shard job starts before it hands the rest of its segment on as a new job: bounds
+    /// what is delivered twice if its worker dies mid-job.
+    pub shard_posts: usize,
 }
 
 impl Default for Settings {
@@ -106,6 +121,10 @@ impl Default for Settings {
             },
             deadline_reserve: Duration::from_secs(2),
             fanout_margin: Duration::from_secs(1),
+            post_rate: None,
+            shard_size: 1_000,
+            max_segments: 1_000,
+            shard_posts: 20_000,
         }
     }
 }
@@ -117,6 +136,9 @@ pub struct Chat<S, A, B> {
     pub bus: B,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
+    /// Where a broadcast larger than one Scan page goes as shard jobs; `None`: every broadcast is
+    /// delivered by the function that received it.
+    pub shards: Option<Arc<dyn ShardQueue>>,
 }
 
 /// The infrastructure failed while serving a route.
@@ -128,4 +150,6 @@ pub enum RouteError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }

@@ -8,11 +8,11 @@ use futures_util::TryStreamExt;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::fanout::{DEADLINE, Ended, FanOut, Gone, paginate, until};
-use super::{Chat, Deadline, RouteError};
+use super::fanout::{DEADLINE, Ended, FanOut, Gone, ShardReport, Sweep, Swept, paginate, until};
+use super::{Chat, Deadline, FANOUT_TARGET, RouteError};
 use crate::ports::{
     ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
-    rfc3339,
+    QueueError, Segment, ShardJob, ShardQueue, rfc3339,
 };
 use crate::protocol::{
     BroadcastRequest, ChatRequest, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE, ErrorCode,
@@ -52,6 +52,25 @@ enum Checked {
     Expired,
     Gone,
     Failed,
+}
+
+/// A fan-out's one summary event (target [`FANOUT_TARGET`], which the telemetry also turns into
+/// metrics): its kind, its counts and duration, then the fields and message given.
+macro_rules! fan_out_summary {
+    ($level:ident, $kind:literal, $summary:expr, $took:expr, $($rest:tt)*) => {
+        tracing::$level!(
+            target: FANOUT_TARGET,
+            kind = $kind,
+            delivered = $summary.delivered,
+            pruned = $summary.pruned,
+            connecting = $summary.connecting,
+            failed = $summary.failed,
+            not_attempted = $summary.not_attempted,
+            throttled = $summary.throttled,
+            duration_ms = $took.as_millis() as u64,
+            $($rest)*
+        )
+    };
 }
 
 impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
@@ -118,6 +137,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// `broadcast`: deliver the message to every live connection, the sender included. The
     /// summary is always logged; if some live connection may have missed the message, the
     /// sender is told `delivery_incomplete` with the counts.
+    ///
+    /// With a shard queue, the first Scan page decides who delivers: if it holds every
+    /// connection, this function does; if the table goes on, the broadcast is split into scan
+    /// segments, one job each, and workers deliver them ([`Chat::shard`]).
     pub async fn broadcast(
         &self,
         sender: &str,
@@ -141,17 +164,37 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 .to_json())
             })
             .await?;
-        let (summary, scan_error) = self.fan_out(Bytes::from(frame), deadline).await;
+        let mut first = None;
+        if let Some(queue) = &self.shards {
+            let now = self.clock.now().timestamp();
+            match self.store.scan_recipients(now, Segment::WHOLE, None).await {
+                Ok(page) if page.next.is_some() => {
+                    return self
+                        .shard_out(queue.as_ref(), sender, frame, deadline)
+                        .await;
+                }
+                Ok(page) => first = Some(page),
+                // The inline fan-out reads it again, and reports if it fails again.
+                Err(error) => tracing::warn!(connection_id = sender, %error, "first page"),
+            }
+        }
+        let Swept {
+            summary,
+            took,
+            error: scan_error,
+            ..
+        } = self
+            .fan_out(Bytes::from(frame), Sweep::whole(first), deadline)
+            .await;
         // One summary line, whatever happened; at `warn` when someone may have missed it.
         macro_rules! log_summary {
             ($level:ident, $message:literal) => {
-                tracing::$level!(
+                fan_out_summary!(
+                    $level,
+                    "inline",
+                    summary,
+                    took,
                     connection_id = sender,
-                    delivered = summary.delivered,
-                    pruned = summary.pruned,
-                    connecting = summary.connecting,
-                    failed = summary.failed,
-                    not_attempted = summary.not_attempted,
                     complete = summary.complete,
                     error = scan_error.as_ref().map(tracing::field::display),
                     $message
@@ -168,6 +211,136 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             tracing::warn!(connection_id = sender, %error, "could not tell the sender");
         }
         scan_error.map_or(Ok(()), |error| Err(error.into()))
+    }
+
+    /// A broadcast larger than one Scan page: one job per scan segment, as many segments as the
+    /// table's estimated size needs ([`segments_for`]), for the workers. If the jobs cannot be
+    /// queued the sender is told `internal` (some segments may have been queued: a retry can
+    /// deliver twice to those).
+    async fn shard_out(
+        &self,
+        queue: &dyn ShardQueue,
+        sender: &str,
+        frame: String,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        self.or_tell_internal(sender, deadline, async {
+            let estimate = self.store.count_estimate().await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "no table size estimate; sharding by the minimum");
+                0
+            });
+            let segments = segments_for(estimate, &self.settings);
+            let broadcast = format!("{:016x}", fastrand::u64(..));
+            let frame: std::sync::Arc<str> = frame.into();
+            let jobs = (0..segments)
+                .map(|index| ShardJob {
+                    broadcast: broadcast.clone(),
+                    sender: sender.to_owned(),
+                    frame: frame.clone(),
+                    segment: Segment {
+                        index,
+                        total: segments,
+                    },
+                    cursor: None,
+                    part: 0,
+                })
+                .collect();
+            queue.enqueue(jobs).await?;
+            tracing::info!(
+                target: FANOUT_TARGET,
+                kind = "sharded",
+                connection_id = sender,
+                broadcast,
+                segments,
+                estimate,
+                "broadcast sharded"
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    /// A worker's job: deliver one shard of a broadcast. A job that stops early (its post limit,
+    /// or the deadline) hands the rest of its segment on as the next job. A Scan that fails, a
+    /// job that made no progress, or a continuation that cannot be queued fail the job: the
+    /// queue retries it from its own cursor (what it delivered may be delivered twice), and
+    /// sets it aside after its retries. If some connection could not be reached, the sender is
+    /// told `delivery_incomplete`.
+    pub async fn shard(
+        &self,
+        job: ShardJob,
+        deadline: Deadline,
+    ) -> Result<ShardReport, RouteError> {
+        let sweep = Sweep {
+            segment: job.segment,
+            cursor: job.cursor.clone(),
+            first: None,
+            limit: Some(self.settings.shard_posts.max(1)),
+        };
+        let data = Bytes::copy_from_slice(job.frame.as_bytes());
+        let Swept {
+            summary,
+            cut_off,
+            took,
+            error,
+            rest,
+        } = self.fan_out(data, sweep, deadline).await;
+        fan_out_summary!(
+            info,
+            "shard",
+            summary,
+            took,
+            connection_id = job.sender,
+            broadcast = job.broadcast,
+            segment = job.segment.index,
+            segments = job.segment.total,
+            part = job.part,
+            continued = rest.is_some(),
+            error = error.as_ref().map(tracing::field::display),
+            "shard"
+        );
+        if let Some(error) = error {
+            return Err(error.into());
+        }
+        if let Some(after) = &rest {
+            let finished = summary.delivered + summary.pruned + summary.connecting + summary.failed;
+            if finished == 0 {
+                return Err(
+                    QueueError("the shard made no progress before its deadline".into()).into(),
+                );
+            }
+            let queue = self
+                .shards
+                .as_ref()
+                .ok_or_else(|| QueueError("no shard queue to continue the segment".into()))?;
+            let next = ShardJob {
+                cursor: after.clone(),
+                part: job.part + 1,
+                ..job.clone()
+            };
+            until(self.cut_off(deadline), queue.enqueue(vec![next]))
+                .await
+                .map_err(|()| QueueError(DEADLINE.into()))??;
+        }
+        // The connections not attempted, and the posts cut off, are in the continuation: only
+        // the others that failed are missed.
+        let failed = summary.failed - if rest.is_some() { cut_off } else { 0 };
+        if failed > 0 {
+            let missed = FanOut {
+                failed,
+                not_attempted: 0,
+                complete: true,
+                ..summary
+            };
+            let told = delivery_incomplete(&missed, false);
+            if let Err(error) = self.reply(&job.sender, told, deadline).await {
+                tracing::warn!(connection_id = job.sender, %error, "could not tell the sender");
+            }
+        }
+        Ok(ShardReport {
+            fan_out: summary,
+            continued: rest,
+        })
     }
 
     /// `list`: send the sender every live connection, in as many frames as it takes.
@@ -433,6 +606,15 @@ fn still_connecting(connection_id: &str) -> String {
         format!("connection {connection_id} is still connecting: try again in a moment"),
     )
     .to_frame()
+}
+
+/// How many segments a sharded broadcast gets for about `estimate` connections: one per
+/// `shard_size`, at least two (it is sharded because it is larger than a page), at most
+/// `max_segments`.
+pub(crate) fn segments_for(estimate: u64, settings: &super::Settings) -> u32 {
+    let size = u64::from(settings.shard_size.max(1));
+    let wanted = estimate.div_ceil(size).min(u64::from(u32::MAX)) as u32;
+    wanted.clamp(2, settings.max_segments.max(2))
 }
 
 /// What the sender of a broadcast is told when some live connection may have missed it.

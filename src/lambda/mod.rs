@@ -1,5 +1,6 @@
-//! The Lambda glue: events in the exact shapes API Gateway and EventBridge send, translated into
-//! domain calls, and the domain's answers translated into API Gateway proxy responses.
+//! The Lambda glue: events in the exact shapes API Gateway, EventBridge and SQS send, translated
+//! into domain calls, and the domain's answers translated into API Gateway proxy responses and
+//! SQS partial batch responses.
 //!
 //! These functions are what every Lambda binary runs, and what `webchat-local` feeds with the
 //! events its emulated gateway builds, so the local path and the deployed path share everything
@@ -17,10 +18,12 @@ pub enum Function {
     Post,
     /// Removes stale records, on a schedule.
     Cleanup,
+    /// Delivers the shard jobs of large broadcasts, from the shard queue.
+    Fanout,
 }
 
 impl Function {
-    pub const ALL: [Function; 8] = [
+    pub const ALL: [Function; 9] = [
         Function::Route(RouteKey::Connect),
         Function::Route(RouteKey::Disconnect),
         Function::Route(RouteKey::Default),
@@ -29,6 +32,7 @@ impl Function {
         Function::Route(RouteKey::Chat),
         Function::Post,
         Function::Cleanup,
+        Function::Fanout,
     ];
 
     /// Its name: its binary's, its image's, and (after the stack's prefix) its function's.
@@ -37,14 +41,15 @@ impl Function {
             Function::Route(route) => route.as_str().trim_start_matches('$'),
             Function::Post => "post",
             Function::Cleanup => "cleanup",
+            Function::Fanout => "fanout",
         }
     }
 
-    /// The API Gateway route it serves; `None` for `post` and `cleanup`.
+    /// The API Gateway route it serves; `None` for `post`, `cleanup` and `fanout`.
     pub fn route(self) -> Option<RouteKey> {
         match self {
             Function::Route(route) => Some(route),
-            Function::Post | Function::Cleanup => None,
+            Function::Post | Function::Cleanup | Function::Fanout => None,
         }
     }
 
@@ -57,12 +62,13 @@ impl Function {
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use base64::Engine;
 use chrono::DateTime;
 use serde_json::Value;
 
 use crate::domain::{Chat, CleanupReport, ConnectError, Deadline, RouteError};
-use crate::ports::{ConnectionApi, ConnectionStore, EventBus};
+use crate::ports::{ConnectionApi, ConnectionStore, EventBus, ShardJob};
 use crate::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE, WelcomeDetail};
 
 /// An invocation that cannot be served. Reported to the Lambda Runtime API as an invocation error;
@@ -166,6 +172,48 @@ where
     Ok(chat.cleanup(deadline).await?)
 }
 
+/// Serves the shard jobs the event source mapping hands to `fanout` (one a batch, as the stack
+/// configures it; more are served one after the other). A job that fails, or a message that is
+/// not a job, is reported in `batchItemFailures`, so that the queue retries it (and sets it aside
+/// after its retries) while the others are deleted.
+pub async fn shards<S, A, B>(
+    chat: &Chat<S, A, B>,
+    event: SqsEvent,
+    deadline: Deadline,
+) -> SqsBatchResponse
+where
+    S: ConnectionStore,
+    A: ConnectionApi,
+    B: EventBus,
+{
+    let mut failures = Vec::new();
+    for message in event.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let job = message
+            .body
+            .as_deref()
+            .ok_or_else(|| "no body".to_owned())
+            .and_then(|body| serde_json::from_str::<ShardJob>(body).map_err(|e| e.to_string()));
+        let served = match job {
+            Ok(job) => chat
+                .shard(job, deadline)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(format!("not a shard job: {error}")),
+        };
+        if let Err(error) = served {
+            let receives = message.attributes.get("ApproximateReceiveCount");
+            tracing::error!(message_id = id, receives, %error, "shard job failed; the queue will retry it");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failures.push(failure);
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
 /// Serves one event of `function`, as Lambda hands it over (JSON), and answers in JSON: what
 /// every function binary runs. An event that is not of the function's kind is `MalformedEvent`.
 pub async fn handle<S, A, B>(
@@ -193,6 +241,10 @@ where
             let event = parse(event, "an EventBridge event")?;
             Box::pin(post(chat, event, deadline)).await?;
             Ok(Value::Null)
+        }
+        None if function == Function::Fanout => {
+            let event = parse(event, "an SQS event")?;
+            serde_json::to_value(Box::pin(shards(chat, event, deadline)).await)
         }
         // Whatever the schedule sends is accepted.
         None => {

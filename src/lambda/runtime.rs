@@ -19,12 +19,14 @@ use super::HandlerError;
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::eventbridge::EventBridgeBus;
 use crate::adapters::management::{ManagementApi, NoCredentials, Poster};
+use crate::adapters::sqs::SqsShardQueue;
 use crate::config::{
     DYNAMODB_ATTEMPT_TIMEOUT, DYNAMODB_ATTEMPTS, DYNAMODB_BACKOFF, DYNAMODB_MAX_BACKOFF,
     DYNAMODB_OPERATION_TIMEOUT, DYNAMODB_RETRY_QUOTA, FunctionConfig, MANAGEMENT_CALL_TIMEOUT,
 };
 use crate::domain::{Chat, Deadline};
-use crate::ports::SystemClock;
+use crate::metrics::Metrics;
+use crate::ports::{ShardQueue, SystemClock};
 use crate::telemetry::{self, Options, Telemetry};
 use aws_sdk_dynamodb::config::retry::{RetryPartition, TokenBucket};
 
@@ -101,6 +103,17 @@ pub async fn build(config: &FunctionConfig) -> AwsChat {
         MANAGEMENT_CALL_TIMEOUT,
     )
     .expect("the configuration validated the endpoint");
+    let shards = config.shard_queue_url.as_deref().map(|url| {
+        let sqs = aws_sdk_sqs::config::Builder::from(&sdk)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(SQS_OPERATION_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        Arc::new(SqsShardQueue::new(aws_sdk_sqs::Client::from_conf(sqs), url))
+            as Arc<dyn ShardQueue>
+    });
     Chat {
         store: DynamoStore::new(
             aws_sdk_dynamodb::Client::from_conf(dynamodb),
@@ -117,10 +130,15 @@ pub async fn build(config: &FunctionConfig) -> AwsChat {
         ),
         clock: Arc::new(SystemClock),
         settings: config.settings.clone(),
+        shards,
     }
 }
 
 const FALLBACK_REGION: &str = "us-east-1";
+
+/// A shard job's enqueue, retries included, gives up after this long (the caller's invocation
+/// fails, and the queue or the sender retries it).
+const SQS_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// lambda_runtime panics when Lambda's own variables are missing. Lambda always sets them, but a
 /// hand-rolled Runtime API harness may not: default them rather than crash.
@@ -159,12 +177,17 @@ struct Initialized {
     telemetry: Telemetry,
 }
 
-async fn init() -> Result<Initialized, Error> {
+async fn init(function: super::Function) -> Result<Initialized, Error> {
     default_lambda_environment();
     let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "webchat".into());
     match FunctionConfig::from_env() {
         Ok(config) => {
-            let telemetry = telemetry::init(Options::for_lambda(&name, &config.log_level));
+            let metrics = config.metrics_namespace.clone().map(|namespace| Metrics {
+                namespace,
+                function: function.name(),
+            });
+            let options = Options::for_lambda(&name, &config.log_level, metrics);
+            let telemetry = telemetry::init(options);
             let chat = build(&config).await;
             Ok(Initialized {
                 name,
@@ -173,7 +196,7 @@ async fn init() -> Result<Initialized, Error> {
             })
         }
         Err(error) => {
-            let _telemetry = telemetry::init(Options::for_lambda(&name, "info"));
+            let _telemetry = telemetry::init(Options::for_lambda(&name, "info", None));
             tracing::error!(%error, "invalid configuration");
             report_init_error("Runtime.InvalidConfiguration", &error.to_string()).await;
             Err(error.into())
@@ -243,7 +266,7 @@ async fn report_init_error(error_type: &str, message: &str) {
 
 /// Serves `function`'s events one at a time: what every function binary runs.
 pub async fn serve(function: super::Function) -> Result<(), Error> {
-    let initialized = &init().await?;
+    let initialized = &init(function).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         Box::pin(async move {
             let deadline = Deadline::from_epoch_millis(event.context.deadline);

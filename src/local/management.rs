@@ -38,17 +38,17 @@ fn connection_id(
             ),
         )));
     }
-    if let Some(stage) = params.get("stage") {
-        if *stage != shared.stage.stage {
-            return Err(Box::new(aws_error(
-                StatusCode::FORBIDDEN,
-                "ForbiddenException",
-                &format!(
-                    "no stage {stage:?} here; this gateway serves {:?}",
-                    shared.stage.stage
-                ),
-            )));
-        }
+    if let Some(stage) = params.get("stage")
+        && *stage != shared.stage.stage
+    {
+        return Err(Box::new(aws_error(
+            StatusCode::FORBIDDEN,
+            "ForbiddenException",
+            &format!(
+                "no stage {stage:?} here; this gateway serves {:?}",
+                shared.stage.stage
+            ),
+        )));
     }
     Ok(params.get("id").cloned().unwrap_or_default())
 }

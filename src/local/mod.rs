@@ -10,10 +10,13 @@
 //!
 //! Connect publishes the welcome event on an in-memory bus; a dispatcher hands it to `post` in the
 //! EventBridge event shape, as the stack's rule does. A timer runs `cleanup` as the schedule does.
+//! A broadcast larger than one Scan page goes to an in-memory shard queue ([`queue`]) whose jobs
+//! `fanout` delivers, as the stack's SQS queue and event source mapping do.
 
 mod events;
 mod listener;
 mod management;
+mod queue;
 mod registry;
 mod rule;
 mod socket;
@@ -29,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+pub use queue::{LocalQueue, QueueSettings};
 pub use registry::Registry;
 pub use rule::LocalBus;
 
@@ -87,6 +91,10 @@ pub struct Config {
     /// `None`, no limit.
     pub function_timeout: Option<Duration>,
     pub settings: Settings,
+    /// Connections the store examines a Scan page: a broadcast to more goes to the shard queue.
+    pub scan_page_size: usize,
+    /// The shard queue's event source mapping and redrive policy.
+    pub queue: QueueSettings,
 }
 
 impl Default for Config {
@@ -102,12 +110,14 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(2),
             function_timeout: Some(Duration::from_secs(10)),
             settings: Settings::default(),
+            scan_page_size: 1000,
+            queue: QueueSettings::default(),
         }
     }
 }
 
 /// The routes of the local stack: the memory store, the gateway's own sockets, the bus that
-/// hands the welcome to `post`.
+/// hands the welcome to `post` (and the shard queue that hands large broadcasts to `fanout`).
 pub type LocalChat = Chat<MemoryStore, Arc<Registry>, LocalBus>;
 
 pub(crate) struct Shared {
@@ -120,6 +130,7 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Cancelled at shutdown: HTTP connections finish what they are doing, upgrades are refused.
     closing: tokio_util::sync::CancellationToken,
+    queue: Arc<LocalQueue>,
 }
 
 impl Shared {
@@ -136,6 +147,7 @@ pub struct Gateway {
     listener: TcpListener,
     shared: Arc<Shared>,
     deliveries: mpsc::UnboundedReceiver<rule::Delivery>,
+    jobs: mpsc::UnboundedReceiver<queue::Message>,
 }
 
 impl Gateway {
@@ -145,12 +157,14 @@ impl Gateway {
         let local = listener.local_addr()?;
         let (bus, deliveries) = LocalBus::new();
         let registry = Arc::new(Registry::new(config.limits.max_message_bytes));
+        let (queue, jobs) = LocalQueue::new();
         let chat = Chat {
-            store: MemoryStore::new(),
+            store: MemoryStore::new().with_page_size(config.scan_page_size),
             api: registry.clone(),
             bus,
             clock: Arc::new(SystemClock),
             settings: config.settings.clone(),
+            shards: Some(queue.clone()),
         };
         let stage = StageMeta {
             api_id: "local".into(),
@@ -164,11 +178,13 @@ impl Gateway {
             stage,
             tracker: TaskTracker::new(),
             closing: tokio_util::sync::CancellationToken::new(),
+            queue,
         });
         Ok(Gateway {
             listener,
             shared,
             deliveries,
+            jobs,
         })
     }
 
@@ -194,8 +210,12 @@ impl Gateway {
             listener,
             shared,
             deliveries,
+            jobs,
         } = self;
-        let mut background = vec![tokio::spawn(rule::run(shared.clone(), deliveries))];
+        let mut background = vec![
+            tokio::spawn(rule::run(shared.clone(), deliveries)),
+            tokio::spawn(queue::run(shared.clone(), shared.queue.clone(), jobs)),
+        ];
         if let Some(interval) = shared.config.cleanup_interval {
             background.push(tokio::spawn(run_cleanup(shared.clone(), interval)));
         }

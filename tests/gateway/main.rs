@@ -97,6 +97,34 @@ async fn broadcast_reaches_everyone_including_the_sender_verbatim() {
 }
 
 #[tokio::test]
+async fn a_broadcast_larger_than_a_scan_page_goes_through_the_shard_queue_and_reaches_everyone_once()
+ {
+    // Pages of 3: twelve clients make the broadcast go to segments and the fanout workers.
+    let gateway = spawn_with(Config {
+        scan_page_size: 3,
+        ..Config::default()
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        clients.push(gateway.join(&format!("?name=c{i}")).await.0);
+    }
+    clients[0]
+        .send_json(json!({"action":"broadcast","message":"to the shards"}))
+        .await;
+    for client in &mut clients {
+        assert_eq!(
+            client.next_of_type("broadcast").await["message"],
+            "to the shards"
+        );
+    }
+    // Exactly once each: nothing more arrives.
+    for client in &mut clients {
+        client.expect_silence(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
 async fn list_shows_every_connection_with_names() {
     let gateway = spawn().await;
     let (mut alice, alice_id) = gateway.join("?name=alice").await;

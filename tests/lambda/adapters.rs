@@ -9,7 +9,9 @@ use futures_util::StreamExt;
 use webchat::adapters::dynamodb::DynamoStore;
 use webchat::adapters::management::ManagementApi;
 use webchat::local::{Config, Gateway};
-use webchat::ports::{ApiError, ConnectionApi, ConnectionRecord, ConnectionStore, Outcome};
+use webchat::ports::{
+    ApiError, ConnectionApi, ConnectionRecord, ConnectionStore, Outcome, Segment,
+};
 
 use super::fake_aws::FakeAws;
 use super::moto;
@@ -52,7 +54,11 @@ async fn the_dynamodb_store_deletes_only_the_record_that_connected_when_it_was_r
     let first = record("again=", 60);
     store.put(first.clone()).await.unwrap();
     let now = Utc::now().timestamp();
-    let read = store.scan_recipients(now, None).await.unwrap().items;
+    let read = store
+        .scan_recipients(now, Segment::WHOLE, None)
+        .await
+        .unwrap()
+        .items;
     let read = read.iter().find(|r| r.connection_id == "again=").unwrap();
     // A reconnect under the same id writes a newer record before the prune.
     let second = record("again=", 0);
@@ -95,7 +101,10 @@ async fn the_dynamodb_store_paginates_scans_and_skips_expired_records() {
     let now = Utc::now().timestamp();
     let (mut ids, mut cursor, mut pages) = (Vec::new(), None, 0);
     loop {
-        let page = store.scan_recipients(now, cursor).await.unwrap();
+        let page = store
+            .scan_recipients(now, Segment::WHOLE, cursor)
+            .await
+            .unwrap();
         pages += 1;
         ids.extend(page.items.into_iter().map(|r| r.connection_id));
         cursor = page.next;

@@ -57,6 +57,12 @@ fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
     );
     assert_eq!(environment["logLevel"], vars::LOG_LEVEL);
     assert_eq!(environment["fanoutConcurrency"], vars::FANOUT_CONCURRENCY);
+    assert_eq!(environment["shardQueue"], vars::SHARD_QUEUE_URL);
+    assert_eq!(environment["postRate"], vars::POST_RATE);
+    assert_eq!(environment["scanPageSize"], vars::SCAN_PAGE_SIZE);
+    assert_eq!(environment["metricsNamespace"], vars::METRICS_NAMESPACE);
+    assert_eq!(contract["shards"]["function"], Function::Fanout.name());
+    assert_eq!(contract["shards"]["batchSize"], 1);
 }
 
 #[test]

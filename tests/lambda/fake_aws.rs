@@ -1,5 +1,6 @@
-//! A recording stand-in for EventBridge (PutEvents, AWS JSON 1.1) and API Gateway's management
-//! API (`/{stage}/@connections/{id}`, REST-JSON), on one port, with scripted answers: 410 for
+//! A recording stand-in for EventBridge (PutEvents, AWS JSON 1.1), SQS (SendMessageBatch, AWS
+//! JSON 1.0, as aws-sdk-sqs speaks it) and API Gateway's management API
+//! (`/{stage}/@connections/{id}`, REST-JSON), on one port, with scripted answers: 410 for
 //! chosen ids, 429s before success, PutEvents partial failures, and an optional delay per call.
 //! moto cannot stand in here: its `@connections` always answers 200, never 410.
 //!
@@ -113,6 +114,8 @@ pub struct Call {
 #[derive(Default)]
 struct FakeState {
     put_events: Mutex<Vec<Value>>,
+    /// Every message body sent to SQS, in order.
+    sqs_messages: Mutex<Vec<String>>,
     put_events_failures: Mutex<usize>,
     calls: Mutex<Vec<Call>>,
     gone: Mutex<HashSet<String>>,
@@ -164,6 +167,7 @@ impl FakeAws {
             ("WEBSOCKET_API_ENDPOINT", self.management_endpoint()),
             ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.to_owned()),
             ("AWS_ENDPOINT_URL_EVENTBRIDGE", self.endpoint()),
+            ("AWS_ENDPOINT_URL_SQS", self.endpoint()),
         ]
     }
 
@@ -222,6 +226,17 @@ impl FakeAws {
     }
 
     /// The PutEvents request bodies received.
+    /// The bodies of every message sent to SQS, in order.
+    pub fn sqs_messages(&self) -> Vec<String> {
+        self.state.sqs_messages.lock().unwrap().clone()
+    }
+
+    /// The shard queue's URL here, as SHARD_QUEUE_URL (aws-sdk-sqs sends to the endpoint in
+    /// AWS_ENDPOINT_URL_SQS, and names the queue in the body).
+    pub fn queue_url(&self) -> String {
+        format!("{}/000000000000/shards", self.endpoint())
+    }
+
     pub fn put_events(&self) -> Vec<Value> {
         self.state.put_events.lock().unwrap().clone()
     }
@@ -264,6 +279,9 @@ async fn put_events(
     if target.starts_with("DynamoDB_20120810.") {
         return dynamodb(&state, target, &headers, body).await;
     }
+    if target == "AmazonSQS.SendMessageBatch" {
+        return send_message_batch(&state, &body);
+    }
     if target != "AWSEvents.PutEvents" {
         return (
             StatusCode::BAD_REQUEST,
@@ -290,6 +308,86 @@ async fn put_events(
         answer.to_string(),
     )
         .into_response()
+}
+
+/// SQS's SendMessageBatch: records every body, answers every entry as sent (with the MD5 of its
+/// body, as SQS does; aws-sdk-sqs does not check it).
+fn send_message_batch(state: &FakeState, body: &str) -> Response {
+    let request: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let entries = request["Entries"].as_array().cloned().unwrap_or_default();
+    let mut successful = Vec::new();
+    for entry in &entries {
+        let body = entry["MessageBody"].as_str().unwrap_or_default().to_owned();
+        let n = {
+            let mut messages = state.sqs_messages.lock().unwrap();
+            messages.push(body.clone());
+            messages.len()
+        };
+        successful.push(json!({
+            "Id": entry["Id"],
+            "MessageId": format!("00000000-0000-4000-8000-{n:012}"),
+            "MD5OfMessageBody": format!("{:x}", md5_of(body.as_bytes())),
+        }));
+    }
+    (
+        [("content-type", "application/x-amz-json-1.0")],
+        json!({"Successful": successful, "Failed": []}).to_string(),
+    )
+        .into_response()
+}
+
+/// MD5 (RFC 1321), for SQS's `MD5OfMessageBody`.
+fn md5_of(data: &[u8]) -> u128 {
+    const S: [u32; 64] = [
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
+        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
+        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+    ];
+    let k: Vec<u32> = (0..64)
+        .map(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32)
+        .collect();
+    let mut message = data.to_vec();
+    message.push(0x80);
+    while message.len() % 64 != 56 {
+        message.push(0);
+    }
+    message.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_le_bytes());
+    let mut h: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
+    for chunk in message.chunks(64) {
+        let m: Vec<u32> = chunk
+            .chunks(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let [mut a, mut b, mut c, mut d] = h;
+        for i in 0..64 {
+            let (f, g) = match i / 16 {
+                0 => ((b & c) | (!b & d), i),
+                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                _ => (c ^ (b | !d), (7 * i) % 16),
+            };
+            let rotated = a
+                .wrapping_add(f)
+                .wrapping_add(k[i])
+                .wrapping_add(m[g])
+                .rotate_left(S[i]);
+            (a, d, c) = (d, c, b);
+            b = b.wrapping_add(rotated);
+        }
+        h = [
+            h[0].wrapping_add(a),
+            h[1].wrapping_add(b),
+            h[2].wrapping_add(c),
+            h[3].wrapping_add(d),
+        ];
+    }
+    u128::from_be_bytes(
+        h.iter()
+            .flat_map(|word| word.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap(),
+    )
 }
 
 /// A DynamoDB call: throttled if scripted, else passed to moto as it came.
@@ -437,4 +535,21 @@ async fn connections(
         (413, _) => aws_error(413, "PayloadTooLargeException"),
         (other, _) => aws_error(other, "InternalServerErrorException"),
     }
+}
+
+#[test]
+fn md5_matches_rfc_1321s_test_vectors() {
+    assert_eq!(
+        format!("{:032x}", md5_of(b"")),
+        "d41d8cd98f00b204e9800998ecf8427e"
+    );
+    assert_eq!(
+        format!("{:032x}", md5_of(b"abc")),
+        "900150983cd24fb0d6963f7d28e17f72"
+    );
+    let long = b"12345678901234567890123456789012345678901234567890123456789012345678901234567890";
+    assert_eq!(
+        format!("{:032x}", md5_of(long)),
+        "57edf4a22be3c955ac49da2e2107b67a"
+    );
 }

@@ -8,6 +8,7 @@ mod fake_aws;
 mod moto;
 mod otlp;
 mod runtime_api;
+mod shards;
 mod tracing;
 
 use std::collections::HashMap;

@@ -253,6 +253,7 @@ pub fn binary(function: &str) -> &'static str {
         "chat" => env!("CARGO_BIN_EXE_chat"),
         "post" => env!("CARGO_BIN_EXE_post"),
         "cleanup" => env!("CARGO_BIN_EXE_cleanup"),
+        "fanout" => env!("CARGO_BIN_EXE_fanout"),
         other => panic!("no function {other}"),
     }
 }
@@ -262,6 +263,7 @@ pub struct Function {
     child: Child,
     pub api: RuntimeApi,
     logs: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Function {
@@ -298,20 +300,29 @@ impl Function {
                 .env("AWS_SESSION_TOKEN", "testing")
                 .env("AWS_EC2_METADATA_DISABLED", "true");
         }
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         for (name, value) in env {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("start the function binary");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Function { child, api, logs }
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let logs = collect(Box::new(child.stderr.take().unwrap()));
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        Function {
+            child,
+            api,
+            logs,
+            stdout,
+        }
     }
 
     pub async fn invoke(&self, event: &Value) -> Answer {
@@ -331,6 +342,11 @@ impl Function {
     /// Everything the function wrote to stderr so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Everything the function wrote to stdout so far (its EMF metrics lines).
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Waits for the process to exit; its exit status.

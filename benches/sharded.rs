@@ -1,0 +1,261 @@
+//! The sharded fan-out at scale, simulated: a broadcast to 100 000 stored connections goes out as
+//! shard jobs on a queue, and workers (tasks, as many as the stack's event source mapping lets
+//! run at once) deliver them through the domain's real sharded path against a fake
+//! `@connections` that answers after 20 ms and throttles (429) past a token bucket at the
+//! account's rate. It prints the completion time against the throttle bound (connections ÷
+//! rate), then runs again with one worker killed mid-shard (its job comes back after a visibility
+//! timeout, as SQS redelivers it) and prints the deliveries lost and the duplicates.
+//!
+//!     cargo bench --bench sharded -- [--connections N] [--rate R] [--budget B] [--workers W]
+//!                                    [--delay-ms D] [--shard-size S]
+//!
+//! Defaults: 100 000 connections, a bucket of 10 000 a second (burst 5 000, API Gateway's account
+//! default), a budget equal to the rate, 8 workers each paced to budget ÷ workers, 20 ms a call,
+//! segments of the functions' default size (1 000).
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use webchat::adapters::memory::{MemoryEventBus, MemoryShardQueue, MemoryStore};
+use webchat::domain::{Chat, Deadline, Settings};
+use webchat::ports::{
+    ApiError, ConnectionApi, ConnectionInfo, ConnectionRecord, Outcome, ShardJob, SystemClock,
+};
+
+struct Args {
+    connections: usize,
+    rate: f64,
+    budget: f64,
+    workers: usize,
+    delay: Duration,
+    shard_size: u32,
+}
+
+fn args() -> Args {
+    let mut parsed = Args {
+        connections: 100_000,
+        rate: 10_000.0,
+        budget: 0.0,
+        workers: 8,
+        delay: Duration::from_millis(20),
+        shard_size: Settings::default().shard_size,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{arg} takes a number"))
+        };
+        match arg.as_str() {
+            "--connections" => parsed.connections = value() as usize,
+            "--rate" => parsed.rate = value(),
+            "--budget" => parsed.budget = value(),
+            "--workers" => parsed.workers = value() as usize,
+            "--delay-ms" => parsed.delay = Duration::from_millis(value() as u64),
+            "--shard-size" => parsed.shard_size = value() as u32,
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    if parsed.budget <= 0.0 {
+        parsed.budget = parsed.rate;
+    }
+    parsed
+}
+
+/// `@connections` with a fixed latency and API Gateway's account throttle: a token bucket of
+/// `rate` a second holding at most `burst`; a call finding it empty is answered 429. Counts every
+/// delivery per connection.
+struct ThrottledApi {
+    delay: Duration,
+    rate: f64,
+    burst: f64,
+    bucket: Mutex<(f64, Instant)>,
+    delivered: Vec<AtomicU32>,
+    throttled: AtomicUsize,
+}
+
+impl ThrottledApi {
+    fn index(connection_id: &str) -> usize {
+        connection_id[1..connection_id.len() - 1].parse().unwrap()
+    }
+}
+
+impl ConnectionApi for ThrottledApi {
+    async fn post(&self, connection_id: &str, _data: Bytes) -> Result<Outcome<()>, ApiError> {
+        tokio::time::sleep(self.delay).await;
+        let admitted = {
+            let mut bucket = self.bucket.lock().unwrap();
+            let now = Instant::now();
+            let (tokens, last) = *bucket;
+            let tokens =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+            *bucket = if tokens >= 1.0 {
+                (tokens - 1.0, now)
+            } else {
+                (tokens, now)
+            };
+            tokens >= 1.0
+        };
+        if !admitted {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::Throttled("429 Too Many Requests".into()));
+        }
+        self.delivered[Self::index(connection_id)].fetch_add(1, Ordering::Relaxed);
+        Ok(Outcome::Done(()))
+    }
+
+    async fn describe(&self, _connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
+        Ok(Outcome::Gone)
+    }
+}
+
+type SimChat = Chat<MemoryStore, Arc<ThrottledApi>, MemoryEventBus>;
+
+struct Run {
+    took: Duration,
+    lost: usize,
+    duplicates: usize,
+    throttled: usize,
+    jobs: usize,
+}
+
+/// One broadcast to everyone, delivered by `workers`; with `kill`, the first job a worker takes
+/// is aborted after `kill` and comes back on the queue after the visibility timeout.
+async fn run(args: &Args, kill: Option<Duration>) -> Run {
+    let api = Arc::new(ThrottledApi {
+        delay: args.delay,
+        rate: args.rate,
+        burst: 5_000.0,
+        bucket: Mutex::new((5_000.0, Instant::now())),
+        delivered: (0..args.connections).map(|_| AtomicU32::new(0)).collect(),
+        throttled: AtomicUsize::new(0),
+    });
+    let store = MemoryStore::new().with_page_size(1_000);
+    let connected = Utc::now() - chrono::Duration::seconds(60);
+    for i in 0..args.connections {
+        store.insert(ConnectionRecord::new(format!("c{i:07}="), None, connected));
+    }
+    let queue = Arc::new(MemoryShardQueue::new());
+    let chat: Arc<SimChat> = Arc::new(Chat {
+        store,
+        api: api.clone(),
+        bus: MemoryEventBus::recording(),
+        clock: Arc::new(SystemClock),
+        settings: Settings {
+            post_rate: Some((args.budget / args.workers as f64).floor().max(1.0) as u32),
+            shard_size: args.shard_size,
+            ..Settings::default()
+        },
+        shards: Some(queue.clone()),
+    });
+    let started = Instant::now();
+    chat.broadcast(
+        "c0000000=",
+        r#"{"action":"broadcast","message":"to a hundred thousand"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .expect("broadcast");
+    let outstanding = Arc::new(AtomicUsize::new(queue.len()));
+    let killed = Arc::new(AtomicUsize::new(0));
+    let visibility = Duration::from_millis(500);
+    let mut workers = Vec::new();
+    for _ in 0..args.workers {
+        let (chat, queue, outstanding, killed) = (
+            chat.clone(),
+            queue.clone(),
+            outstanding.clone(),
+            killed.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let job: ShardJob = queue.next().await;
+                let before = queue.enqueued();
+                let work = tokio::spawn({
+                    let (chat, job) = (chat.clone(), job.clone());
+                    async move {
+                        chat.shard(job, Deadline::after(Duration::from_secs(60)))
+                            .await
+                    }
+                });
+                let abort = work.abort_handle();
+                let first_kill = kill.filter(|_| killed.fetch_add(1, Ordering::SeqCst) == 0);
+                let done = match first_kill {
+                    Some(after) => tokio::time::timeout(after, work).await.ok(),
+                    None => Some(work.await),
+                };
+                match done {
+                    Some(Ok(Ok(_))) => {
+                        // Its continuations, if any, are jobs too.
+                        let handed_on = queue.enqueued() - before;
+                        outstanding.fetch_add(handed_on, Ordering::SeqCst);
+                        outstanding.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    _ => {
+                        // Killed (or failed): SQS makes it visible again after the timeout.
+                        abort.abort();
+                        let queue = queue.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(visibility).await;
+                            queue.push(job);
+                        });
+                    }
+                }
+            }
+        }));
+    }
+    while outstanding.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    for worker in workers {
+        worker.abort();
+    }
+    let counts: Vec<u32> = api
+        .delivered
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .collect();
+    Run {
+        took,
+        lost: counts.iter().filter(|&&n| n == 0).count(),
+        duplicates: counts.iter().map(|&n| n.saturating_sub(1) as usize).sum(),
+        throttled: api.throttled.load(Ordering::Relaxed),
+        jobs: queue.enqueued(),
+    }
+}
+
+fn main() {
+    let args = args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bound = args.connections as f64 / args.rate;
+    println!(
+        "sharded broadcast to {} connections: @connections at {:?} a call, throttled at {} a second (burst 5000); budget {} a second over {} workers; segments of {}",
+        args.connections, args.delay, args.rate, args.budget, args.workers, args.shard_size
+    );
+    println!("  throttle bound (connections / rate):        {bound:>7.2} s");
+    let report = |label: &str, run: Run| {
+        println!(
+            "  {label}: {:>7.2} s ({:+.1}% of the bound), {} jobs, lost {}, duplicates {}, 429s {}",
+            run.took.as_secs_f64(),
+            (run.took.as_secs_f64() / bound - 1.0) * 100.0,
+            run.jobs,
+            run.lost,
+            run.duplicates,
+            run.throttled
+        );
+    };
+    report("all workers", runtime.block_on(run(&args, None)));
+    report(
+        "one worker killed 0.3 s into its shard (job back after 0.5 s)",
+        runtime.block_on(run(&args, Some(Duration::from_millis(300)))),
+    );
+}
