@@ -195,8 +195,6 @@ fn number(
     }
 }
 
-/// How long a `@connections` call may take before it counts as failed: one slow connection must
-/// not hold a fan-out slot for the SDK's default of no timeout at all.
 /// An `http(s)://` URL with a host, no query, and a plain path (no `.`, `..` or empty segment):
 /// what a post's request path and its signature are built from.
 fn is_management_endpoint(endpoint: &str) -> bool {
@@ -213,6 +211,8 @@ fn is_management_endpoint(endpoint: &str) -> bool {
             .any(|segment| segment == "." || segment == "..")
 }
 
+/// How long a `@connections` call may take before it counts as failed: one slow connection must
+/// not hold a fan-out slot for the SDK's default of no timeout at all.
 pub const MANAGEMENT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Calls in all for a DynamoDB request that is throttled or fails with a 5xx.

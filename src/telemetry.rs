@@ -175,7 +175,13 @@ pub fn init(options: Options) -> Telemetry {
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(spans)
-        .with(options.metrics)
+        // Only the fan-out summaries reach the metrics layer: unfiltered, it would make every
+        // callsite of every crate enabled at every level.
+        .with(options.metrics.map(|metrics| {
+            metrics.with_filter(
+                Targets::new().with_target(crate::metrics::FANOUT_TARGET, Level::TRACE),
+            )
+        }))
         .try_init();
     Telemetry { provider }
 }

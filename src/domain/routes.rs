@@ -303,8 +303,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             return Err(error.into());
         }
         if let Some(after) = &rest {
-            let finished = summary.delivered + summary.pruned + summary.connecting + summary.failed;
-            if finished == 0 {
+            // No post before the cursor finished (the first one still in flight, say): handing
+            // the same job on would loop without end, so fail it and let the queue's retries
+            // and dead-letter queue bound it.
+            if *after == job.cursor {
                 return Err(
                     QueueError("the shard made no progress before its deadline".into()).into(),
                 );
