@@ -40,6 +40,15 @@ fn sqs_event(message_id: &str, job: &str, receives: u32) -> Value {
     }]})
 }
 
+/// A shard job for the whole table from its start, as `broadcast` would queue it.
+fn whole_table_job(sender: &str) -> String {
+    json!({
+        "broadcast": "b1", "sender": sender, "frame": r#"{"type":"broadcast","message":"x"}"#,
+        "segment": {"index": 0, "total": 1}, "cursor": null, "part": 0
+    })
+    .to_string()
+}
+
 /// How many broadcasts each connection got.
 fn received(stack: &Stack) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -129,11 +138,7 @@ async fn a_shard_job_near_its_deadline_hands_the_rest_of_its_segment_on() {
     // 4 s: a fifth kept for the export, posts stop a tenth before that; one at a time at 100 ms,
     // 40 connections would take 4 s.
     fanout.api.set_timeout(Duration::from_secs(4));
-    let job = json!({
-        "broadcast": "b1", "sender": "c00=", "frame": r#"{"type":"broadcast","message":"x"}"#,
-        "segment": {"index": 0, "total": 1}, "cursor": null, "part": 0
-    })
-    .to_string();
+    let job = whole_table_job("c00=");
     let answer = fanout.invoke(&sqs_event("m1", &job, 1)).await.response();
     assert_eq!(
         answer,
@@ -179,11 +184,7 @@ async fn a_failed_shard_job_is_reported_for_retry_and_its_retry_delivers() {
     let mut env = sharding(&stack, 10);
     env.push(("AWS_ENDPOINT_URL_DYNAMODB", stack.fake.endpoint()));
     let fanout = stack.function_with("fanout", &env).await;
-    let job = json!({
-        "broadcast": "b1", "sender": "c0=", "frame": r#"{"type":"broadcast","message":"x"}"#,
-        "segment": {"index": 0, "total": 1}, "cursor": null, "part": 0
-    })
-    .to_string();
+    let job = whole_table_job("c0=");
     let answer = fanout.invoke(&sqs_event("m1", &job, 1)).await.response();
     assert_eq!(
         answer,
