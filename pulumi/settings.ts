@@ -6,7 +6,8 @@ export interface Settings {
   stack: string;
   /** Require SigV4-signed (IAM) connect requests. */
   iamAuth: boolean;
-  /** LOG_LEVEL of the functions, and their application log level in CloudWatch. */
+  /** LOG_LEVEL of the functions; Lambda's application log level follows it down to TRACE but
+   * never above INFO (the metrics' EMF lines have no level: INFO to Lambda). */
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
   /** Function memory in MB (CPU scales with it: fan-out signs faster with more). */
   memory: number;

@@ -7,7 +7,7 @@ import { Dashboard } from "./components/dashboard";
 import { CleanupSchedule, WelcomeBus, WelcomeDelivery } from "./components/events";
 import { Functions } from "./components/functions";
 import { Images } from "./components/images";
-import { ShardQueue, ShardWorkers } from "./components/shards";
+import { MAX_RECEIVE_COUNT, ShardQueue, ShardWorkers } from "./components/shards";
 import { ConnectionsTable } from "./components/table";
 import { CLEANUP_FUNCTION, FUNCTIONS, ROUTES, SHARDS, WELCOME } from "./names";
 import { Settings } from "./settings";
@@ -71,6 +71,8 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
       // each invocation's share: every worker at once stays within the budget
       postRate: Math.floor(settings.postRateBudget / settings.fanoutWorkers),
       scanPageSize: settings.scanPageSize,
+      workers: settings.fanoutWorkers,
+      attempts: MAX_RECEIVE_COUNT,
     },
   });
   new ApiRoutes("webchat", {

@@ -18,7 +18,8 @@ pub mod vars {
     /// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`: API Gateway's management
     /// endpoint (`@connections`).
     pub const WEBSOCKET_API_ENDPOINT: &str = "WEBSOCKET_API_ENDPOINT";
-    /// `error`, `warn`, `info`, `debug` or `trace` (or a `tracing` filter). Optional: `info`.
+    /// `error`, `warn`, `info`, `debug` or `trace` (or a `tracing` filter). Optional: Lambda's
+    /// `AWS_LAMBDA_LOG_LEVEL`, else `info` (`RUST_LOG` overrides it).
     pub const LOG_LEVEL: &str = "LOG_LEVEL";
     /// `@connections` calls a fan-out keeps in flight. Optional.
     pub const FANOUT_CONCURRENCY: &str = "FANOUT_CONCURRENCY";
@@ -35,9 +36,15 @@ pub mod vars {
     pub const POST_RATE: &str = "POST_RATE";
     /// The CloudWatch namespace of the fan-out metrics (EMF lines on stdout). Optional: none.
     pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+    /// Worker invocations the shard queue runs at once: a sharded broadcast gets at least this
+    /// many segments. Optional: 2.
+    pub const FANOUT_WORKERS: &str = "FANOUT_WORKERS";
+    /// Receives of a shard job before the queue sets it aside (its redrive policy's
+    /// `maxReceiveCount`): `fanout` tells the sender when a job fails on this one. Optional: 3.
+    pub const SHARD_ATTEMPTS: &str = "SHARD_ATTEMPTS";
 
     /// Every variable, required ones first.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         CONNECTIONS_TABLE,
         EVENT_BUS_NAME,
         WEBSOCKET_API_ENDPOINT,
@@ -48,6 +55,8 @@ pub mod vars {
         SHARD_QUEUE_URL,
         POST_RATE,
         METRICS_NAMESPACE,
+        FANOUT_WORKERS,
+        SHARD_ATTEMPTS,
     ];
 }
 
@@ -57,7 +66,8 @@ pub struct FunctionConfig {
     pub connections_table: String,
     pub event_bus_name: String,
     pub websocket_api_endpoint: String,
-    pub log_level: String,
+    /// `LOG_LEVEL`; `None`: unset (Lambda's level, else `info`).
+    pub log_level: Option<String>,
     pub scan_page_size: Option<i32>,
     /// Where shard jobs go; `None`: every broadcast inline.
     pub shard_queue_url: Option<String>,
@@ -108,11 +118,13 @@ impl FunctionConfig {
                 expected: ENDPOINT,
             });
         }
-        let log_level = lookup(vars::LOG_LEVEL).unwrap_or_else(|| "info".into());
-        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        let log_level = lookup(vars::LOG_LEVEL).filter(|level| !level.trim().is_empty());
+        if let Some(level) = &log_level
+            && tracing_subscriber::EnvFilter::try_new(level).is_err()
+        {
             return Err(ConfigError::Invalid {
                 name: vars::LOG_LEVEL,
-                value: log_level,
+                value: level.clone(),
                 expected: "a level (error, warn, info, debug, trace) or a tracing filter",
             });
         }
@@ -151,6 +163,22 @@ impl FunctionConfig {
             "a number of posts a second from 1 to 1000000",
         )?
         .map(|rate| rate as u32);
+        if let Some(workers) = number(
+            &lookup,
+            vars::FANOUT_WORKERS,
+            1..=1_000,
+            "a number of workers from 1 to 1000",
+        )? {
+            settings.min_segments = workers as u32;
+        }
+        if let Some(attempts) = number(
+            &lookup,
+            vars::SHARD_ATTEMPTS,
+            1..=1_000,
+            "a number of receives from 1 to 1000 (the queue's maxReceiveCount)",
+        )? {
+            settings.shard_attempts = attempts as u32;
+        }
         let shard_queue_url = lookup(vars::SHARD_QUEUE_URL).filter(|url| !url.trim().is_empty());
         if let Some(url) = &shard_queue_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -258,7 +286,7 @@ mod tests {
             config.websocket_api_endpoint,
             "https://abc.execute-api.eu-west-1.amazonaws.com/stage"
         );
-        assert_eq!(config.log_level, "info");
+        assert_eq!(config.log_level, None);
         assert_eq!(config.settings, Settings::default());
         assert_eq!(config.scan_page_size, None);
     }
@@ -331,6 +359,9 @@ mod tests {
             ("FANOUT_CONCURRENCY", "lots"),
             ("RETRY_ATTEMPTS", "99"),
             ("LOG_LEVEL", "very[loud"),
+            ("FANOUT_WORKERS", "0"),
+            ("FANOUT_WORKERS", "1001"),
+            ("SHARD_ATTEMPTS", "0"),
         ] {
             let mut pairs = COMPLETE.to_vec();
             pairs.push((name, value));
@@ -347,11 +378,15 @@ mod tests {
             ("RETRY_ATTEMPTS", "3"),
             ("SCAN_PAGE_SIZE", "100"),
             ("LOG_LEVEL", "debug"),
+            ("FANOUT_WORKERS", "16"),
+            ("SHARD_ATTEMPTS", "5"),
         ]);
         let config = config(&pairs).unwrap();
+        assert_eq!(config.settings.min_segments, 16);
+        assert_eq!(config.settings.shard_attempts, 5);
         assert_eq!(config.settings.fanout_concurrency, 512);
         assert_eq!(config.settings.throttle_backoff.attempts, 3);
         assert_eq!(config.scan_page_size, Some(100));
-        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.log_level.as_deref(), Some("debug"));
     }
 }

@@ -74,24 +74,22 @@ pub struct Options {
 }
 
 impl Options {
-    /// What a Lambda function uses: the level from `RUST_LOG`, else Lambda's advanced logging
-    /// controls (`AWS_LAMBDA_LOG_LEVEL`), else `log_level`; JSON unless `AWS_LAMBDA_LOG_FORMAT`
-    /// is `Text`; export unless `OTEL_SDK_DISABLED` is `true`.
+    /// What a Lambda function uses: the level from `RUST_LOG`, else `log_level` (the function's
+    /// `LOG_LEVEL`), else Lambda's advanced logging controls (`AWS_LAMBDA_LOG_LEVEL`), else
+    /// `info`; JSON unless `AWS_LAMBDA_LOG_FORMAT` is `Text`; export unless `OTEL_SDK_DISABLED`
+    /// is `true`. (`LOG_LEVEL` comes before Lambda's level because the stack keeps Lambda's
+    /// filter at INFO or below whatever `LOG_LEVEL` says: the metrics' lines have no level, and
+    /// Lambda filters them as INFO.)
     pub fn for_lambda(
         service_name: &str,
-        log_level: &str,
+        log_level: Option<&str>,
         metrics: Option<crate::metrics::Metrics>,
     ) -> Options {
-        let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|level| {
-            match level.to_ascii_lowercase().as_str() {
-                "fatal" => "error".to_owned(),
-                other => other.to_owned(),
-            }
-        });
-        let log_filter = std::env::var("RUST_LOG")
-            .ok()
-            .or(lambda_level)
-            .unwrap_or_else(|| log_level.to_owned());
+        let log_filter = log_filter(
+            std::env::var("RUST_LOG").ok(),
+            log_level,
+            std::env::var("AWS_LAMBDA_LOG_LEVEL").ok(),
+        );
         let text = std::env::var("AWS_LAMBDA_LOG_FORMAT")
             .is_ok_and(|format| format.eq_ignore_ascii_case("text"));
         let disabled = std::env::var("OTEL_SDK_DISABLED")
@@ -112,6 +110,23 @@ impl Options {
             metrics,
         }
     }
+}
+
+/// A function's log filter: `RUST_LOG`, else `LOG_LEVEL`, else Lambda's level (whose FATAL is
+/// `tracing`'s error), else `info`.
+fn log_filter(
+    rust_log: Option<String>,
+    log_level: Option<&str>,
+    lambda_level: Option<String>,
+) -> String {
+    let lambda_level = lambda_level.map(|level| match level.to_ascii_lowercase().as_str() {
+        "fatal" => "error".to_owned(),
+        other => other.to_owned(),
+    });
+    rust_log
+        .or_else(|| log_level.map(str::to_owned))
+        .or(lambda_level)
+        .unwrap_or_else(|| "info".to_owned())
 }
 
 /// The installed telemetry; flush it at the end of every invocation.
@@ -434,5 +449,19 @@ mod tests {
     fn trace_ids_are_written_in_xray_notation() {
         let id = TraceId::from_hex("5759e988bd862e3fe1be46a994272793").unwrap();
         assert_eq!(xray_trace_id(id), "1-5759e988-bd862e3fe1be46a994272793");
+    }
+
+    #[test]
+    fn a_functions_level_is_rust_log_then_log_level_then_lambdas() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            log_filter(some("trace"), Some("warn"), some("INFO")),
+            "trace"
+        );
+        // The stack keeps Lambda's filter at INFO while LOG_LEVEL says warn: warn it is.
+        assert_eq!(log_filter(None, Some("warn"), some("INFO")), "warn");
+        assert_eq!(log_filter(None, None, some("FATAL")), "error");
+        assert_eq!(log_filter(None, None, some("DEBUG")), "debug");
+        assert_eq!(log_filter(None, None, None), "info");
     }
 }

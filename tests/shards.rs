@@ -1,7 +1,8 @@
 //! Sharded broadcasts through the domain and the Lambda glue with the in-memory adapters: the
-//! inline/sharded switch, segments that cover every connection once, jobs that hand the rest of
-//! their segment on (at their post limit or their deadline) without losing anyone, failed jobs
-//! reported for the queue to retry, and pacing to a rate.
+//! inline/sharded switch, segments that cover every connection once (at least one per worker),
+//! jobs that hand the rest of their segment on (at their post limit, their deadline, or a Scan
+//! failing midway) without losing anyone, failed jobs reported for the queue to retry and told to
+//! the sender on their last attempt, and pacing to a rate, retries included.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,9 +13,9 @@ use chrono::{DateTime, Utc};
 use webchat::adapters::memory::{
     ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryShardQueue, MemoryStore, segment_of,
 };
-use webchat::domain::{Chat, Deadline, Settings};
+use webchat::domain::{Backoff, Chat, Deadline, Settings};
 use webchat::lambda;
-use webchat::ports::{ConnectionRecord, Segment, ShardJob};
+use webchat::ports::{ApiError, ConnectionRecord, Segment, ShardJob};
 
 type TestChat = Chat<MemoryStore, MemoryConnectionApi, MemoryEventBus>;
 
@@ -69,6 +70,41 @@ async fn drain(chat: &TestChat, queue: &MemoryShardQueue) -> usize {
 }
 
 const BODY: &str = r#"{"action":"broadcast","message":"hello everyone"}"#;
+
+/// The SQS event the event source mapping hands the worker: one message, received `receives`
+/// times.
+fn sqs_event(message_id: &str, body: &str, receives: u32) -> SqsEvent {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(message_id.into());
+    message.body = Some(body.into());
+    message
+        .attributes
+        .insert("ApproximateReceiveCount".into(), receives.to_string());
+    let mut event = SqsEvent::default();
+    event.records = vec![message];
+    event
+}
+
+/// A broadcast's first job for `segment`, sent by `c00000=`.
+fn job(segment: Segment) -> ShardJob {
+    ShardJob {
+        broadcast: "b".into(),
+        sender: "c00000=".into(),
+        frame: r#"{"type":"broadcast","message":"x"}"#.into(),
+        segment,
+        cursor: None,
+        part: 0,
+    }
+}
+
+/// What the sender of a broadcast was told: its frames other than broadcasts.
+fn told(chat: &TestChat, sender: &str) -> Vec<String> {
+    chat.api
+        .posts_to(sender)
+        .into_iter()
+        .filter(|frame| !frame.contains("\"broadcast\""))
+        .collect()
+}
 
 #[tokio::test]
 async fn an_audience_that_fits_in_one_page_is_delivered_inline_without_the_queue() {
@@ -147,14 +183,7 @@ async fn a_job_cut_off_by_its_deadline_continues_after_the_last_finished_post() 
     };
     let (chat, queue) = chat(200, 1_000, settings);
     chat.api.set_delay(Duration::from_millis(20));
-    let job = ShardJob {
-        broadcast: "b".into(),
-        sender: "c00000=".into(),
-        frame: r#"{"type":"broadcast","message":"x"}"#.into(),
-        segment: Segment { index: 0, total: 1 },
-        cursor: None,
-        part: 0,
-    };
+    let job = job(Segment { index: 0, total: 1 });
     // 0.5 s: posts start for about 0.35 s, 8 at a time, 20 ms each: at most 400 a second, so
     // about 140 of the 200 are reached before the job stops.
     let report = chat
@@ -187,36 +216,102 @@ async fn a_failed_job_is_reported_for_the_queue_to_retry_and_the_retry_loses_no_
     chat.broadcast("c00000=", BODY, Deadline::NONE)
         .await
         .unwrap();
-    let job = queue.pop().unwrap();
-    let message = |job: &ShardJob| {
-        let mut message = SqsMessage::default();
-        message.message_id = Some("m-1".into());
-        message.body = Some(serde_json::to_string(job).unwrap());
-        let mut event = SqsEvent::default();
-        event.records = vec![message];
-        event
-    };
-    chat.store.fail_scans_after(1);
-    let response = lambda::shards(&chat, message(&job), Deadline::NONE).await;
+    let job = serde_json::to_string(&queue.pop().unwrap()).unwrap();
+    // Its first Scan fails (after its retries): nothing done, so the job fails as a whole.
+    chat.store.fail_scans_after(0);
+    let response = lambda::shards(&chat, sqs_event("m-1", &job, 1), Deadline::NONE).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(response.batch_item_failures[0].item_identifier, "m-1");
+    let waiting = queue.len();
     // The queue delivers it again: now it goes through.
     chat.store.fail_scans_after(usize::MAX);
-    let response = lambda::shards(&chat, message(&job), Deadline::NONE).await;
+    let response = lambda::shards(&chat, sqs_event("m-1", &job, 2), Deadline::NONE).await;
     assert!(response.batch_item_failures.is_empty());
+    assert_eq!(queue.len(), waiting, "the failed job handed nothing on");
     drain(&chat, &queue).await;
     let counts = received(&chat);
     assert_eq!(counts.len(), 100, "no one lost");
+    assert!(told(&chat, "c00000=").is_empty(), "no one missed it");
+}
+
+#[tokio::test]
+async fn a_scan_that_fails_midway_hands_the_rest_on_and_the_job_succeeds() {
+    let settings = Settings {
+        fanout_concurrency: 4,
+        ..Settings::default()
+    };
+    let (chat, queue) = chat(100, 10, settings);
+    let job = job(Segment { index: 0, total: 1 });
+    // Two pages read, then every Scan fails: the twenty delivered are not delivered again by a
+    // retry of the whole job; the rest goes on from where delivery stopped.
+    chat.store.fail_scans_after(2);
+    let body = serde_json::to_string(&job).unwrap();
+    let response = lambda::shards(&chat, sqs_event("m-1", &body, 1), Deadline::NONE).await;
+    assert!(response.batch_item_failures.is_empty());
+    let next = queue.pop().expect("the rest was handed on");
+    assert_eq!(next.part, 1);
+    assert_eq!(next.cursor.as_deref(), Some("c00019="));
+    chat.store.fail_scans_after(usize::MAX);
+    queue.push(next);
+    drain(&chat, &queue).await;
+    let counts = received(&chat);
+    assert_eq!(counts.len(), 100, "no one lost");
+    assert!(counts.values().all(|&n| n == 1), "no one twice");
+    assert!(told(&chat, "c00000=").is_empty(), "no one missed it");
+}
+
+#[tokio::test]
+async fn a_job_that_fails_its_last_attempt_is_told_to_its_sender() {
+    let settings = Settings {
+        shard_attempts: 3,
+        ..Settings::default()
+    };
+    let (chat, queue) = chat(30, 10, settings);
+    let job = job(Segment { index: 2, total: 4 });
+    let body = serde_json::to_string(&job).unwrap();
+    chat.store.fail_scans_after(0);
+    for receives in 1..=2 {
+        let response =
+            lambda::shards(&chat, sqs_event("m-1", &body, receives), Deadline::NONE).await;
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert!(told(&chat, "c00000=").is_empty(), "the queue retries it");
+    }
+    // The third receive fails too: SQS moves it to the dead-letter queue, and the sender hears.
+    let response = lambda::shards(&chat, sqs_event("m-1", &body, 3), Deadline::NONE).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    let told = told(&chat, "c00000=");
+    assert_eq!(told.len(), 1, "{told:?}");
+    let frame: serde_json::Value = serde_json::from_str(&told[0]).unwrap();
+    assert_eq!(frame["type"], "error");
+    assert_eq!(frame["code"], "delivery_incomplete");
+    let message = frame["message"].as_str().unwrap();
+    assert!(message.contains("segment 3 of 4"), "{message}");
+    assert!(message.contains("after 3 attempts"), "{message}");
+    assert!(queue.is_empty());
+}
+
+#[tokio::test]
+async fn a_sharded_broadcast_keeps_every_worker_busy_however_small_the_estimate() {
+    // DynamoDB's ItemCount is refreshed about every six hours: a table that grew since says far
+    // less. (The memory store's count is exact, so a huge segment size stands in for it.)
+    let settings = Settings {
+        shard_size: 1_000_000,
+        min_segments: 8,
+        ..Settings::default()
+    };
+    let (chat, queue) = chat(100, 10, settings);
+    chat.broadcast("c00000=", BODY, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(queue.len(), 8, "one segment per worker");
+    drain(&chat, &queue).await;
+    assert_eq!(received(&chat).len(), 100);
 }
 
 #[tokio::test]
 async fn a_message_that_is_not_a_job_is_reported_not_dropped() {
     let (chat, _queue) = chat(3, 10, Settings::default());
-    let mut message = SqsMessage::default();
-    message.message_id = Some("junk".into());
-    message.body = Some("{\"not\":\"a job\"}".into());
-    let mut event = SqsEvent::default();
-    event.records = vec![message];
+    let event = sqs_event("junk", "{\"not\":\"a job\"}", 3);
     let response = lambda::shards(&chat, event, Deadline::NONE).await;
     assert_eq!(response.batch_item_failures[0].item_identifier, "junk");
 }
@@ -237,6 +332,33 @@ async fn posts_are_paced_to_the_rate() {
     // machine (no upper bound: a busy machine only makes it slower).
     assert!(took >= Duration::from_millis(490), "{took:?}");
     assert_eq!(received(&chat).len(), 50);
+}
+
+#[tokio::test]
+async fn retries_of_throttled_posts_take_turns_within_the_rate() {
+    let settings = Settings {
+        post_rate: Some(100),
+        throttle_backoff: Backoff {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+        },
+        ..Settings::default()
+    };
+    let (chat, _queue) = chat(20, 1_000, settings);
+    for i in 0..20 {
+        let throttled = Err(ApiError::Throttled("LimitExceededException".into()));
+        chat.api.script(&format!("c{i:05}="), [throttled]);
+    }
+    let started = tokio::time::Instant::now();
+    chat.broadcast("c00000=", BODY, Deadline::NONE)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    // 20 posts and 20 retries at 100 calls a second: the last call starts 390 ms after the
+    // first. (Were the retries not paced, it would be over in about 200 ms.)
+    assert!(took >= Duration::from_millis(390), "{took:?}");
+    assert_eq!(received(&chat).len(), 20);
 }
 
 #[test]

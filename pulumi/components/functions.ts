@@ -64,6 +64,18 @@ export interface ShardingArgs {
   postRate: number;
   /** Items a Scan page examines (SCAN_PAGE_SIZE). */
   scanPageSize: number;
+  /** Worker invocations at once: the fewest segments a sharded broadcast gets (FANOUT_WORKERS). */
+  workers: number;
+  /** Receives of a job before the dead-letter queue (SHARD_ATTEMPTS): the queue's maxReceiveCount. */
+  attempts: number;
+}
+
+/** Lambda's application log level for a stack whose log level is `level`: never less verbose
+ * than INFO. The functions filter their own logs at `level` (LOG_LEVEL); Lambda treats a line
+ * without a `level` key as INFO, and the metrics' EMF lines have none, so a WARN or ERROR filter
+ * in Lambda would drop every metric. */
+export function applicationLogLevel(level: string): string {
+  return ["trace", "debug"].includes(level) ? level.toUpperCase() : "INFO";
 }
 
 export interface FunctionsArgs {
@@ -170,7 +182,7 @@ export class Functions extends pulumi.ComponentResource {
           loggingConfig: {
             logFormat: "JSON",
             logGroup: logGroup.name,
-            applicationLogLevel: args.logLevel.toUpperCase(),
+            applicationLogLevel: applicationLogLevel(args.logLevel),
             // INFO keeps Lambda's START/END/REPORT lines: duration, init duration, memory.
             systemLogLevel: "INFO",
           },
@@ -187,6 +199,8 @@ export class Functions extends pulumi.ComponentResource {
                     [ENV.shardQueue]: args.sharding.queueUrl,
                     [ENV.postRate]: String(args.sharding.postRate),
                     [ENV.scanPageSize]: String(args.sharding.scanPageSize),
+                    [ENV.fanoutWorkers]: String(args.sharding.workers),
+                    [ENV.shardAttempts]: String(args.sharding.attempts),
                   }
                 : {}),
             },

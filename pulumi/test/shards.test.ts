@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
+import { applicationLogLevel } from "../components/functions";
 import { ACCOUNT, Recorded } from "../mocks";
 import { ENV, FUNCTIONS, SHARDS } from "../names";
 import { loadSettings } from "../settings";
@@ -14,6 +15,7 @@ const CONFIG = {
   "webchat:fanoutTimeout": "120",
   "webchat:postRateBudget": "5005",
   "webchat:scanPageSize": "250",
+  "webchat:logLevel": "warn",
 };
 
 let recorded: Recorded[];
@@ -115,7 +117,7 @@ describe("sharded broadcasts", () => {
     }
   });
 
-  it("gives broadcast and fanout the queue's URL, each worker's share of the budget and the page size; every function the namespace", () => {
+  it("gives broadcast and fanout the queue's URL, each worker's share of the budget, the page size, the worker count and the receives; every function the namespace", () => {
     const url = urlOf(queueNamed("shards"));
     for (const fn of FUNCTIONS) {
       const variables = functionNamed(fn).inputs.environment.variables;
@@ -125,9 +127,23 @@ describe("sharded broadcasts", () => {
         // 5005 posts/s over 10 workers: 500 each, rounded down so that all of them stay within it
         assert.equal(variables[ENV.postRate], "500", fn);
         assert.equal(variables[ENV.scanPageSize], "250", fn);
+        // a sharded broadcast keeps every worker busy however stale the table's item count
+        assert.equal(variables[ENV.fanoutWorkers], "10", fn);
+        // the job that fails its last receive is told to its sender
+        assert.equal(variables[ENV.shardAttempts], "3", fn); // the redrive policy's maxReceiveCount
       } else {
-        for (const name of [ENV.shardQueue, ENV.postRate, ENV.scanPageSize]) assert.equal(variables[name], undefined, `${fn}: ${name}`);
+        for (const name of [ENV.shardQueue, ENV.postRate, ENV.scanPageSize, ENV.fanoutWorkers, ENV.shardAttempts]) {
+          assert.equal(variables[name], undefined, `${fn}: ${name}`);
+        }
       }
+    }
+  });
+
+  it("filters logs at warn in the functions, but keeps Lambda's filter at INFO, where the metrics' EMF lines (no level key) pass", () => {
+    for (const fn of FUNCTIONS) {
+      const lambda = functionNamed(fn);
+      assert.equal(lambda.inputs.environment.variables[ENV.logLevel], "warn", fn);
+      assert.equal(lambda.inputs.loggingConfig.applicationLogLevel, "INFO", fn);
     }
   });
 
@@ -203,5 +219,14 @@ describe("the sharding settings", () => {
       /webchat:postRateBudget must be a whole number at least 16 .*webchat:fanoutWorkers/,
     );
     assert.throws(() => settingsWith({ "webchat:scanPageSize": "0" }), /webchat:scanPageSize must be a whole number at least 1/);
+  });
+});
+
+describe("Lambda's application log level", () => {
+  it("follows the stack's level down to TRACE, but never filters out INFO, the level of the metrics' lines", () => {
+    assert.deepEqual(
+      ["trace", "debug", "info", "warn", "error"].map(applicationLogLevel),
+      ["TRACE", "DEBUG", "INFO", "INFO", "INFO"],
+    );
   });
 });

@@ -88,8 +88,9 @@ pub struct Poster {
     connector: Connector,
     /// `scheme://authority/stage`, without a trailing slash.
     base: String,
-    /// The `host` header: the authority without a default port, as SigV4 signs it.
-    host: http::HeaderValue,
+    /// The authority without a default port, as SigV4 signs it; and as the `host` header.
+    host: String,
+    host_header: http::HeaderValue,
     /// The base path, encoded once more for the canonical request.
     canonical_base: String,
     region: String,
@@ -150,7 +151,8 @@ impl Poster {
         Ok(Poster {
             connector,
             base: format!("{scheme}://{authority}{path}"),
-            host: http::HeaderValue::from_str(host).map_err(|error| error.to_string())?,
+            host_header: http::HeaderValue::from_str(host).map_err(|error| error.to_string())?,
+            host: host.to_owned(),
             canonical_base: fmt_string(path, EncodingStrategy::Greedy),
             region: region.to_owned(),
             credentials,
@@ -192,16 +194,9 @@ impl Poster {
             self.canonical_base,
             label.replace('%', "%25")
         );
-        let signature = sign(
-            &key,
-            "POST",
-            self.host.to_str().unwrap_or_default(),
-            &canonical_path,
-            now,
-            &data,
-        );
+        let signature = sign(&key, "POST", &self.host, &canonical_path, now, &data);
         let mut request = http::Request::post(format!("{}/@connections/{label}", self.base))
-            .header(http::header::HOST, self.host.clone())
+            .header(http::header::HOST, self.host_header.clone())
             .header("x-amz-date", signature.amz_date)
             .header(http::header::AUTHORIZATION, signature.authorization);
         if let Some(token) = key.session_token() {

@@ -1,11 +1,13 @@
 //! The shard queue on SQS through aws-sdk-sqs: jobs go out in batches of ten
-//! (`SendMessageBatch`), and an entry SQS refuses is retried once on its own before the enqueue
-//! fails (the caller then fails its invocation, and what it was doing is retried).
+//! (`SendMessageBatch`, several batches at once), and an entry SQS refuses is retried once on its
+//! own before the enqueue fails (the caller then fails its invocation, and what it was doing is
+//! retried).
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use crate::ports::{QueueError, ShardJob, ShardQueue};
 use crate::telemetry::{aws_span, call};
@@ -14,6 +16,9 @@ use crate::telemetry::{aws_span, call};
 const BATCH: usize = 10;
 /// SQS's largest batch, all bodies together (1 MiB).
 const BATCH_BYTES: usize = 1024 * 1024;
+/// Batches sent at once: a thousand-segment broadcast is a hundred batches, two seconds one after
+/// the other at SQS's usual 20 ms.
+const BATCHES_IN_FLIGHT: usize = 10;
 
 #[derive(Clone, Debug)]
 pub struct SqsShardQueue {
@@ -85,20 +90,23 @@ impl SqsShardQueue {
 impl ShardQueue for SqsShardQueue {
     fn enqueue(&self, jobs: Vec<ShardJob>) -> BoxFuture<'_, Result<(), QueueError>> {
         Box::pin(async move {
-            let mut batch = Vec::new();
+            let mut batches = vec![Vec::new()];
             let mut bytes = 0;
             for job in jobs {
                 let body = serde_json::to_string(&job).expect("a job always serializes");
+                let batch = batches.last_mut().expect("never empty");
                 if batch.len() == BATCH || (bytes + body.len() > BATCH_BYTES && !batch.is_empty()) {
-                    self.send(std::mem::take(&mut batch)).await?;
+                    batches.push(Vec::new());
                     bytes = 0;
                 }
                 bytes += body.len();
-                batch.push(body);
+                batches.last_mut().expect("never empty").push(body);
             }
-            if !batch.is_empty() {
-                self.send(batch).await?;
-            }
+            stream::iter(batches.into_iter().filter(|batch| !batch.is_empty()))
+                .map(|batch| self.send(batch))
+                .buffer_unordered(BATCHES_IN_FLIGHT)
+                .try_for_each(|()| async { Ok(()) })
+                .await?;
             Ok(())
         })
     }

@@ -255,20 +255,33 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         data: &Bytes,
         cut_off: Option<Instant>,
     ) -> Result<Outcome<()>, ApiError> {
-        self.post_counting(connection_id, data, cut_off, &AtomicUsize::new(0))
+        self.post_counting(connection_id, data, cut_off, &AtomicUsize::new(0), None)
             .await
     }
 
-    /// [`Chat::post_to`], counting the 429 answers in `throttled`.
+    /// [`Chat::post_to`], counting the 429 answers in `throttled`; with a `pacer`, each retry
+    /// waits for its turn too (the first attempt had its own).
     async fn post_counting(
         &self,
         connection_id: &str,
         data: &Bytes,
         cut_off: Option<Instant>,
         throttled: &AtomicUsize,
+        pacer: Option<&Pacer>,
     ) -> Result<Outcome<()>, ApiError> {
+        let mut first = true;
         let attempts = self.settings.throttle_backoff.run(
-            || self.api.post(connection_id, data.clone()),
+            || {
+                let turn = if std::mem::take(&mut first) {
+                    None
+                } else {
+                    pacer.map(Pacer::take)
+                };
+                async move {
+                    wait_for(turn).await;
+                    self.api.post(connection_id, data.clone()).await
+                }
+            },
             |result| {
                 if matches!(result, Err(ApiError::Throttled(_))) {
                     throttled.fetch_add(1, Ordering::Relaxed);
@@ -357,14 +370,17 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             }
         });
         let recipients = recipients.take(sweep.limit.unwrap_or(usize::MAX));
+        let pacer = Pacer::new(self.settings.post_rate);
+        let pacer = pacer.as_ref();
         let delivering = self.concurrently(
             recipients,
             stop,
+            pacer,
             |recipient: Recipient| {
                 let sequence = finished.lock().unwrap().start(&recipient.connection_id);
                 let (data, throttled) = (&data, &throttled);
                 async move {
-                    let delivery = self.deliver_or_prune(&recipient, data, now, throttled);
+                    let delivery = self.deliver_or_prune(&recipient, data, now, throttled, pacer);
                     let delivery = until(cut_off, delivery).await.unwrap_or_else(|_| {
                         let connection_id = recipient.connection_id.as_str();
                         tracing::warn!(connection_id, "delivery cut off by the deadline");
@@ -425,10 +441,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         data: &Bytes,
         now: DateTime<Utc>,
         throttled: &AtomicUsize,
+        pacer: Option<&Pacer>,
     ) -> Delivery {
         let connection_id = recipient.connection_id.as_str();
         match self
-            .post_counting(connection_id, data, None, throttled)
+            .post_counting(connection_id, data, None, throttled, pacer)
             .await
         {
             Ok(Outcome::Done(())) => Delivery::Delivered,
@@ -469,10 +486,13 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
 
     /// Runs `work` over the items of a stream with at most `fanout_concurrency` in flight, and
     /// takes no more items once `stop` has come; the work in flight runs to its end either way.
+    /// With a `pacer`, each item waits for its turn (shared with whatever else takes turns from
+    /// it: the retries of throttled posts).
     pub(crate) async fn concurrently<T, R, Fut>(
         &self,
         items: impl Stream<Item = Result<T, StoreError>>,
         stop: Option<Instant>,
+        pacer: Option<&Pacer>,
         mut work: impl FnMut(T) -> Fut,
         mut tally: impl FnMut(R),
     ) -> Ended
@@ -480,12 +500,6 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         Fut: Future<Output = R>,
     {
         let limit = self.settings.fanout_concurrency.max(1);
-        // Paced to `post_rate`: an item starts no sooner than one interval after the last one.
-        let interval = self
-            .settings
-            .post_rate
-            .filter(|rate| *rate > 0)
-            .map(|rate| Duration::from_secs(1) / rate);
         let mut items = pin!(items);
         let mut in_flight = FuturesUnordered::new();
         let mut ended = None;
@@ -506,15 +520,18 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 () = &mut paced, if room && !ready => ready = true,
                 item = items.next(), if room && ready => match item {
                     Some(Ok(item)) => {
-                        in_flight.push(work(item));
-                        if let Some(interval) = interval {
-                            // The timer ticks in milliseconds, coarser than a fast rate's
-                            // interval: a late start is made up at once, up to CATCH_UP late.
-                            let now = Instant::now();
-                            let behind = now.checked_sub(CATCH_UP.max(interval)).unwrap_or(now);
-                            let next = paced.deadline().max(behind) + interval;
+                        let turn = pacer.map(Pacer::take);
+                        let work = work(item);
+                        in_flight.push(async move {
+                            wait_for(turn).await;
+                            work.await
+                        });
+                        if let Some(pacer) = pacer {
+                            // Take no item before the next free turn: items wait in the stream,
+                            // not in flight.
+                            let next = pacer.next_free();
                             paced.as_mut().reset(next);
-                            ready = next <= now;
+                            ready = next <= Instant::now();
                         }
                     }
                     Some(Err(error)) => ended = Some(Ended::Failed(error)),
@@ -529,6 +546,50 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
 
 /// How far behind its rate a paced fan-out may fall and make up for at once.
 const CATCH_UP: Duration = Duration::from_millis(20);
+
+/// Turns at a rate: calls paced by one pacer start no more than `rate` a second together, each
+/// one interval after the last. The timer ticks in milliseconds, coarser than a fast rate's
+/// interval, so a turn that came late is made up at once, up to [`CATCH_UP`] late.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    interval: Duration,
+    next: std::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    /// `None` without a rate (or a rate of 0): unpaced.
+    pub(crate) fn new(rate: Option<u32>) -> Option<Pacer> {
+        let rate = rate.filter(|rate| *rate > 0)?;
+        Some(Pacer {
+            interval: Duration::from_secs(1) / rate,
+            next: std::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Takes the next turn: when the call may start.
+    pub(crate) fn take(&self) -> Instant {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let behind = now.checked_sub(CATCH_UP.max(self.interval)).unwrap_or(now);
+        let turn = (*next).max(behind);
+        *next = turn + self.interval;
+        turn
+    }
+
+    /// When the next turn is free.
+    pub(crate) fn next_free(&self) -> Instant {
+        *self.next.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Waits for `turn`, if it is still to come.
+async fn wait_for(turn: Option<Instant>) {
+    if let Some(turn) = turn
+        && turn > Instant::now()
+    {
+        tokio::time::sleep_until(turn).await;
+    }
+}
 
 /// Why a call that the deadline cut off failed.
 pub(crate) const DEADLINE: &str = "cut off: the invocation's deadline is near";

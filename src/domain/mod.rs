@@ -98,11 +98,18 @@ pub struct Settings {
     pub post_rate: Option<u32>,
     /// Connections a segment is sized for when a broadcast is sharded.
     pub shard_size: u32,
+    /// At least this many segments a sharded broadcast (the workers that can take jobs at once:
+    /// the table's size estimate can be hours old, and a fast-grown audience still keeps every
+    /// worker busy).
+    pub min_segments: u32,
     /// At most this many segments a broadcast.
     pub max_segments: u32,
     /// Posts a shard job starts before it hands the rest of its segment on as a new job: bounds
     /// what is delivered twice if its worker dies mid-job.
     pub shard_posts: usize,
+    /// Receives of a shard job before the queue sets it aside (its `maxReceiveCount`): a job that
+    /// fails on this one is told to its sender.
+    pub shard_attempts: u32,
 }
 
 impl Default for Settings {
@@ -123,8 +130,10 @@ impl Default for Settings {
             fanout_margin: Duration::from_secs(1),
             post_rate: None,
             shard_size: 1_000,
+            min_segments: 2,
             max_segments: 1_000,
             shard_posts: 20_000,
+            shard_attempts: 3,
         }
     }
 }

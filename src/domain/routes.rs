@@ -8,7 +8,9 @@ use futures_util::TryStreamExt;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::fanout::{DEADLINE, Ended, FanOut, Gone, ShardReport, Sweep, Swept, paginate, until};
+use super::fanout::{
+    DEADLINE, Ended, FanOut, Gone, Pacer, ShardReport, Sweep, Swept, paginate, until,
+};
 use super::{Chat, Deadline, FANOUT_TARGET, RouteError};
 use crate::ports::{
     ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
@@ -261,11 +263,15 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     }
 
     /// A worker's job: deliver one shard of a broadcast. A job that stops early (its post limit,
-    /// or the deadline) hands the rest of its segment on as the next job. A Scan that fails, a
-    /// job that made no progress, or a continuation that cannot be queued fail the job: the
-    /// queue retries it from its own cursor (what it delivered may be delivered twice), and
-    /// sets it aside after its retries. If some connection could not be reached, the sender is
-    /// told `delivery_incomplete`.
+    /// the deadline, or a Scan that failed after its retries) hands the rest of its segment on as
+    /// the next job, which reads it again from there. A job that delivered nothing past its own
+    /// cursor, or whose continuation cannot be queued, fails: the queue retries it from its
+    /// cursor (what it delivered may be delivered twice) and sets it aside after its retries
+    /// ([`Chat::shard_abandoned`] tells the sender then). If some connection could not be
+    /// reached, the sender is told `delivery_incomplete`.
+    ///
+    /// The report (and the summary line, hence the metrics) counts what this job settled: the
+    /// connections it handed on (not attempted, or cut off in flight) are the continuation's.
     pub async fn shard(
         &self,
         job: ShardJob,
@@ -279,12 +285,21 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         };
         let data = Bytes::copy_from_slice(job.frame.as_bytes());
         let Swept {
-            summary,
+            mut summary,
             cut_off,
             took,
             error,
             rest,
         } = self.fan_out(data, sweep, deadline).await;
+        let handed_on = match &rest {
+            Some(after) if *after != job.cursor => {
+                let handed_on = summary.not_attempted + cut_off;
+                summary.failed -= cut_off;
+                summary.not_attempted = 0;
+                handed_on
+            }
+            _ => 0,
+        };
         fan_out_summary!(
             info,
             "shard",
@@ -296,21 +311,30 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             segments = job.segment.total,
             part = job.part,
             continued = rest.is_some(),
+            handed_on,
             error = error.as_ref().map(tracing::field::display),
             "shard"
         );
-        if let Some(error) = error {
-            return Err(error.into());
+        match (&rest, error) {
+            // Nothing finished past the job's own cursor (a Scan that failed at once, or the
+            // first post still in flight at the deadline): handing the same job on could loop
+            // without end, so fail it and let the queue's retries and dead-letter queue bound it.
+            (Some(after), error) if *after == job.cursor => {
+                return Err(error.map_or_else(
+                    || QueueError("the shard made no progress before its deadline".into()).into(),
+                    RouteError::from,
+                ));
+            }
+            (None, Some(error)) => return Err(error.into()),
+            (Some(_), Some(error)) => tracing::warn!(
+                connection_id = job.sender,
+                broadcast = job.broadcast,
+                %error,
+                "the segment's Scan failed; its continuation reads it again from where delivery stopped"
+            ),
+            _ => {}
         }
         if let Some(after) = &rest {
-            // No post before the cursor finished (the first one still in flight, say): handing
-            // the same job on would loop without end, so fail it and let the queue's retries
-            // and dead-letter queue bound it.
-            if *after == job.cursor {
-                return Err(
-                    QueueError("the shard made no progress before its deadline".into()).into(),
-                );
-            }
             let queue = self
                 .shards
                 .as_ref()
@@ -324,12 +348,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 .await
                 .map_err(|()| QueueError(DEADLINE.into()))??;
         }
-        // The connections not attempted, and the posts cut off, are in the continuation: only
-        // the others that failed are missed.
-        let failed = summary.failed - if rest.is_some() { cut_off } else { 0 };
-        if failed > 0 {
+        // The connections handed on are the continuation's: only the others that failed are
+        // missed.
+        if summary.failed > 0 {
             let missed = FanOut {
-                failed,
                 not_attempted: 0,
                 complete: true,
                 ..summary
@@ -343,6 +365,32 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             fan_out: summary,
             continued: rest,
         })
+    }
+
+    /// A shard job that failed its last attempt (`attempts`: the queue sets it aside in its
+    /// dead-letter queue now): its sender is told `delivery_incomplete`, as the sender of an
+    /// inline broadcast that could not be read to its end would be.
+    pub async fn shard_abandoned(&self, job: &ShardJob, attempts: u32, deadline: Deadline) {
+        let told = ProtocolError::new(
+            ErrorCode::DeliveryIncomplete,
+            format!(
+                "part of the broadcast (segment {} of {}) could not be delivered after {attempts} attempts; send it again to reach everyone (some may get it twice)",
+                job.segment.index + 1,
+                job.segment.total
+            ),
+        )
+        .to_frame();
+        tracing::error!(
+            connection_id = job.sender,
+            broadcast = job.broadcast,
+            segment = job.segment.index,
+            part = job.part,
+            attempts,
+            "shard job abandoned to the dead-letter queue"
+        );
+        if let Err(error) = self.reply(&job.sender, told, deadline).await {
+            tracing::warn!(connection_id = job.sender, %error, "could not tell the sender");
+        }
     }
 
     /// `list`: send the sender every live connection, in as many frames as it takes.
@@ -468,9 +516,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let now = self.clock.now();
         let cut_off = self.work_cut_off(deadline);
         let mut report = CleanupReport::default();
+        let pacer = Pacer::new(self.settings.post_rate);
         let checking = self.concurrently(
             paginate(|cursor| self.store.scan_records(None, cursor)),
             self.stop_starting(deadline),
+            pacer.as_ref(),
             |record| async move {
                 until(cut_off, self.check(&record, now))
                     .await
@@ -611,12 +661,13 @@ fn still_connecting(connection_id: &str) -> String {
 }
 
 /// How many segments a sharded broadcast gets for about `estimate` connections: one per
-/// `shard_size`, at least two (it is sharded because it is larger than a page), at most
-/// `max_segments`.
+/// `shard_size`, at least `min_segments` and two (it is sharded because it is larger than a
+/// page), at most `max_segments`.
 pub(crate) fn segments_for(estimate: u64, settings: &super::Settings) -> u32 {
     let size = u64::from(settings.shard_size.max(1));
     let wanted = estimate.div_ceil(size).min(u64::from(u32::MAX)) as u32;
-    wanted.clamp(2, settings.max_segments.max(2))
+    let most = settings.max_segments.max(2);
+    wanted.clamp(settings.min_segments.clamp(2, most), most)
 }
 
 /// What the sender of a broadcast is told when some live connection may have missed it.

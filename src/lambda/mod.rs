@@ -175,7 +175,9 @@ where
 /// Serves the shard jobs the event source mapping hands to `fanout` (one a batch, as the stack
 /// configures it; more are served one after the other). A job that fails, or a message that is
 /// not a job, is reported in `batchItemFailures`, so that the queue retries it (and sets it aside
-/// after its retries) while the others are deleted.
+/// after its retries) while the others are deleted. A job that fails its last attempt (its
+/// `ApproximateReceiveCount` reached `SHARD_ATTEMPTS`, the queue's `maxReceiveCount`) is told to
+/// its sender first.
 pub async fn shards<S, A, B>(
     chat: &Chat<S, A, B>,
     event: SqsEvent,
@@ -194,16 +196,29 @@ where
             .as_deref()
             .ok_or_else(|| "no body".to_owned())
             .and_then(|body| serde_json::from_str::<ShardJob>(body).map_err(|e| e.to_string()));
-        let served = match job {
+        let served = match &job {
             Ok(job) => chat
-                .shard(job, deadline)
+                .shard(job.clone(), deadline)
                 .await
                 .map_err(|error| error.to_string()),
             Err(error) => Err(format!("not a shard job: {error}")),
         };
         if let Err(error) = served {
-            let receives = message.attributes.get("ApproximateReceiveCount");
-            tracing::error!(message_id = id, receives, %error, "shard job failed; the queue will retry it");
+            let receives = message
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|count| count.parse::<u32>().ok());
+            let last = receives.is_some_and(|n| n >= chat.settings.shard_attempts);
+            if last {
+                tracing::error!(message_id = id, receives, %error, "shard job failed its last attempt; the queue sets it aside");
+            } else {
+                tracing::error!(message_id = id, receives, %error, "shard job failed; the queue will retry it");
+            }
+            if let (Ok(job), Some(receives)) = (&job, receives)
+                && last
+            {
+                chat.shard_abandoned(job, receives, deadline).await;
+            }
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             failures.push(failure);

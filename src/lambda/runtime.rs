@@ -186,7 +186,7 @@ async fn init(function: super::Function) -> Result<Initialized, Error> {
                 namespace,
                 function: function.name(),
             });
-            let options = Options::for_lambda(&name, &config.log_level, metrics);
+            let options = Options::for_lambda(&name, config.log_level.as_deref(), metrics);
             let telemetry = telemetry::init(options);
             let chat = build(&config).await;
             Ok(Initialized {
@@ -196,7 +196,7 @@ async fn init(function: super::Function) -> Result<Initialized, Error> {
             })
         }
         Err(error) => {
-            let _telemetry = telemetry::init(Options::for_lambda(&name, "info", None));
+            let _telemetry = telemetry::init(Options::for_lambda(&name, None, None));
             tracing::error!(%error, "invalid configuration");
             report_init_error("Runtime.InvalidConfiguration", &error.to_string()).await;
             Err(error.into())

@@ -163,7 +163,12 @@ impl Gateway {
             api: registry.clone(),
             bus,
             clock: Arc::new(SystemClock),
-            settings: config.settings.clone(),
+            // As the stack sets them from its queue: FANOUT_WORKERS and SHARD_ATTEMPTS.
+            settings: Settings {
+                min_segments: u32::try_from(config.queue.workers).unwrap_or(u32::MAX),
+                shard_attempts: config.queue.max_receives,
+                ..config.settings.clone()
+            },
             shards: Some(queue.clone()),
         };
         let stage = StageMeta {

@@ -61,6 +61,8 @@ fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
     assert_eq!(environment["postRate"], vars::POST_RATE);
     assert_eq!(environment["scanPageSize"], vars::SCAN_PAGE_SIZE);
     assert_eq!(environment["metricsNamespace"], vars::METRICS_NAMESPACE);
+    assert_eq!(environment["fanoutWorkers"], vars::FANOUT_WORKERS);
+    assert_eq!(environment["shardAttempts"], vars::SHARD_ATTEMPTS);
     assert_eq!(contract["shards"]["function"], Function::Fanout.name());
     assert_eq!(contract["shards"]["batchSize"], 1);
 }

@@ -1,7 +1,8 @@
 //! Sharded broadcasts through the shipped `broadcast` and `fanout` binaries under a Runtime API,
 //! against moto (DynamoDB's parallel Scan) and the recording SQS and `@connections` server: the
 //! inline/sharded switch, a shard job re-enqueued at its deadline, a job retried after a failure,
-//! and the metrics line every fan-out writes.
+//! a job that fails its last attempt told to its sender, and the metrics line every fan-out
+//! writes, whatever the log level.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -47,6 +48,23 @@ fn whole_table_job(sender: &str) -> String {
         "segment": {"index": 0, "total": 1}, "cursor": null, "part": 0
     })
     .to_string()
+}
+
+/// Three connections, and `fanout` (with `env` besides the queue's) whose next Scans are
+/// throttled past the SDK's six attempts: a job fails.
+async fn failing_scans(env: &[(&'static str, &str)]) -> (Stack, super::runtime_api::Function) {
+    let stack = Stack::new().await;
+    for i in 0..3 {
+        stack.put(&format!("c{i}="), None, 60).await;
+    }
+    stack
+        .fake
+        .throttle_dynamodb(super::moto::endpoint(), "Scan", 6);
+    let mut all = sharding(&stack, 10);
+    all.push(("AWS_ENDPOINT_URL_DYNAMODB", stack.fake.endpoint()));
+    all.extend(env.iter().map(|(name, value)| (*name, value.to_string())));
+    let fanout = stack.function_with("fanout", &all).await;
+    (stack, fanout)
 }
 
 /// How many broadcasts each connection got.
@@ -173,17 +191,7 @@ async fn a_shard_job_near_its_deadline_hands_the_rest_of_its_segment_on() {
 
 #[tokio::test]
 async fn a_failed_shard_job_is_reported_for_retry_and_its_retry_delivers() {
-    let stack = Stack::new().await;
-    for i in 0..3 {
-        stack.put(&format!("c{i}="), None, 60).await;
-    }
-    // Scans throttled past the SDK's six attempts: the job fails.
-    stack
-        .fake
-        .throttle_dynamodb(super::moto::endpoint(), "Scan", 6);
-    let mut env = sharding(&stack, 10);
-    env.push(("AWS_ENDPOINT_URL_DYNAMODB", stack.fake.endpoint()));
-    let fanout = stack.function_with("fanout", &env).await;
+    let (stack, fanout) = failing_scans(&[]).await;
     let job = whole_table_job("c0=");
     let answer = fanout.invoke(&sqs_event("m1", &job, 1)).await.response();
     assert_eq!(
@@ -196,6 +204,27 @@ async fn a_failed_shard_job_is_reported_for_retry_and_its_retry_delivers() {
     assert_eq!(answer, json!({"batchItemFailures": []}));
     assert_eq!(received(&stack).len(), 3);
     assert_eq!(frames(stack.fake.delivered_to("c1=")).len(), 1);
+}
+
+#[tokio::test]
+async fn a_shard_job_that_fails_its_last_attempt_is_told_to_its_sender() {
+    let (stack, fanout) = failing_scans(&[("SHARD_ATTEMPTS", "2")]).await;
+    // The second receive of a queue that sets jobs aside after two: SQS moves it to the
+    // dead-letter queue once the worker reports it failed.
+    let answer = fanout
+        .invoke(&sqs_event("m1", &whole_table_job("c0="), 2))
+        .await
+        .response();
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "m1"}]})
+    );
+    let told = frames(stack.fake.delivered_to("c0="));
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["code"], "delivery_incomplete");
+    let message = told[0]["message"].as_str().unwrap();
+    assert!(message.contains("after 2 attempts"), "{message}");
+    assert!(received(&stack).is_empty());
 }
 
 #[tokio::test]
@@ -235,6 +264,19 @@ async fn every_fan_out_writes_one_embedded_metric_format_line_to_stdout() {
         let unit = metric["Unit"].as_str().unwrap();
         assert!(["Count", "Milliseconds"].contains(&unit), "{unit}");
     }
+    // At the warn level the logs say nothing of a broadcast that went well, but the metrics
+    // still do.
+    let mut warn = sharding(&stack, 10);
+    warn.push(("METRICS_NAMESPACE", "webchat/test".into()));
+    warn.push(("LOG_LEVEL", "warn".into()));
+    let at_warn = stack.function_with("broadcast", &warn).await;
+    at_warn
+        .invoke(&websocket_event("broadcast", "c0=", Some(BODY)))
+        .await
+        .response();
+    let lines = at_warn.stdout();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\"Broadcasts\":1"), "{}", lines[0]);
     // Without a namespace, nothing on stdout.
     let quiet = stack
         .function_with("broadcast", &sharding(&stack, 10))
