@@ -2,7 +2,10 @@
 //! `/next` request (the init duration Lambda bills on a cold start), stripped binary size, and
 //! peak resident memory after init and after serving one invocation.
 //!
-//!     cargo bench --bench lambda_init -- [--runs N]
+//!     cargo bench --bench lambda_init -- [--runs N] [--binaries DIR]
+//!
+//! `--binaries DIR` measures the function binaries in DIR (named as the functions) instead of this
+//! build's: `scripts/bench-binary-profiles --init` uses it to compare the images' profile choices.
 //!
 //! Needs moto for the invocation (from `WEBCHAT_TEST_MOTO`, or `.venv/bin/moto_server`, as the
 //! tests); `@connections` and EventBridge are the tests' recording server.
@@ -98,6 +101,12 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = args.next().and_then(|r| r.parse().ok()).expect("--runs N"),
+            "--binaries" => {
+                let dir = args.next().expect("--binaries DIR");
+                runtime_api::BINARIES
+                    .set(std::fs::canonicalize(&dir).expect("--binaries DIR exists"))
+                    .unwrap();
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }

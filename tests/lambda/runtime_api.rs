@@ -242,9 +242,16 @@ async fn init_error(
     StatusCode::ACCEPTED
 }
 
+/// Where [`binary`] takes the function binaries from instead of this build's: set once, before
+/// the first start (the `lambda_init` bench's `--binaries DIR`, to measure another profile's).
+pub static BINARIES: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 /// The path of a shipped function binary, built by cargo for this test run.
-pub fn binary(function: &str) -> &'static str {
-    match function {
+pub fn binary(function: &str) -> std::path::PathBuf {
+    if let Some(dir) = BINARIES.get() {
+        return dir.join(function);
+    }
+    let built = match function {
         "connect" => env!("CARGO_BIN_EXE_connect"),
         "disconnect" => env!("CARGO_BIN_EXE_disconnect"),
         "default" => env!("CARGO_BIN_EXE_default"),
@@ -255,7 +262,8 @@ pub fn binary(function: &str) -> &'static str {
         "cleanup" => env!("CARGO_BIN_EXE_cleanup"),
         "fanout" => env!("CARGO_BIN_EXE_fanout"),
         other => panic!("no function {other}"),
-    }
+    };
+    built.into()
 }
 
 /// A function process attached to a Runtime API. Killed when dropped.
