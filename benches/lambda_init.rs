@@ -7,6 +7,9 @@
 //! `--binaries DIR` measures the function binaries in DIR (named as the functions) instead of this
 //! build's: `scripts/bench-binary-profiles --init` uses it to compare the images' profile choices.
 //!
+//! The environment is the function's as the stack sets it, plus what the image sets
+//! (`SSL_CERT_FILE`, from the distroless base).
+//!
 //! Needs moto for the invocation (from `WEBCHAT_TEST_MOTO`, or `.venv/bin/moto_server`, as the
 //! tests); `@connections` and EventBridge are the tests' recording server.
 
@@ -55,6 +58,15 @@ fn event(function: &str) -> Value {
             json!({"version": "0", "id": "1", "detail-type": "welcome", "source": "webchat", "account": "1",
                          "time": "2026-11-28T07:00:00Z", "region": "us-east-1", "resources": [],
                          "detail": {"connectionId": "bench=", "message": "Welcome!"}})
+        }
+        "fanout" => {
+            let job = json!({"broadcast": "b", "sender": "bench=",
+                             "frame": r#"{"type":"broadcast","message":"hi"}"#,
+                             "segment": {"index": 0, "total": 1}, "cursor": null, "part": 0});
+            json!({"Records": [{"messageId": "m1", "receiptHandle": "h1", "body": job.to_string(),
+                                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:shards",
+                                "awsRegion": "us-east-1"}]})
         }
         _ => json!({}),
     }
@@ -119,14 +131,18 @@ fn main() {
         let dynamodb = moto::client().await;
         let table = moto::table(&dynamodb).await;
         let fake = fake_aws::FakeAws::start().await;
-        let env = fake.function_env(&table, moto::endpoint());
+        let mut env = fake.function_env(&table, moto::endpoint());
+        // What the image's base (distroless cc) sets: the TLS roots are that one bundle. Unset,
+        // rustls-native-certs also reads every file of /etc/ssl/certs, which on a full Debian
+        // (not in the image) holds some 300 and costs about 6 ms.
+        env.push(("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt".into()));
         println!("{runs} cold starts per function; init = process start to its first /next");
         println!(
-            "{:<11} {:>12} {:>12} {:>14} {:>16} {:>20}",
+            "{:<11} {:>12} {:>12} {:>16} {:>16} {:>20}",
             "function",
             "init p50",
             "init max",
-            "stripped size",
+            "stripped bytes",
             "peak RSS (init)",
             "peak RSS (1 invoke)"
         );
@@ -149,11 +165,11 @@ fn main() {
             let rss_invoked = peak_rss_kib(process.pid());
             let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
             println!(
-                "{:<11} {:>12} {:>12} {:>11.1} MiB {:>12.1} MiB {:>16.1} MiB",
+                "{:<11} {:>12} {:>12} {:>16} {:>12.1} MiB {:>16.1} MiB",
                 function,
                 ms(median(inits.clone())),
                 ms(*inits.iter().max().unwrap()),
-                stripped_size(function) as f64 / 1048576.0,
+                stripped_size(function),
                 rss_init as f64 / 1024.0,
                 rss_invoked as f64 / 1024.0,
             );

@@ -1,4 +1,5 @@
-//! The names the Pulumi program uses (pulumi/contract.json) are the names the Rust code uses.
+//! The names the Pulumi program uses (pulumi/contract.json), and the Dockerfile's list of
+//! functions, are the names the Rust code uses.
 
 use serde_json::Value;
 use webchat::adapters::dynamodb::attributes;
@@ -65,6 +66,19 @@ fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
     assert_eq!(environment["shardAttempts"], vars::SHARD_ATTEMPTS);
     assert_eq!(contract["shards"]["function"], Function::Fanout.name());
     assert_eq!(contract["shards"]["batchSize"], 1);
+}
+
+#[test]
+fn the_dockerfile_compiles_every_function_and_only_the_functions() {
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let line = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("ARG FUNCTIONS="))
+        .expect("the builder stage's ARG FUNCTIONS");
+    let listed: Vec<&str> = line.trim_matches('"').split_whitespace().collect();
+    let names: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(listed, names);
 }
 
 #[test]
