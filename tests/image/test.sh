@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds function images from the Dockerfile with buildah, through all of its stages (the
-# toolchain, the one compile of every binary, the layer, the handler), and serves one invocation
+# toolchain, the one compile of the nine function binaries, the layer, the handler), and serves one invocation
 # from each image as Lambda would start it. Usage: tests/image/test.sh [handler...]
 # (default: default post). The first image pays the compile; every later one must reuse it.
 #
