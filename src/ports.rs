@@ -25,7 +25,7 @@ use crate::protocol::CONNECTION_TTL_SECONDS;
 pub struct ConnectionRecord {
     pub connection_id: String,
     pub name: Option<String>,
-    pub connected_at: DateTime<Utc>,
+    pub connected_at: ConnectedAt,
     /// Epoch seconds; the table's TTL attribute.
     pub expires_at: i64,
 }
@@ -35,7 +35,7 @@ impl ConnectionRecord {
         ConnectionRecord {
             connection_id,
             name,
-            connected_at,
+            connected_at: ConnectedAt::new(connected_at),
             expires_at: connected_at.timestamp() + CONNECTION_TTL_SECONDS,
         }
     }
@@ -44,7 +44,7 @@ impl ConnectionRecord {
     pub fn recipient(&self) -> Recipient {
         Recipient {
             connection_id: self.connection_id.clone(),
-            connected_at: self.connected_at,
+            connected_at: self.connected_at.clone(),
         }
     }
 
@@ -59,13 +59,61 @@ pub fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// When a connection connected: the time, and the text the store holds for it.
+///
+/// A prune is a conditional delete that removes a record only if it is still the one that was
+/// read, by comparing `connectedAt` with the text that was read, exactly. Formatting the parsed
+/// time again would miss every record written in another RFC 3339 form (`…T07:00:00Z`, as an
+/// older writer, a migration or a person may store it): such a record would answer 410 and
+/// linger until its TTL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectedAt {
+    time: DateTime<Utc>,
+    /// `None`: the record has no `connectedAt`.
+    stored: Option<String>,
+}
+
+impl ConnectedAt {
+    /// A time as this code stores it: RFC 3339 with milliseconds (so the time is the stored
+    /// one, to the millisecond).
+    pub fn new(time: DateTime<Utc>) -> Self {
+        ConnectedAt::stored(Some(rfc3339(time)))
+    }
+
+    /// What a store holds. Text that is not RFC 3339 (or none) counts as long ago: such a record
+    /// is no newcomer, and a 410 from it prunes it.
+    pub fn stored(text: Option<String>) -> Self {
+        let time = text
+            .as_deref()
+            .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+            .map_or(DateTime::UNIX_EPOCH, |time| time.with_timezone(&Utc));
+        ConnectedAt { time, stored: text }
+    }
+
+    pub fn time(&self) -> DateTime<Utc> {
+        self.time
+    }
+
+    /// The text stored, exactly as it was read; `None` if the record has none.
+    pub fn text(&self) -> Option<&str> {
+        self.stored.as_deref()
+    }
+
+    /// Whether the stored text is a valid RFC 3339 time.
+    pub fn is_valid(&self) -> bool {
+        self.stored
+            .as_deref()
+            .is_some_and(|text| DateTime::parse_from_rfc3339(text).is_ok())
+    }
+}
+
 /// A connection a fan-out addresses: its id, and when it connected, so that a newcomer (which
 /// `@connections` answers 410 for until its `$connect` returns) is told from a connection that
 /// is gone, and a prune removes exactly the record that was read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recipient {
     pub connection_id: String,
-    pub connected_at: DateTime<Utc>,
+    pub connected_at: ConnectedAt,
 }
 
 /// One page of a paginated scan. `next` is the id of the last record the page examined; `None`
@@ -109,13 +157,13 @@ pub trait ConnectionStore: Send + Sync + 'static {
     /// Deleting a record that does not exist succeeds.
     fn delete(&self, connection_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Deletes the record only if it is still the one that connected at `connected_at` (a
-    /// conditional delete): a record written since, by a reconnect under the same id, is kept.
-    /// Returns whether a record was deleted.
+    /// Deletes the record only if it is still the one that was read, its `connectedAt` stored
+    /// exactly as `connected_at` says (a conditional delete): a record written since, by a
+    /// reconnect under the same id, is kept. Returns whether a record was deleted.
     fn delete_if_connected_at(
         &self,
         connection_id: &str,
-        connected_at: DateTime<Utc>,
+        connected_at: &ConnectedAt,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Live connections' ids and connection times in `segment`: all a fan-out needs.
@@ -269,5 +317,42 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_connected_at_keeps_its_text_exactly_and_parses_any_rfc_3339_form() {
+        for (text, millis) in [
+            ("2026-11-28T07:00:00Z", 1_795_849_200_000),
+            ("2026-11-28T08:00:00.5+01:00", 1_795_849_200_500),
+            ("2026-11-28T07:00:00.123456Z", 1_795_849_200_123),
+        ] {
+            let stored = ConnectedAt::stored(Some(text.into()));
+            assert_eq!(stored.text(), Some(text));
+            assert!(stored.is_valid());
+            assert_eq!(stored.time().timestamp_millis(), millis, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_broken_connected_at_counts_as_long_ago() {
+        for text in [None, Some("yesterday".to_owned())] {
+            let stored = ConnectedAt::stored(text.clone());
+            assert_eq!(stored.text(), text.as_deref());
+            assert!(!stored.is_valid());
+            assert_eq!(stored.time(), DateTime::UNIX_EPOCH);
+        }
+    }
+
+    #[test]
+    fn what_this_code_writes_is_milliseconds_and_z() {
+        let time = DateTime::from_timestamp_nanos(1_795_849_200_123_456_789);
+        let written = ConnectedAt::new(time);
+        assert_eq!(written.text(), Some("2026-11-28T07:00:00.123Z"));
+        assert_eq!(written.time().timestamp_millis(), time.timestamp_millis());
     }
 }

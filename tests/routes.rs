@@ -562,7 +562,10 @@ async fn the_lambda_glue_takes_connected_at_from_api_gateway() {
         .await
         .unwrap();
     assert_eq!(
-        chat.store.records()[0].connected_at.timestamp_millis(),
+        chat.store.records()[0]
+            .connected_at
+            .time()
+            .timestamp_millis(),
         1_795_852_800_000
     );
 }

@@ -10,10 +10,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Utc};
 
 use crate::ports::{
-    ConnectionRecord, ConnectionStore, Page, Recipient, Segment, StoreError, rfc3339,
+    ConnectedAt, ConnectionRecord, ConnectionStore, Page, Recipient, Segment, StoreError, rfc3339,
 };
 use crate::telemetry::{aws_span, call};
 
@@ -112,7 +111,12 @@ fn to_item(record: &ConnectionRecord) -> Item {
         ),
         (
             CONNECTED_AT.to_owned(),
-            AttributeValue::S(rfc3339(record.connected_at)),
+            AttributeValue::S(
+                record
+                    .connected_at
+                    .text()
+                    .map_or_else(|| rfc3339(record.connected_at.time()), str::to_owned),
+            ),
         ),
         (
             EXPIRES_AT.to_owned(),
@@ -129,12 +133,11 @@ fn to_item(record: &ConnectionRecord) -> Item {
 fn from_item(item: &Item) -> Option<ConnectionRecord> {
     let text = |name: &str| item.get(name).and_then(|value| value.as_s().ok());
     let parsed = (|| {
+        let connected_at = ConnectedAt::stored(text(CONNECTED_AT).cloned());
         Some(ConnectionRecord {
             connection_id: text(CONNECTION_ID)?.clone(),
             name: text(NAME).cloned(),
-            connected_at: DateTime::parse_from_rfc3339(text(CONNECTED_AT)?)
-                .ok()?
-                .with_timezone(&Utc),
+            connected_at: connected_at.is_valid().then_some(connected_at)?,
             expires_at: item.get(EXPIRES_AT)?.as_n().ok()?.parse().ok()?,
         })
     })();
@@ -195,17 +198,28 @@ impl ConnectionStore for DynamoStore {
     async fn delete_if_connected_at(
         &self,
         connection_id: &str,
-        connected_at: DateTime<Utc>,
+        connected_at: &ConnectedAt,
     ) -> Result<bool, StoreError> {
+        // The text exactly as it was read, never the parsed time formatted again: any RFC 3339
+        // form a record was written in matches itself.
         let delete = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key(CONNECTION_ID, AttributeValue::S(connection_id.to_owned()))
-            .condition_expression(format!("#{CONNECTED_AT} = :connectedAt"))
-            .expression_attribute_names(format!("#{CONNECTED_AT}"), CONNECTED_AT)
-            .expression_attribute_values(":connectedAt", AttributeValue::S(rfc3339(connected_at)))
-            .send();
+            .expression_attribute_names(format!("#{CONNECTED_AT}"), CONNECTED_AT);
+        let delete = match connected_at.text() {
+            Some(text) => delete
+                .condition_expression(format!("#{CONNECTED_AT} = :connectedAt"))
+                .expression_attribute_values(":connectedAt", AttributeValue::S(text.to_owned())),
+            // Read without one: still without one (and still there).
+            None => delete
+                .condition_expression(format!(
+                    "attribute_exists(#{CONNECTION_ID}) AND attribute_not_exists(#{CONNECTED_AT})"
+                ))
+                .expression_attribute_names(format!("#{CONNECTION_ID}"), CONNECTION_ID),
+        };
+        let delete = delete.send();
         match call(aws_span("DynamoDB", "DeleteItem"), delete).await {
             Ok(_) => Ok(true),
             // No such item, or one written since: it stays.
@@ -239,22 +253,19 @@ impl ConnectionStore for DynamoStore {
             .filter_map(|item| {
                 let expires_at: i64 = item.get(EXPIRES_AT)?.as_n().ok()?.parse().ok()?;
                 let connection_id = item.get(CONNECTION_ID)?.as_s().ok()?.clone();
-                // A record this code did not write may lack `connectedAt`: still deliver to it,
-                // as to an old connection (a 410 from it is then pruned).
-                let connected_at = item
-                    .get(CONNECTED_AT)
-                    .and_then(|value| value.as_s().ok())
-                    .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-                    .map_or_else(
-                        || {
-                            tracing::warn!(
-                                connection_id,
-                                "a connection item without a valid connectedAt"
-                            );
-                            DateTime::UNIX_EPOCH
-                        },
-                        |at| at.with_timezone(&Utc),
+                // A record this code did not write may lack a valid `connectedAt`: still deliver
+                // to it, as to an old connection (a 410 from it is then pruned).
+                let connected_at = ConnectedAt::stored(
+                    item.get(CONNECTED_AT)
+                        .and_then(|value| value.as_s().ok())
+                        .cloned(),
+                );
+                if !connected_at.is_valid() {
+                    tracing::warn!(
+                        connection_id,
+                        "a connection item without a valid connectedAt"
                     );
+                }
                 (live_at < expires_at).then_some(Recipient {
                     connection_id,
                     connected_at,

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::ports::{
-    ApiError, BusError, BusEvent, Clock, ConnectionApi, ConnectionInfo, ConnectionRecord,
-    ConnectionStore, EventBus, Outcome, Page, QueueError, Recipient, Segment, ShardJob, ShardQueue,
-    StoreError,
+    ApiError, BusError, BusEvent, Clock, ConnectedAt, ConnectionApi, ConnectionInfo,
+    ConnectionRecord, ConnectionStore, EventBus, Outcome, Page, QueueError, Recipient, Segment,
+    ShardJob, ShardQueue, StoreError,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -223,13 +223,11 @@ impl ConnectionStore for MemoryStore {
     async fn delete_if_connected_at(
         &self,
         connection_id: &str,
-        connected_at: DateTime<Utc>,
+        connected_at: &ConnectedAt,
     ) -> Result<bool, StoreError> {
         let mut state = self.begin(StoreCall::DeleteIfConnectedAt(connection_id.to_owned()))?;
-        // DynamoDB compares the stored RFC 3339 string: millisecond precision.
-        let same = |record: &ConnectionRecord| {
-            record.connected_at.timestamp_millis() == connected_at.timestamp_millis()
-        };
+        // As DynamoDB's condition does: the stored text, compared exactly.
+        let same = |record: &ConnectionRecord| record.connected_at.text() == connected_at.text();
         if state.records.get(connection_id).is_some_and(same) {
             state.records.remove(connection_id);
             return Ok(true);

@@ -473,13 +473,13 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         now: DateTime<Utc>,
     ) -> Result<Gone, StoreError> {
         let connection_id = recipient.connection_id.as_str();
-        if is_newcomer(recipient.connected_at, now) {
+        if is_newcomer(recipient.connected_at.time(), now) {
             tracing::debug!(connection_id, "410 from a newcomer still connecting; kept");
             return Ok(Gone::Connecting);
         }
         let deleted = self
             .store
-            .delete_if_connected_at(connection_id, recipient.connected_at)
+            .delete_if_connected_at(connection_id, &recipient.connected_at)
             .await?;
         Ok(if deleted { Gone::Pruned } else { Gone::Changed })
     }

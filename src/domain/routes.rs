@@ -406,7 +406,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 let entry = ConnectionEntry {
                     connection_id: record.connection_id,
                     name: record.name,
-                    connected_at: rfc3339(record.connected_at),
+                    connected_at: rfc3339(record.connected_at.time()),
                 };
                 listed += 1;
                 if let Some(frame) = packer.push(&entry) {
@@ -570,7 +570,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let id = record.connection_id.as_str();
         let removed = if !record.is_live_at(now.timestamp()) {
             self.store
-                .delete_if_connected_at(id, record.connected_at)
+                .delete_if_connected_at(id, &record.connected_at)
                 .await
                 .map(|deleted| {
                     if deleted {

@@ -57,17 +57,29 @@ impl Stack {
     /// Stores a connection record as `$connect` would, connected `age_seconds` ago.
     pub async fn put(&self, id: &str, name: Option<&str>, age_seconds: i64) {
         let connected_at = Utc::now() - chrono::Duration::seconds(age_seconds);
+        let text = connected_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.put_written(id, name, &text, connected_at.timestamp() + 7500)
+            .await;
+    }
+
+    /// Stores a connection record with `connectedAt` written as `connected_at` says, as another
+    /// writer (an older version, a migration, a person) may have stored it.
+    pub async fn put_written(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        connected_at: &str,
+        expires_at: i64,
+    ) {
         let mut item = HashMap::from([
             ("connectionId".to_string(), AttributeValue::S(id.into())),
             (
                 "connectedAt".to_string(),
-                AttributeValue::S(
-                    connected_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                ),
+                AttributeValue::S(connected_at.into()),
             ),
             (
                 "expiresAt".to_string(),
-                AttributeValue::N((connected_at.timestamp() + 7500).to_string()),
+                AttributeValue::N(expires_at.to_string()),
             ),
         ]);
         if let Some(name) = name {
@@ -394,6 +406,68 @@ async fn chat_delivers_to_its_target_and_prunes_a_gone_one() {
     assert_eq!(to_a.len(), 1);
     assert_eq!(to_a[0]["code"], "connection_not_found");
     assert_eq!(stack.ids().await, vec!["a=", "b="]);
+}
+
+/// `connectedAt` as other writers may store it: valid RFC 3339, but not in the form this code
+/// writes. A conditional delete that formatted the parsed time again would never match them.
+const OTHER_FORMS: [&str; 3] = [
+    "2026-11-28T07:00:00Z",
+    "2026-11-28T08:00:00.5+01:00",
+    "2026-11-28T07:00:00.123456Z",
+];
+
+#[tokio::test]
+async fn a_gone_connection_is_pruned_whatever_rfc_3339_form_its_connected_at_was_written_in() {
+    let stack = Stack::new().await;
+    let expires_at = Utc::now().timestamp() + 3600;
+    stack.put("a=", Some("alice"), 60).await;
+    let ids = |route: &str| -> Vec<String> {
+        (0..OTHER_FORMS.len())
+            .map(|i| format!("{route}{i}="))
+            .collect()
+    };
+    for route in ["broadcast", "chat", "cleanup"] {
+        for (id, form) in ids(route).iter().zip(OTHER_FORMS) {
+            stack.put_written(id, None, form, expires_at).await;
+        }
+    }
+    let gone = |route: &str| ids(route).iter().for_each(|id| stack.fake.gone(id));
+    let none: Vec<String> = Vec::new();
+
+    gone("broadcast");
+    let broadcast = stack.function("broadcast").await;
+    let everyone = r#"{"action":"broadcast","message":"hi"}"#;
+    broadcast
+        .invoke(&websocket_event("broadcast", "a=", Some(everyone)))
+        .await
+        .response();
+    let left = stack.ids().await;
+    let left: Vec<String> = left
+        .into_iter()
+        .filter(|id| id.starts_with("broadcast"))
+        .collect();
+    assert_eq!(left, none, "a broadcast prunes them");
+
+    gone("chat");
+    let chat = stack.function("chat").await;
+    for id in ids("chat") {
+        let to = format!(r#"{{"action":"chat","connection":"{id}","message":"Yo!"}}"#);
+        chat.invoke(&websocket_event("chat", "a=", Some(&to)))
+            .await
+            .response();
+    }
+    let left = stack.ids().await;
+    let left: Vec<String> = left
+        .into_iter()
+        .filter(|id| id.starts_with("chat"))
+        .collect();
+    assert_eq!(left, none, "a chat prunes its target");
+
+    gone("cleanup");
+    let cleanup = stack.function("cleanup").await;
+    let report = cleanup.invoke(&json!({})).await.response();
+    assert_eq!(report["gone"], OTHER_FORMS.len(), "{report}");
+    assert_eq!(stack.ids().await, vec!["a="], "cleanup prunes the rest");
 }
 
 /// A record 2 s old that answers 410: a newcomer whose `$connect` has not returned yet.
