@@ -71,13 +71,18 @@ fn args() -> Args {
 }
 
 async fn management_api(endpoint: &str) -> ManagementApi {
-    // SAFETY: set before any thread reads the environment; the SDK takes credentials from it.
-    unsafe {
-        std::env::set_var("AWS_REGION", "us-east-1");
-        std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", fake_aws::SECRET_ACCESS_KEY);
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    }
+    let credentials = aws_credential_types::Credentials::new(
+        "bench",
+        fake_aws::SECRET_ACCESS_KEY,
+        None,
+        None,
+        "bench",
+    );
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .load()
+        .await;
     let config = FunctionConfig::from_lookup(|name| match name {
         "CONNECTIONS_TABLE" => Some("bench".into()),
         "EVENT_BUS_NAME" => Some("bench".into()),
@@ -85,7 +90,7 @@ async fn management_api(endpoint: &str) -> ManagementApi {
         _ => None,
     })
     .unwrap();
-    webchat::lambda::runtime::build(&config).await.api
+    webchat::lambda::runtime::build_with(sdk, &config).api
 }
 
 /// The child process: a fake `@connections` endpoint. Reads its delay in milliseconds from the

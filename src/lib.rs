@@ -37,6 +37,6 @@ pub mod telemetry;
 
 /// mimalloc instead of glibc's malloc: a fan-out allocates and frees a few kilobytes per post
 /// (the SDK's request, its config layers, the HTTP buffers), and glibc's malloc/free were a
-/// quarter of the CPU a post cost (docs/benchmarks.md).
+/// large share of the CPU a post cost (the profile is in docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -112,21 +112,6 @@ pub enum ErrorCode {
     Internal,
 }
 
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::UnknownAction => "unknown_action",
-            ErrorCode::MissingField => "missing_field",
-            ErrorCode::InvalidField => "invalid_field",
-            ErrorCode::MessageTooLarge => "message_too_large",
-            ErrorCode::ConnectionNotFound => "connection_not_found",
-            ErrorCode::DeliveryIncomplete => "delivery_incomplete",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
 /// A request the client got wrong: what to tell it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {message}")]

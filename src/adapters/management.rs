@@ -4,7 +4,7 @@
 //!
 //! Why: a fan-out's CPU is almost all per-post work, and the SDK's orchestrator (runtime plugins
 //! merged per call, a dozen interceptors, type-erased config bags, the general SigV4 signer)
-//! cost more than the 40 µs a post may. [`Poster`] sends the same request the SDK sends (same
+//! cost more than a post's budget of CPU (docs/benchmarks.md). [`Poster`] sends the same request the SDK sends (same
 //! path, same signature, checked against aws-sigv4 in [`super::sigv4`]) over the same connector
 //! (hyper, rustls with aws-lc, the SDK's connect timeout), and reads the answer with the same
 //! rules. docs/benchmarks.md has the profile and the figures.
@@ -40,8 +40,8 @@ use crate::telemetry::connection_span;
 ///
 /// `work` is boxed: the SDK's futures are kilobytes, and without the box every future awaiting
 /// this one (the retry loop, the deadline, the fan-out's task) would hold, and move, a copy of
-/// that size. A fan-out's task was 81 KB; the memmove and malloc of it were a quarter of the CPU
-/// a post cost (docs/benchmarks.md).
+/// that size, and moving and allocating it was a large share of the CPU a post cost (the profile
+/// is in docs/benchmarks.md).
 async fn traced<T>(
     operation: &'static str,
     work: std::pin::Pin<

@@ -41,13 +41,6 @@ impl Deadline {
     /// No deadline.
     pub const NONE: Deadline = Deadline(None);
 
-    pub fn at(instant: Instant) -> Self {
-        Deadline(Some((
-            instant,
-            instant.saturating_duration_since(Instant::now()),
-        )))
-    }
-
     /// `left` from now.
     pub fn after(left: Duration) -> Self {
         Deadline(Some((Instant::now() + left, left)))

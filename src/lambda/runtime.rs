@@ -49,7 +49,12 @@ impl From<HandlerError> for Diagnostic {
 /// Builds the clients once. Credentials and region come from the standard chain (in Lambda, the
 /// function's role and `AWS_REGION`); emulator endpoints from `AWS_ENDPOINT_URL_<SERVICE>`.
 pub async fn build(config: &FunctionConfig) -> AwsChat {
-    let mut sdk = aws_config::load_from_env().await;
+    build_with(aws_config::load_from_env().await, config)
+}
+
+/// [`build`] from an SDK configuration already loaded (a test or a bench gives its own region
+/// and credentials, rather than setting them in the process's environment).
+pub fn build_with(mut sdk: aws_config::SdkConfig, config: &FunctionConfig) -> AwsChat {
     if sdk.region().is_none() {
         // Lambda always sets AWS_REGION; an emulator harness may not, and every call would fail.
         tracing::warn!("no AWS region configured; using {FALLBACK_REGION}");

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
-use tungstenite::Utf8Bytes;
 
 use crate::ports::{ApiError, ConnectionApi, ConnectionInfo, Outcome};
 

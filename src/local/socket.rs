@@ -23,11 +23,11 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
-use tungstenite::Message;
-use tungstenite::handshake::derive_accept_key;
-use tungstenite::protocol::frame::Frame;
-use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
 use super::listener::Slot;

@@ -222,12 +222,12 @@ async fn management_api(endpoint: &str) -> ManagementApi {
         _ => None,
     })
     .unwrap();
-    // SAFETY of the environment: the SDK reads credentials and region from it; every test here sets the same values.
-    unsafe {
-        std::env::set_var("AWS_REGION", "us-east-1");
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    }
-    webchat::lambda::runtime::build(&config).await.api
+    let credentials =
+        aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    webchat::lambda::runtime::build_with(sdk, &config).api
 }
