@@ -179,7 +179,6 @@ fn main() {
             log_filter: "info".into(),
             log_format: webchat::telemetry::LogFormat::Json,
             export: webchat::telemetry::Export::Disabled,
-            metrics: None,
         })
     });
     // One thread, as a Lambda function at 128-1769 MB has at most one vCPU.
@@ -210,6 +209,7 @@ async fn run(args: Args, mut fake: Fake) {
         clock: Arc::new(SystemClock),
         settings: Settings::default(),
         shards: None,
+        metrics: Arc::new(webchat::ports::NoMetrics),
     };
     let body = r#"{"action":"broadcast","message":"fan-out benchmark"}"#;
 

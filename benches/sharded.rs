@@ -152,6 +152,7 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
             ..Settings::default()
         },
         shards: Some(queue.clone()),
+        metrics: std::sync::Arc::new(webchat::ports::NoMetrics),
     });
     let started = Instant::now();
     chat.broadcast(

@@ -7,12 +7,14 @@
 //! - [`protocol`]: the wire contract. What clients send and receive, the error codes, the limits
 //!   (API Gateway's 32 KB frames and 128 KB messages), route selection by `action`.
 //! - [`domain`]: what each route does (`connect`, `disconnect`, `default`, `broadcast`, `list`,
-//!   `chat`, `post`, `cleanup`), as plain async functions over the ports. Fan-out with bounded
+//!   `chat`, `post`, `cleanup`, and `shard`, one job of a sharded broadcast), as plain async
+//!   functions over the ports. Fan-out with bounded
 //!   concurrency, pagination, pruning of gone connections and retry budgets live here.
 //! - [`ports`]: what the domain needs from the world: a connection store, the management API
-//!   (`@connections`: post, describe, delete, with "gone" as an outcome), an event bus, a clock.
-//! - [`adapters`]: the ports implemented: DynamoDB, EventBridge and the management API through
-//!   aws-sdk-rust for the Lambda functions; in memory for `webchat-local` and the tests.
+//!   (`@connections`: post and describe, with "gone" as an outcome), an event bus, the shard
+//!   queue of large broadcasts, metrics, a clock.
+//! - [`adapters`]: the ports implemented: DynamoDB, EventBridge, SQS and the management API
+//!   through aws-sdk-rust for the Lambda functions; in memory for `webchat-local` and the tests.
 //! - [`config`]: the functions' configuration from the environment, validated at init.
 //! - [`lambda`]: the glue from API Gateway and EventBridge events to the domain and back; what
 //!   every Lambda binary and the local gateway run.
@@ -20,7 +22,8 @@
 //!   welcome event path and the cleanup timer, on one port.
 //! - [`client`]: the terminal client (`webchat connect`): shortcuts, SigV4 presigning, sessions.
 //! - [`telemetry`]: logging setup shared by the binaries.
-//! - [`metrics`]: every fan-out's counts as CloudWatch metrics (Embedded Metric Format lines).
+//! - [`metrics`]: every summary (a broadcast, a shard job, a cleanup) as CloudWatch metrics
+//!   (Embedded Metric Format lines).
 //!
 //! `src/bin/` holds composition roots only: read configuration, build the adapters, run.
 

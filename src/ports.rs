@@ -8,6 +8,7 @@
 //! - [`EventBus`]: EventBridge locally or in AWS.
 //! - [`ShardQueue`]: where a large broadcast's shard jobs go (SQS in AWS, a queue in memory
 //!   locally), for workers to deliver.
+//! - [`Metrics`]: where the summary of a broadcast, a shard job or a cleanup goes as metrics.
 //! - [`Clock`]: so that timestamps and expiry are testable.
 //!
 //! The methods return `impl Future + Send` so that adapters write plain `async fn` and the domain
@@ -304,6 +305,20 @@ pub trait ShardQueue: Send + Sync + 'static {
         &self,
         jobs: Vec<ShardJob>,
     ) -> futures_util::future::BoxFuture<'_, Result<(), QueueError>>;
+}
+
+/// Where the summaries of broadcasts, shard jobs and cleanups go as metrics: CloudWatch (EMF lines)
+/// in Lambda, nowhere locally, a recorder in tests.
+pub trait Metrics: Send + Sync + 'static {
+    fn record(&self, summary: &crate::domain::Summary);
+}
+
+/// No metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {
+    fn record(&self, _summary: &crate::domain::Summary) {}
 }
 
 pub trait Clock: Send + Sync + 'static {

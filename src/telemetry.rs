@@ -38,6 +38,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::domain::COUNTING_TARGET;
+
 /// How long one export may take. The collector is on localhost: anything slower is a fault, and
 /// a flush must not hold an invocation's response for long.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,8 +71,6 @@ pub struct Options {
     pub log_filter: String,
     pub log_format: LogFormat,
     pub export: Export,
-    /// Fan-out metrics as EMF lines on stdout; `None`: none.
-    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Options {
@@ -80,11 +80,7 @@ impl Options {
     /// is `true`. (`LOG_LEVEL` comes before Lambda's level because the stack keeps Lambda's
     /// filter at INFO or below whatever `LOG_LEVEL` says: the metrics' lines have no level, and
     /// Lambda filters them as INFO.)
-    pub fn for_lambda(
-        service_name: &str,
-        log_level: Option<&str>,
-        metrics: Option<crate::metrics::Metrics>,
-    ) -> Options {
+    pub fn for_lambda(service_name: &str, log_level: Option<&str>) -> Options {
         let log_filter = log_filter(
             std::env::var("RUST_LOG").ok(),
             log_level,
@@ -107,7 +103,6 @@ impl Options {
             } else {
                 Export::FromEnvironment
             },
-            metrics,
         }
     }
 }
@@ -190,13 +185,6 @@ pub fn init(options: Options) -> Telemetry {
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(spans)
-        // Only the fan-out summaries reach the metrics layer: unfiltered, it would make every
-        // callsite of every crate enabled at every level.
-        .with(options.metrics.map(|metrics| {
-            metrics.with_filter(
-                Targets::new().with_target(crate::metrics::FANOUT_TARGET, Level::TRACE),
-            )
-        }))
         .try_init();
     Telemetry { provider }
 }
@@ -267,10 +255,6 @@ pub fn xray_trace_id(trace_id: TraceId) -> String {
 /// The target of [`connection_span`]s.
 const PER_CONNECTION: &str = "webchat::aws::connection";
 
-/// The spans that count the calls made inside them: a `fan_out` or a `cleanup` records its
-/// counts rather than ten thousand spans of one call each.
-const COUNTING_SPANS: [&str; 2] = ["fan_out", "cleanup"];
-
 /// A span for one AWS API call about one connection (`@connections`). Exported, except inside
 /// a span that counts such calls instead (a fan-out, a cleanup): the telemetry setup leaves
 /// them out there. At `debug`, so that the logs at `info` do not want it either: inside a
@@ -302,7 +286,7 @@ where
         && context.lookup_current().is_some_and(|current| {
             current
                 .scope()
-                .any(|span| COUNTING_SPANS.contains(&span.name()))
+                .any(|span| span.metadata().target() == COUNTING_TARGET)
         })
 }
 

@@ -9,9 +9,11 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use webchat::adapters::memory::{
-    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryStore, StoreCall,
+    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryMetrics, MemoryStore, StoreCall,
 };
-use webchat::domain::{Backoff, Chat, CleanupReport, ConnectError, Deadline, Settings};
+use webchat::domain::{
+    Backoff, Chat, CleanupReport, ConnectError, Deadline, Deliveries, Settings, Summary,
+};
 use webchat::lambda::{self, HandlerError};
 use webchat::ports::{ApiError, ConnectionRecord, Outcome};
 use webchat::protocol::{MAX_FRAME_BYTES, RouteKey, WelcomeDetail};
@@ -47,6 +49,7 @@ fn chat() -> (TestChat, Arc<ManualClock>) {
             ..Settings::default()
         },
         shards: None,
+        metrics: std::sync::Arc::new(webchat::ports::NoMetrics),
     };
     (chat, clock)
 }
@@ -245,6 +248,39 @@ async fn broadcast_prunes_exactly_the_connections_that_are_gone_and_still_delive
         .map(|r| r.connection_id)
         .collect();
     assert_eq!(kept, vec!["a", "c"]);
+}
+
+#[tokio::test]
+async fn a_broadcast_and_a_cleanup_each_report_one_summary_with_their_counts() {
+    let (mut chat, clock) = chat();
+    let metrics = Arc::new(MemoryMetrics::default());
+    chat.metrics = metrics.clone();
+    for id in ["a", "b", "c"] {
+        join(&chat, id, None);
+    }
+    chat.api.close("c");
+    let body = r#"{"action":"broadcast","message":"hi"}"#;
+    chat.broadcast("a", body, Deadline::NONE).await.unwrap();
+    join(&chat, "d", None);
+    chat.api.close("d");
+    clock.advance(chrono::Duration::seconds(60));
+    chat.cleanup(Deadline::NONE).await.unwrap();
+
+    let summaries = metrics.summaries();
+    let [Summary::Inline(broadcast), Summary::Cleanup { report, .. }] = &summaries[..] else {
+        panic!("one broadcast summary, then one cleanup summary: {summaries:?}");
+    };
+    assert_eq!(broadcast.sender, "a");
+    assert_eq!(
+        broadcast.deliveries,
+        Deliveries {
+            delivered: 2,
+            pruned: 1,
+            complete: true,
+            ..Deliveries::default()
+        }
+    );
+    assert_eq!((report.checked, report.gone), (3, 1));
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ fn chat(connections: usize, page: usize, settings: Settings) -> (TestChat, Arc<M
         clock: Arc::new(ManualClock::at(start())),
         settings,
         shards: Some(queue.clone()),
+        metrics: std::sync::Arc::new(webchat::ports::NoMetrics),
     };
     for i in 0..connections {
         let id = format!("c{i:05}=");
@@ -191,7 +192,7 @@ async fn a_job_cut_off_by_its_deadline_continues_after_the_last_finished_post() 
         .await
         .unwrap();
     let after = report.continued.clone().expect("cut off before the end");
-    assert!(report.fan_out.delivered > 0 && report.fan_out.delivered < 200);
+    assert!(report.deliveries.delivered > 0 && report.deliveries.delivered < 200);
     let next = queue.pop().expect("the rest was handed on");
     assert_eq!(next.cursor, after);
     assert_eq!(next.part, 1);

@@ -9,10 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::domain::Summary;
 use crate::ports::{
     ApiError, BusError, BusEvent, Clock, ConnectedAt, ConnectionApi, ConnectionInfo,
-    ConnectionRecord, ConnectionStore, EventBus, Outcome, Page, QueueError, Recipient, Segment,
-    ShardJob, ShardQueue, StoreError,
+    ConnectionRecord, ConnectionStore, EventBus, Metrics, Outcome, Page, QueueError, Recipient,
+    Segment, ShardJob, ShardQueue, StoreError,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -520,5 +521,24 @@ impl ShardQueue for MemoryShardQueue {
             self.push(job);
         }
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Metrics that keep every summary reported, for tests to read.
+#[derive(Debug, Default)]
+pub struct MemoryMetrics {
+    summaries: Mutex<Vec<Summary>>,
+}
+
+impl MemoryMetrics {
+    /// Every summary so far, in order.
+    pub fn summaries(&self) -> Vec<Summary> {
+        lock(&self.summaries).clone()
+    }
+}
+
+impl Metrics for MemoryMetrics {
+    fn record(&self, summary: &Summary) {
+        lock(&self.summaries).push(summary.clone());
     }
 }

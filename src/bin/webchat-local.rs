@@ -137,7 +137,6 @@ async fn main() -> anyhow::Result<()> {
             .otlp_endpoint
             .clone()
             .map_or(Export::Disabled, Export::Endpoint),
-        metrics: None,
     });
     let config = Config {
         stage: args.stage,

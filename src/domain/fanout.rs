@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::{CONNECT_WINDOW, Chat, Deadline};
+use super::{CONNECT_WINDOW, COUNTING_TARGET, Chat, Deadline, Deliveries};
 use crate::ports::{
     ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, Recipient, Segment,
     StoreError,
@@ -70,33 +70,6 @@ impl Backoff {
     }
 }
 
-/// What a fan-out did: every connection the scan found is in exactly one count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FanOut {
-    pub delivered: usize,
-    /// Answered 410 and were removed from the store.
-    pub pruned: usize,
-    /// Answered 410 but connected less than [`CONNECT_WINDOW`] ago: still connecting, kept.
-    pub connecting: usize,
-    /// Failed for another reason (throttled past the budget, a 5xx, cut off by the deadline,
-    /// a failed prune).
-    pub failed: usize,
-    /// Found by the scan but not posted to: the deadline came first.
-    pub not_attempted: usize,
-    /// 429 answers (each retried within the budget, or counted in `failed`).
-    pub throttled: usize,
-    /// Whether the scan was read to its end. If not (the deadline, or a Scan that failed after
-    /// its retries), connections beyond the last page read were not counted at all.
-    pub complete: bool,
-}
-
-impl FanOut {
-    /// Whether some live connection may have missed the message.
-    pub fn is_incomplete(&self) -> bool {
-        self.failed > 0 || self.not_attempted > 0 || !self.complete
-    }
-}
-
 /// What became of a connection that answered 410.
 pub(crate) enum Gone {
     /// A newcomer still connecting: kept.
@@ -111,7 +84,7 @@ pub(crate) enum Gone {
 /// before the end (handed on as the next job).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardReport {
-    pub fan_out: FanOut,
+    pub deliveries: Deliveries,
     /// `Some(cursor)`: the job stopped early, and the segment continues after `cursor` (`None`
     /// inside: from where this job began).
     pub continued: Option<Option<String>>,
@@ -142,7 +115,7 @@ impl Sweep {
 /// A fan-out's outcome: its counts, the Scan's error if one failed after its retries, and, if it
 /// stopped before the end, the cursor after which every connection still needs the message.
 pub(crate) struct Swept {
-    pub summary: FanOut,
+    pub summary: Deliveries,
     /// Of `summary.failed`, the posts the deadline cut off (a continuation tries them again).
     pub cut_off: usize,
     /// How long the fan-out took.
@@ -333,7 +306,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         // to the cut-off, which leaves the rest of the margin to tell the sender.
         let stop = self.stop_starting(deadline);
         let cut_off = self.work_cut_off(deadline);
-        let mut summary = FanOut::default();
+        let mut summary = Deliveries::default();
         let scanned = AtomicUsize::new(0);
         let throttled = AtomicUsize::new(0);
         let mut cut_offs = 0usize;
@@ -341,6 +314,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let finished = std::sync::Mutex::new(Finished::new(sweep.cursor.clone()));
         // One span for the whole fan-out, with its counts; the posts are not exported one by one.
         let span = tracing::info_span!(
+            target: COUNTING_TARGET,
             "fan_out",
             segment = sweep.segment.index,
             segments = sweep.segment.total,

@@ -10,20 +10,26 @@
 
 mod fanout;
 mod routes;
+mod summary;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use fanout::{Backoff, FanOut, ShardReport};
-pub use routes::{CleanupReport, ConnectError};
+pub use fanout::{Backoff, ShardReport};
+pub use routes::ConnectError;
+pub use summary::{
+    CleanupReport, Deliveries, InlineBroadcast, Metric, ShardDelivery, ShardedBroadcast, Summary,
+    Unit,
+};
 
 use tokio::time::Instant;
 
-use crate::ports::{ApiError, BusError, Clock, QueueError, ShardQueue, StoreError};
+use crate::ports::{ApiError, BusError, Clock, Metrics, QueueError, ShardQueue, StoreError};
 
-/// The `tracing` target of the one event each fan-out logs with its counts (an inline broadcast,
-/// a sharded broadcast, a shard job): the telemetry turns these into CloudWatch metrics.
-pub const FANOUT_TARGET: &str = "webchat::fanout";
+/// The `tracing` target of the spans that count the calls made inside them (a fan-out, a
+/// cleanup) rather than have a span each: the telemetry leaves the per-connection spans inside
+/// them out of the export.
+pub const COUNTING_TARGET: &str = "webchat::counting";
 
 /// API Gateway's integration timeout, the longest `$connect` can take. Until `$connect`
 /// returns, `@connections` answers 410 for the new connection, so a record younger than this
@@ -141,6 +147,17 @@ pub struct Chat<S, A, B> {
     /// Where a broadcast larger than one Scan page goes as shard jobs; `None`: every broadcast is
     /// delivered by the function that received it.
     pub shards: Option<Arc<dyn ShardQueue>>,
+    /// Where every summary goes as metrics.
+    pub metrics: Arc<dyn Metrics>,
+}
+
+impl<S, A, B> Chat<S, A, B> {
+    /// Reports what a broadcast, a shard job or a cleanup did: its one log line and its metrics,
+    /// both from the one value.
+    pub(crate) fn report(&self, summary: Summary) {
+        summary.log();
+        self.metrics.record(&summary);
+    }
 }
 
 /// The infrastructure failed while serving a route.

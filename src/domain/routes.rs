@@ -8,10 +8,11 @@ use futures_util::TryStreamExt;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::fanout::{
-    DEADLINE, Ended, FanOut, Gone, Pacer, ShardReport, Sweep, Swept, paginate, until,
+use super::fanout::{DEADLINE, Ended, Gone, Pacer, ShardReport, Sweep, Swept, paginate, until};
+use super::summary::{
+    CleanupReport, Deliveries, InlineBroadcast, ShardDelivery, ShardedBroadcast, Summary,
 };
-use super::{Chat, Deadline, FANOUT_TARGET, RouteError};
+use super::{COUNTING_TARGET, Chat, Deadline, RouteError};
 use crate::ports::{
     ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
     QueueError, Segment, ShardJob, ShardQueue, rfc3339,
@@ -33,46 +34,11 @@ pub enum ConnectError {
     Failed(#[from] RouteError),
 }
 
-/// What a cleanup run found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CleanupReport {
-    /// Records looked at.
-    pub checked: usize,
-    /// Removed because they were past `expiresAt`.
-    pub expired: usize,
-    /// Removed because `@connections` said 410 (newcomers still connecting are kept).
-    pub gone: usize,
-    /// Could not be checked or removed this time; the next run tries again.
-    pub failed: usize,
-    /// Whether every record was looked at; if not (the deadline came first, or a Scan failed),
-    /// the next run goes on.
-    pub complete: bool,
-}
-
 enum Checked {
     Live,
     Expired,
     Gone,
     Failed,
-}
-
-/// A fan-out's one summary event (target [`FANOUT_TARGET`], which the telemetry also turns into
-/// metrics): its kind, its counts and duration, then the fields and message given.
-macro_rules! fan_out_summary {
-    ($level:ident, $kind:literal, $summary:expr, $took:expr, $($rest:tt)*) => {
-        tracing::$level!(
-            target: FANOUT_TARGET,
-            kind = $kind,
-            delivered = $summary.delivered,
-            pruned = $summary.pruned,
-            connecting = $summary.connecting,
-            failed = $summary.failed,
-            not_attempted = $summary.not_attempted,
-            throttled = $summary.throttled,
-            duration_ms = $took.as_millis() as u64,
-            $($rest)*
-        )
-    };
 }
 
 impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
@@ -188,26 +154,15 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         } = self
             .fan_out(Bytes::from(frame), Sweep::whole(first), deadline)
             .await;
-        // One summary line, whatever happened; at `warn` when someone may have missed it.
-        macro_rules! log_summary {
-            ($level:ident, $message:literal) => {
-                fan_out_summary!(
-                    $level,
-                    "inline",
-                    summary,
-                    took,
-                    connection_id = sender,
-                    complete = summary.complete,
-                    error = scan_error.as_ref().map(tracing::field::display),
-                    $message
-                )
-            };
-        }
+        self.report(Summary::Inline(InlineBroadcast {
+            sender: sender.to_owned(),
+            deliveries: summary,
+            took,
+            error: scan_error.as_ref().map(ToString::to_string),
+        }));
         if !summary.is_incomplete() {
-            log_summary!(info, "broadcast");
             return Ok(());
         }
-        log_summary!(warn, "broadcast incomplete");
         let told = delivery_incomplete(&summary, scan_error.is_some());
         if let Err(error) = self.reply(sender, told, deadline).await {
             tracing::warn!(connection_id = sender, %error, "could not tell the sender");
@@ -248,15 +203,12 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 })
                 .collect();
             queue.enqueue(jobs).await?;
-            tracing::info!(
-                target: FANOUT_TARGET,
-                kind = "sharded",
-                connection_id = sender,
+            self.report(Summary::Sharded(ShardedBroadcast {
+                sender: sender.to_owned(),
                 broadcast,
                 segments,
                 estimate,
-                "broadcast sharded"
-            );
+            }));
             Ok(())
         })
         .await
@@ -300,21 +252,17 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             }
             _ => 0,
         };
-        fan_out_summary!(
-            info,
-            "shard",
-            summary,
+        self.report(Summary::Shard(ShardDelivery {
+            sender: job.sender.clone(),
+            broadcast: job.broadcast.clone(),
+            segment: job.segment,
+            part: job.part,
+            deliveries: summary,
             took,
-            connection_id = job.sender,
-            broadcast = job.broadcast,
-            segment = job.segment.index,
-            segments = job.segment.total,
-            part = job.part,
-            continued = rest.is_some(),
+            continued: rest.is_some(),
             handed_on,
-            error = error.as_ref().map(tracing::field::display),
-            "shard"
-        );
+            error: error.as_ref().map(ToString::to_string),
+        }));
         match (&rest, error) {
             // Nothing finished past the job's own cursor (a Scan that failed at once, or the
             // first post still in flight at the deadline): handing the same job on could loop
@@ -351,7 +299,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         // The connections handed on are the continuation's: only the others that failed are
         // missed.
         if summary.failed > 0 {
-            let missed = FanOut {
+            let missed = Deliveries {
                 not_attempted: 0,
                 complete: true,
                 ..summary
@@ -362,7 +310,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             }
         }
         Ok(ShardReport {
-            fan_out: summary,
+            deliveries: summary,
             continued: rest,
         })
     }
@@ -514,6 +462,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// the deadline's margin; the next run goes on from the start.
     pub async fn cleanup(&self, deadline: Deadline) -> Result<CleanupReport, RouteError> {
         let now = self.clock.now();
+        let began = tokio::time::Instant::now();
         let cut_off = self.work_cut_off(deadline);
         let mut report = CleanupReport::default();
         let pacer = Pacer::new(self.settings.post_rate);
@@ -538,6 +487,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         );
         // One span for the whole run, with its counts: GetConnection is not exported call by call.
         let span = tracing::info_span!(
+            target: COUNTING_TARGET,
             "cleanup",
             checked = Empty,
             expired = Empty,
@@ -552,14 +502,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         span.record("gone", report.gone);
         span.record("failed", report.failed);
         span.record("complete", report.complete);
-        tracing::info!(
-            checked = report.checked,
-            expired = report.expired,
-            gone = report.gone,
-            failed = report.failed,
-            complete = report.complete,
-            "cleanup"
-        );
+        self.report(Summary::Cleanup {
+            report,
+            took: began.elapsed(),
+        });
         match ended {
             Ended::Failed(error) => Err(error.into()),
             Ended::Complete | Ended::Stopped => Ok(report),
@@ -671,7 +617,7 @@ pub(crate) fn segments_for(estimate: u64, settings: &super::Settings) -> u32 {
 }
 
 /// What the sender of a broadcast is told when some live connection may have missed it.
-fn delivery_incomplete(summary: &FanOut, scan_failed: bool) -> String {
+fn delivery_incomplete(summary: &Deliveries, scan_failed: bool) -> String {
     let mut missed = Vec::new();
     if summary.failed > 0 {
         missed.push(format!("{} could not be reached", summary.failed));

@@ -25,8 +25,8 @@ use crate::config::{
     DYNAMODB_OPERATION_TIMEOUT, DYNAMODB_RETRY_QUOTA, FunctionConfig, MANAGEMENT_CALL_TIMEOUT,
 };
 use crate::domain::{Chat, Deadline};
-use crate::metrics::Metrics;
-use crate::ports::{ShardQueue, SystemClock};
+use crate::metrics::Emf;
+use crate::ports::{NoMetrics, ShardQueue, SystemClock};
 use crate::telemetry::{self, Options, Telemetry};
 use aws_sdk_dynamodb::config::retry::{RetryPartition, TokenBucket};
 
@@ -136,6 +136,8 @@ pub fn build_with(mut sdk: aws_config::SdkConfig, config: &FunctionConfig) -> Aw
         clock: Arc::new(SystemClock),
         settings: config.settings.clone(),
         shards,
+        // init sets the stack's (METRICS_NAMESPACE)
+        metrics: Arc::new(NoMetrics),
     }
 }
 
@@ -187,13 +189,15 @@ async fn init(function: super::Function) -> Result<Initialized, Error> {
     let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "webchat".into());
     match FunctionConfig::from_env() {
         Ok(config) => {
-            let metrics = config.metrics_namespace.clone().map(|namespace| Metrics {
-                namespace,
-                function: function.name(),
-            });
-            let options = Options::for_lambda(&name, config.log_level.as_deref(), metrics);
+            let options = Options::for_lambda(&name, config.log_level.as_deref());
             let telemetry = telemetry::init(options);
-            let chat = build(&config).await;
+            let mut chat = build(&config).await;
+            if let Some(namespace) = config.metrics_namespace.clone() {
+                chat.metrics = Arc::new(Emf {
+                    namespace,
+                    function: function.name(),
+                });
+            }
             Ok(Initialized {
                 name,
                 chat,
@@ -201,7 +205,7 @@ async fn init(function: super::Function) -> Result<Initialized, Error> {
             })
         }
         Err(error) => {
-            let _telemetry = telemetry::init(Options::for_lambda(&name, None, None));
+            let _telemetry = telemetry::init(Options::for_lambda(&name, None));
             tracing::error!(%error, "invalid configuration");
             report_init_error("Runtime.InvalidConfiguration", &error.to_string()).await;
             Err(error.into())

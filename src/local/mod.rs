@@ -170,6 +170,7 @@ impl Gateway {
                 ..config.settings.clone()
             },
             shards: Some(queue.clone()),
+            metrics: Arc::new(crate::ports::NoMetrics),
         };
         let stage = StageMeta {
             api_id: "local".into(),

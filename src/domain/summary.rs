@@ -1,0 +1,384 @@
+//! What a broadcast, a shard job and a cleanup did, as one value each. Its log line and its
+//! metrics are both written from that value ([`Summary::log`], [`Summary::metrics`]), so a metric
+//! cannot drift from the log, and nothing reads log fields back.
+
+use std::time::Duration;
+
+use crate::ports::Segment;
+
+/// What became of the connections a delivery addressed: every connection its scan found is in
+/// exactly one of the first five counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deliveries {
+    pub delivered: usize,
+    /// Answered 410 and were removed from the store.
+    pub pruned: usize,
+    /// Answered 410 but connected less than [`super::CONNECT_WINDOW`] ago: still connecting, kept.
+    pub connecting: usize,
+    /// Failed for another reason (throttled past the budget, a 5xx, cut off by the deadline,
+    /// a failed prune).
+    pub failed: usize,
+    /// Found by the scan but not posted to: the deadline came first.
+    pub not_attempted: usize,
+    /// 429 answers (each retried within the budget, or counted in `failed`).
+    pub throttled: usize,
+    /// Whether the scan was read to its end. If not (the deadline, or a Scan that failed after
+    /// its retries), connections beyond the last page read were not counted at all.
+    pub complete: bool,
+}
+
+impl Deliveries {
+    /// Whether some live connection may have missed the message.
+    pub fn is_incomplete(&self) -> bool {
+        self.failed > 0 || self.not_attempted > 0 || !self.complete
+    }
+}
+
+/// A broadcast delivered by the function that received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlineBroadcast {
+    pub sender: String,
+    pub deliveries: Deliveries,
+    pub took: Duration,
+    /// The Scan's error, if one failed after its retries.
+    pub error: Option<String>,
+}
+
+/// A broadcast split into shard jobs for the workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardedBroadcast {
+    pub sender: String,
+    pub broadcast: String,
+    pub segments: u32,
+    /// The table's size estimate the segments were sized for.
+    pub estimate: u64,
+}
+
+/// One shard job: what it settled. The connections it handed on to its continuation (not
+/// attempted, or cut off in flight) are the continuation's to count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardDelivery {
+    pub sender: String,
+    pub broadcast: String,
+    pub segment: Segment,
+    pub part: u32,
+    pub deliveries: Deliveries,
+    pub took: Duration,
+    /// Whether the rest of the segment was handed on as a new job.
+    pub continued: bool,
+    /// Connections handed on to that job.
+    pub handed_on: usize,
+    /// The Scan's error, if one failed after its retries.
+    pub error: Option<String>,
+}
+
+/// What a cleanup run found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Records looked at.
+    pub checked: usize,
+    /// Removed because they were past `expiresAt`.
+    pub expired: usize,
+    /// Removed because `@connections` said 410 (newcomers still connecting are kept).
+    pub gone: usize,
+    /// Could not be checked or removed this time; the next run tries again.
+    pub failed: usize,
+    /// Whether every record was looked at; if not (the deadline came first, or a Scan failed),
+    /// the next run goes on.
+    pub complete: bool,
+}
+
+/// One summary: what the routes report, once each, through [`super::Chat::report`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Summary {
+    Inline(InlineBroadcast),
+    Sharded(ShardedBroadcast),
+    Shard(ShardDelivery),
+    Cleanup {
+        report: CleanupReport,
+        took: Duration,
+    },
+}
+
+/// A metric's unit, as CloudWatch names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+impl Unit {
+    pub fn as_cloudwatch(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+/// One value of a summary as a metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub value: u64,
+    pub unit: Unit,
+}
+
+const fn count(name: &'static str, value: usize) -> Metric {
+    Metric {
+        name,
+        value: value as u64,
+        unit: Unit::Count,
+    }
+}
+
+fn millis(name: &'static str, took: Duration) -> Metric {
+    Metric {
+        name,
+        value: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        unit: Unit::Milliseconds,
+    }
+}
+
+fn deliveries(counts: &Deliveries, took: Duration) -> [Metric; 7] {
+    [
+        count("Delivered", counts.delivered),
+        count("Pruned", counts.pruned),
+        count("Connecting", counts.connecting),
+        count("Failed", counts.failed),
+        count("NotAttempted", counts.not_attempted),
+        count("Throttled", counts.throttled),
+        millis("FanOutDuration", took),
+    ]
+}
+
+/// The log line of a delivery: its kind, its counts and duration, then the fields and message
+/// given.
+macro_rules! log_deliveries {
+    ($level:ident, $kind:literal, $counts:expr, $took:expr, $($rest:tt)*) => {
+        tracing::$level!(
+            kind = $kind,
+            delivered = $counts.delivered,
+            pruned = $counts.pruned,
+            connecting = $counts.connecting,
+            failed = $counts.failed,
+            not_attempted = $counts.not_attempted,
+            throttled = $counts.throttled,
+            duration_ms = u64::try_from($took.as_millis()).unwrap_or(u64::MAX),
+            $($rest)*
+        )
+    };
+}
+
+impl Summary {
+    /// What it is, as the log line's and the metrics' `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Summary::Inline(_) => "inline",
+            Summary::Sharded(_) => "sharded",
+            Summary::Shard(_) => "shard",
+            Summary::Cleanup { .. } => "cleanup",
+        }
+    }
+
+    /// The broadcast it belongs to, if it is a part of a sharded one.
+    pub fn broadcast(&self) -> Option<&str> {
+        match self {
+            Summary::Sharded(sharded) => Some(&sharded.broadcast),
+            Summary::Shard(shard) => Some(&shard.broadcast),
+            Summary::Inline(_) | Summary::Cleanup { .. } => None,
+        }
+    }
+
+    /// Its values as metrics: one event count (`Broadcasts`, `ShardJobs`, `Cleanups`...), then
+    /// its counts and duration.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let mut metrics = Vec::with_capacity(9);
+        match self {
+            Summary::Inline(inline) => {
+                metrics.push(count("Broadcasts", 1));
+                metrics.extend(deliveries(&inline.deliveries, inline.took));
+            }
+            Summary::Sharded(_) => {
+                metrics.push(count("Broadcasts", 1));
+                metrics.push(count("ShardedBroadcasts", 1));
+            }
+            Summary::Shard(shard) => {
+                metrics.push(count("ShardJobs", 1));
+                metrics.extend(deliveries(&shard.deliveries, shard.took));
+            }
+            Summary::Cleanup { report, took } => metrics.extend([
+                count("Cleanups", 1),
+                count("CleanupChecked", report.checked),
+                count("CleanupExpired", report.expired),
+                count("CleanupGone", report.gone),
+                count("CleanupFailed", report.failed),
+                millis("CleanupDuration", *took),
+            ]),
+        }
+        metrics
+    }
+
+    /// Writes its one log line: at `warn` when someone may have missed a message.
+    pub fn log(&self) {
+        match self {
+            Summary::Inline(inline) => {
+                let (counts, took) = (&inline.deliveries, inline.took);
+                let error = inline.error.as_deref();
+                if counts.is_incomplete() {
+                    log_deliveries!(
+                        warn,
+                        "inline",
+                        counts,
+                        took,
+                        connection_id = inline.sender,
+                        complete = counts.complete,
+                        error,
+                        "broadcast incomplete"
+                    );
+                } else {
+                    log_deliveries!(
+                        info,
+                        "inline",
+                        counts,
+                        took,
+                        connection_id = inline.sender,
+                        complete = counts.complete,
+                        error,
+                        "broadcast"
+                    );
+                }
+            }
+            Summary::Sharded(sharded) => tracing::info!(
+                kind = "sharded",
+                connection_id = sharded.sender,
+                broadcast = sharded.broadcast,
+                segments = sharded.segments,
+                estimate = sharded.estimate,
+                "broadcast sharded"
+            ),
+            Summary::Shard(shard) => log_deliveries!(
+                info,
+                "shard",
+                shard.deliveries,
+                shard.took,
+                connection_id = shard.sender,
+                broadcast = shard.broadcast,
+                segment = shard.segment.index,
+                segments = shard.segment.total,
+                part = shard.part,
+                continued = shard.continued,
+                handed_on = shard.handed_on,
+                error = shard.error.as_deref(),
+                "shard"
+            ),
+            Summary::Cleanup { report, took } => tracing::info!(
+                kind = "cleanup",
+                checked = report.checked,
+                expired = report.expired,
+                gone = report.gone,
+                failed = report.failed,
+                complete = report.complete,
+                duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                "cleanup"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(summary: &Summary) -> Vec<&'static str> {
+        summary.metrics().iter().map(|metric| metric.name).collect()
+    }
+
+    #[test]
+    fn a_shard_job_counts_as_a_job_with_every_delivery_count_and_its_duration() {
+        let summary = Summary::Shard(ShardDelivery {
+            sender: "c=".into(),
+            broadcast: "b1".into(),
+            segment: Segment { index: 0, total: 2 },
+            part: 0,
+            deliveries: Deliveries {
+                delivered: 7,
+                pruned: 1,
+                failed: 2,
+                throttled: 3,
+                complete: true,
+                ..Deliveries::default()
+            },
+            took: Duration::from_millis(41),
+            continued: false,
+            handed_on: 0,
+            error: None,
+        });
+        assert_eq!(
+            names(&summary),
+            [
+                "ShardJobs",
+                "Delivered",
+                "Pruned",
+                "Connecting",
+                "Failed",
+                "NotAttempted",
+                "Throttled",
+                "FanOutDuration"
+            ]
+        );
+        let metrics = summary.metrics();
+        let value = |name| metrics.iter().find(|m| m.name == name).unwrap().value;
+        assert_eq!(
+            (
+                value("Delivered"),
+                value("Throttled"),
+                value("FanOutDuration")
+            ),
+            (7, 3, 41)
+        );
+        assert_eq!(summary.kind(), "shard");
+        assert_eq!(summary.broadcast(), Some("b1"));
+    }
+
+    #[test]
+    fn a_sharded_broadcast_counts_as_a_broadcast_and_a_sharded_one_without_deliveries() {
+        let summary = Summary::Sharded(ShardedBroadcast {
+            sender: "c=".into(),
+            broadcast: "b1".into(),
+            segments: 4,
+            estimate: 20_000,
+        });
+        assert_eq!(names(&summary), ["Broadcasts", "ShardedBroadcasts"]);
+    }
+
+    #[test]
+    fn a_cleanup_counts_what_it_checked_and_removed() {
+        let summary = Summary::Cleanup {
+            report: CleanupReport {
+                checked: 5,
+                expired: 1,
+                gone: 2,
+                failed: 0,
+                complete: true,
+            },
+            took: Duration::from_millis(12),
+        };
+        let metrics = summary.metrics();
+        assert_eq!(
+            metrics
+                .iter()
+                .map(|m| (m.name, m.value))
+                .collect::<Vec<_>>(),
+            [
+                ("Cleanups", 1),
+                ("CleanupChecked", 5),
+                ("CleanupExpired", 1),
+                ("CleanupGone", 2),
+                ("CleanupFailed", 0),
+                ("CleanupDuration", 12)
+            ]
+        );
+        assert_eq!(metrics[5].unit, Unit::Milliseconds);
+    }
+}
