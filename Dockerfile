@@ -58,14 +58,15 @@ ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 
 # The nine function binaries, compiled once: /out/<function>. The dist profile (Cargo.toml) is
 # size-optimized with whole-program LTO, one link per binary, so only the functions are built
-# (not webchat-local or the terminal client); FUNCTIONS must name every function
-# (tests/lambda/contract.rs checks it against the crate's list).
+# (not webchat-local or the terminal client), with the `aws` feature alone: nothing of the local
+# gateway (axum, the hyper server, clap, the websocket server) compiles here. FUNCTIONS must name
+# every function (tests/lambda/contract.rs checks it against the crate's list). benches/ is
+# copied only because Cargo reads every target the manifest declares; none of it compiles here.
 FROM toolchain AS builder
 ARG FUNCTIONS="connect disconnect default broadcast list chat post cleanup fanout"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY web ./web
 COPY benches ./benches
 # ${bins} is a list of --bin options, split on purpose.
 # hadolint ignore=SC2086
@@ -74,7 +75,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     target="$(cat /rust-target)" \
     && test -n "${FUNCTIONS}" \
     && bins="" && for f in ${FUNCTIONS}; do bins="${bins} --bin ${f}"; done \
-    && cargo build --locked --profile dist --target "${target}" ${bins} \
+    && cargo build --locked --profile dist --no-default-features --features aws --target "${target}" ${bins} \
     && mkdir -p /out \
     && for f in ${FUNCTIONS}; do cp "target/${target}/dist/${f}" /out/ || exit 1; done
 

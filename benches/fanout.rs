@@ -3,7 +3,7 @@
 //! every call after 20 ms, compared in the same run with a sequential loop over the same
 //! connections (the well-known samples' approach).
 //!
-//!     cargo bench --bench fanout -- [--connections N] [--delay-ms D] [--concurrency C ...] [--sequential N] [--telemetry]
+//!     cargo bench --all-features --bench fanout -- [--connections N] [--delay-ms D] [--concurrency C ...] [--sequential N] [--telemetry]
 //!
 //! `--telemetry` installs the functions' telemetry (JSON logs at `info` to stderr, span export
 //! off), so that the spans and log work of every post are counted as in Lambda. Each round prints

@@ -3,7 +3,7 @@
 //! `/next` request (the init duration Lambda bills on a cold start), stripped binary size, and
 //! peak resident memory after init and after serving one invocation.
 //!
-//!     cargo bench --bench lambda_init -- [--runs N] [--binaries DIR]
+//!     cargo bench --all-features --bench lambda_init -- [--runs N] [--binaries DIR]
 //!
 //! `--binaries DIR` measures the function binaries in DIR (named as the functions) instead of this
 //! build's: `scripts/bench-binary-profiles --init` uses it to compare the images' profile choices.

@@ -2,7 +2,7 @@
 //! stored connections) with spans exported to a listening OTLP/HTTP receiver, against the same
 //! function with export off (`OTEL_SDK_DISABLED=true`; logs keep their JSON and trace ids).
 //!
-//!     cargo bench --bench tracing_overhead -- [--starts N] [--invocations N]
+//!     cargo bench --all-features --bench tracing_overhead -- [--starts N] [--invocations N]
 //!
 //! Needs moto, as the tests. Invocation time is the Runtime API's view: from handing out the
 //! event to receiving the response, which includes the end-of-invocation flush.

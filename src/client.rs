@@ -123,7 +123,7 @@ pub fn sign_url(
     let (instructions, _) = sign(signable, &params)
         .map_err(|e| e.to_string())?
         .into_parts();
-    let mut request = axum::http::Request::builder()
+    let mut request = http::Request::builder()
         .uri(&https)
         .body(())
         .map_err(|e| e.to_string())?;

@@ -26,12 +26,20 @@
 //!   (Embedded Metric Format lines).
 //!
 //! `src/bin/` holds composition roots only: read configuration, build the adapters, run.
+//!
+//! Each side compiles only what it runs: the Cargo feature `aws` brings the AWS adapters, the
+//! functions' configuration and the Lambda runtime; `local` the local gateway; `client` the
+//! terminal client. Everything else (the protocol, the domain, the ports, the in-memory adapters,
+//! the Lambda glue, telemetry and metrics) is in every build.
 
 pub mod adapters;
+#[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "aws")]
 pub mod config;
 pub mod domain;
 pub mod lambda;
+#[cfg(feature = "local")]
 pub mod local;
 pub mod metrics;
 pub mod ports;

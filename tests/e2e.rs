@@ -2,7 +2,7 @@
 //! does); against a deployed stage:
 //!
 //!     WEBCHAT_URL=wss://{api-id}.execute-api.{region}.amazonaws.com/{stage} [WEBCHAT_IAM=1] \
-//!         cargo test --release --test e2e
+//!         cargo test --release --all-features --test e2e
 //!
 //! (`WEBCHAT_IAM=1` signs each connect with SigV4 from the standard AWS credential chain.) The
 //! tests use their own connections only, so they can run on a stage others are using.

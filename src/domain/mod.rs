@@ -77,7 +77,7 @@ impl Deadline {
 pub struct Settings {
     /// How many `@connections` calls a fan-out keeps in flight. A call is network-bound (tens of
     /// ms), so concurrency decides fan-out time until signing and HTTP work saturate the CPU;
-    /// `cargo bench --bench fanout` measures the choice (docs/benchmarks.md).
+    /// `cargo bench --all-features --bench fanout` measures the choice (docs/benchmarks.md).
     pub fanout_concurrency: usize,
     /// Retries of a throttled (429) `@connections` call.
     pub throttle_backoff: Backoff,

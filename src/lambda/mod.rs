@@ -6,6 +6,7 @@
 //! events its emulated gateway builds, so the local path and the deployed path share everything
 //! above the transport.
 
+#[cfg(feature = "aws")]
 pub mod runtime;
 
 /// The Lambda functions: one binary (`src/bin/<name>.rs`), one image and one function each.
