@@ -218,13 +218,13 @@ async fn run(args: Args, mut fake: Fake) {
         args.connections, args.delay
     );
     // One uncounted round opens the HTTP connections, as the first broadcast of a warm function has.
-    chat.settings.fanout_concurrency = args.concurrency[0];
+    chat.settings.posts_in_flight = args.concurrency[0];
     chat.broadcast(&ids[0], body, Deadline::NONE)
         .await
         .expect("warm-up broadcast");
     let mut best = Duration::MAX;
     for concurrency in &args.concurrency {
-        chat.settings.fanout_concurrency = *concurrency;
+        chat.settings.posts_in_flight = *concurrency;
         let before = fake.delivered();
         let started = Instant::now();
         let cpu = process_cpu();

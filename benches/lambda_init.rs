@@ -23,6 +23,8 @@ mod moto;
 #[allow(dead_code)]
 #[path = "../tests/lambda/runtime_api.rs"]
 mod runtime_api;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 

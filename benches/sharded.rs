@@ -19,10 +19,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use webchat::adapters::memory::{MemoryEventBus, MemoryShardQueue, MemoryStore};
+use webchat::adapters::memory::{
+    MemoryEventBus, MemoryQueue, MemoryStore, QueueSettings, settle, sqs_event,
+};
 use webchat::domain::{Chat, Deadline, Settings};
+use webchat::lambda;
 use webchat::ports::{
-    ApiError, ConnectionApi, ConnectionInfo, ConnectionRecord, Outcome, ShardJob, SystemClock,
+    ApiError, ConnectionApi, ConnectionInfo, ConnectionRecord, Outcome, SystemClock,
 };
 
 struct Args {
@@ -124,8 +127,9 @@ struct Run {
     jobs: usize,
 }
 
-/// One broadcast to everyone, delivered by `workers`; with `kill`, the first job a worker takes
-/// is aborted after `kill` and comes back on the queue after the visibility timeout.
+/// One broadcast to everyone, delivered by `workers` through the shard queue (SQS in memory);
+/// with `kill`, the worker of the first job is killed after `kill`: the job comes back when its
+/// visibility timeout (0.5 s from its receive) is over, as SQS gives it back.
 async fn run(args: &Args, kill: Option<Duration>) -> Run {
     let api = Arc::new(ThrottledApi {
         delay: args.delay,
@@ -140,7 +144,11 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
     for i in 0..args.connections {
         store.insert(ConnectionRecord::new(format!("c{i:07}="), None, connected));
     }
-    let queue = Arc::new(MemoryShardQueue::new());
+    let queue = Arc::new(MemoryQueue::new(QueueSettings {
+        workers: args.workers,
+        visibility_timeout: Duration::from_millis(500),
+        max_receives: 3,
+    }));
     let chat: Arc<SimChat> = Arc::new(Chat {
         store,
         api: api.clone(),
@@ -162,57 +170,37 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
     )
     .await
     .expect("broadcast");
-    let outstanding = Arc::new(AtomicUsize::new(queue.len()));
     let killed = Arc::new(AtomicUsize::new(0));
-    let visibility = Duration::from_millis(500);
     let mut workers = Vec::new();
     for _ in 0..args.workers {
-        let (chat, queue, outstanding, killed) = (
-            chat.clone(),
-            queue.clone(),
-            outstanding.clone(),
-            killed.clone(),
-        );
+        let (chat, queue, killed) = (chat.clone(), queue.clone(), killed.clone());
         workers.push(tokio::spawn(async move {
             loop {
-                let job: ShardJob = queue.next().await;
-                let before = queue.enqueued();
+                let message = queue.next().await;
+                let event = sqs_event(std::slice::from_ref(&message));
                 let work = tokio::spawn({
-                    let (chat, job) = (chat.clone(), job.clone());
+                    let chat = chat.clone();
                     async move {
-                        chat.shard(job, Deadline::after(Duration::from_secs(60)))
-                            .await
+                        let deadline = Deadline::after(Duration::from_secs(60));
+                        lambda::shards(chat.as_ref(), event, deadline).await
                     }
                 });
                 let abort = work.abort_handle();
                 let first_kill = kill.filter(|_| killed.fetch_add(1, Ordering::SeqCst) == 0);
-                let done = match first_kill {
-                    Some(after) => tokio::time::timeout(after, work).await.ok(),
-                    None => Some(work.await),
+                let Some(after) = first_kill else {
+                    settle(&queue, &message, &work.await);
+                    continue;
                 };
-                match done {
-                    Some(Ok(Ok(_))) => {
-                        // Its continuations, if any, are jobs too.
-                        let handed_on = queue.enqueued() - before;
-                        outstanding.fetch_add(handed_on, Ordering::SeqCst);
-                        outstanding.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    _ => {
-                        // Killed (or failed): SQS makes it visible again after the timeout.
-                        abort.abort();
-                        let queue = queue.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(visibility).await;
-                            queue.push(job);
-                        });
-                    }
+                match tokio::time::timeout(after, work).await {
+                    Ok(answer) => settle(&queue, &message, &answer),
+                    // Killed: neither deleted nor failed; the queue gives it back when its
+                    // visibility timeout is over.
+                    Err(_) => abort.abort(),
                 }
             }
         }));
     }
-    while outstanding.load(Ordering::SeqCst) > 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    queue.settled().await;
     let took = started.elapsed();
     for worker in workers {
         worker.abort();
@@ -227,7 +215,7 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
         lost: counts.iter().filter(|&&n| n == 0).count(),
         duplicates: counts.iter().map(|&n| n.saturating_sub(1) as usize).sum(),
         throttled: api.throttled.load(Ordering::Relaxed),
-        jobs: queue.enqueued(),
+        jobs: queue.sent(),
     }
 }
 
@@ -256,7 +244,7 @@ fn main() {
     };
     report("all workers", runtime.block_on(run(&args, None)));
     report(
-        "one worker killed 0.3 s into its shard (job back after 0.5 s)",
+        "one worker killed 0.3 s into its shard (job back 0.5 s after its receive)",
         runtime.block_on(run(&args, Some(Duration::from_millis(300)))),
     );
 }

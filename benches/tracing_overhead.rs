@@ -19,6 +19,8 @@ mod otlp;
 #[allow(dead_code)]
 #[path = "../tests/lambda/runtime_api.rs"]
 mod runtime_api;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 

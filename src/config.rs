@@ -136,7 +136,7 @@ impl FunctionConfig {
             1..=10_000,
             "a number from 1 to 10000",
         )? {
-            settings.fanout_concurrency = concurrency;
+            settings.posts_in_flight = concurrency;
         }
         if let Some(attempts) = number(
             &lookup,
@@ -384,7 +384,7 @@ mod tests {
         let config = config(&pairs).unwrap();
         assert_eq!(config.settings.min_segments, 16);
         assert_eq!(config.settings.shard_attempts, 5);
-        assert_eq!(config.settings.fanout_concurrency, 512);
+        assert_eq!(config.settings.posts_in_flight, 512);
         assert_eq!(config.settings.throttle_backoff.attempts, 3);
         assert_eq!(config.scan_page_size, Some(100));
         assert_eq!(config.log_level.as_deref(), Some("debug"));

@@ -69,37 +69,20 @@ impl Metrics for Emf {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::domain::{Deliveries, ShardDelivery, ShardedBroadcast};
-    use crate::ports::Segment;
+    use crate::domain::ShardedBroadcast;
+
+    fn emf(function: &'static str) -> Emf {
+        Emf {
+            namespace: "webchat/stage".into(),
+            function,
+        }
+    }
 
     #[test]
     fn a_shard_summary_becomes_an_emf_line_with_every_count_and_its_duration() {
-        let emf = Emf {
-            namespace: "webchat/stage".into(),
-            function: "fanout",
-        };
-        let summary = Summary::Shard(ShardDelivery {
-            sender: "c=".into(),
-            broadcast: "b1".into(),
-            segment: Segment { index: 1, total: 4 },
-            part: 0,
-            deliveries: Deliveries {
-                delivered: 7,
-                pruned: 1,
-                failed: 2,
-                throttled: 3,
-                complete: true,
-                ..Deliveries::default()
-            },
-            took: Duration::from_millis(41),
-            continued: false,
-            handed_on: 0,
-            error: None,
-        });
-        let line = emf.line(&summary, 1_764_403_200_000);
+        let summary = crate::domain::example_shard();
+        let line = emf("fanout").line(&summary, 1_764_403_200_000);
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(line["_aws"]["Timestamp"], 1_764_403_200_000u64);
         assert_eq!(directive["Namespace"], "webchat/stage");
@@ -134,17 +117,13 @@ mod tests {
 
     #[test]
     fn a_sharded_broadcast_counts_as_a_broadcast_and_a_sharded_one() {
-        let emf = Emf {
-            namespace: "n".into(),
-            function: "broadcast",
-        };
         let summary = Summary::Sharded(ShardedBroadcast {
             sender: "c=".into(),
             broadcast: "b2".into(),
             segments: 4,
             estimate: 20_000,
         });
-        let line = emf.line(&summary, 0);
+        let line = emf("broadcast").line(&summary, 0);
         assert_eq!(line["Broadcasts"], 1);
         assert_eq!(line["ShardedBroadcasts"], 1);
         assert!(line.get("Delivered").is_none());

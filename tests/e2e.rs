@@ -7,25 +7,23 @@
 //! (`WEBCHAT_IAM=1` signs each connect with SigV4 from the standard AWS credential chain.) The
 //! tests use their own connections only, so they can run on a stage others are using.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 use webchat::client;
+
+mod support;
+use support::{LocalProcess, PATIENCE};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A deployed welcome goes through EventBridge: allow it time.
-const PATIENCE: Duration = Duration::from_secs(15);
-
 struct Stage {
     url: String,
     iam: bool,
-    _local: Option<tokio::process::Child>,
+    _local: Option<LocalProcess>,
 }
 
 async fn stage() -> Stage {
@@ -37,27 +35,9 @@ async fn stage() -> Stage {
             _local: None,
         };
     }
-    let mut local = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"))
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start webchat-local");
-    let mut lines = BufReader::new(local.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("webchat-local printed its URL");
-        if let Some(at) = line.find("ws://") {
-            break line[at..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let local = LocalProcess::start(&[], &[]).await;
     Stage {
-        url,
+        url: local.url.clone(),
         iam,
         _local: Some(local),
     }

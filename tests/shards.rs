@@ -1,4 +1,5 @@
-//! Sharded broadcasts through the domain and the Lambda glue with the in-memory adapters: the
+//! Sharded broadcasts through the domain and the Lambda glue with the in-memory adapters, the
+//! shard queue being SQS in memory (visibility, receive counts, a dead-letter queue): the
 //! inline/sharded switch, segments that cover every connection once (at least one per worker),
 //! jobs that hand the rest of their segment on (at their post limit, their deadline, or a Scan
 //! failing midway) without losing anyone, failed jobs reported for the queue to retry and told to
@@ -8,12 +9,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use webchat::adapters::memory::{
-    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryShardQueue, MemoryStore, segment_of,
+    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryQueue, MemoryStore, QueueSettings,
+    Received, segment_of, settle, sqs_event,
 };
-use webchat::domain::{Backoff, Chat, Deadline, Settings};
+use webchat::domain::{Backoff, Chat, Deadline, Rest, Settings};
 use webchat::lambda;
 use webchat::ports::{ApiError, ConnectionRecord, Segment, ShardJob};
 
@@ -25,9 +26,14 @@ fn start() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// A chat with `connections` open connections, Scan pages of `page` records, and a queue.
-fn chat(connections: usize, page: usize, settings: Settings) -> (TestChat, Arc<MemoryShardQueue>) {
-    let queue = Arc::new(MemoryShardQueue::new());
+/// A chat with `connections` open connections, Scan pages of `page` records, and a queue whose
+/// failed messages come back at once (no visibility timeout), three receives at most.
+fn chat(connections: usize, page: usize, settings: Settings) -> (TestChat, Arc<MemoryQueue>) {
+    let queue = Arc::new(MemoryQueue::new(QueueSettings {
+        workers: 1,
+        visibility_timeout: Duration::ZERO,
+        max_receives: 3,
+    }));
     let chat = Chat {
         store: MemoryStore::new().with_page_size(page),
         api: MemoryConnectionApi::new(),
@@ -60,31 +66,35 @@ fn received(chat: &TestChat) -> HashMap<String, usize> {
     counts
 }
 
-/// Runs every job on the queue (and the jobs they hand on) to the end.
-async fn drain(chat: &TestChat, queue: &MemoryShardQueue) -> usize {
+/// Hands one message to the worker as the event source mapping does, and settles it by the
+/// answer; returns the message.
+async fn work_one(chat: &TestChat, queue: &MemoryQueue) -> Option<Received> {
+    let message = queue.receive()?;
+    let event = sqs_event(std::slice::from_ref(&message));
+    let answer = lambda::shards(chat, event, Deadline::NONE).await;
+    settle(queue, &message, &Ok::<_, ()>(answer));
+    Some(message)
+}
+
+/// Runs every job on the queue (and the jobs they hand on) to the end; returns how many.
+async fn drain(chat: &TestChat, queue: &MemoryQueue) -> usize {
     let mut jobs = 0;
-    while let Some(job) = queue.pop() {
-        chat.shard(job, Deadline::NONE).await.expect("shard");
+    while work_one(chat, queue).await.is_some() {
         jobs += 1;
     }
     jobs
 }
 
-const BODY: &str = r#"{"action":"broadcast","message":"hello everyone"}"#;
-
-/// The SQS event the event source mapping hands the worker: one message, received `receives`
-/// times.
-fn sqs_event(message_id: &str, body: &str, receives: u32) -> SqsEvent {
-    let mut message = SqsMessage::default();
-    message.message_id = Some(message_id.into());
-    message.body = Some(body.into());
-    message
-        .attributes
-        .insert("ApproximateReceiveCount".into(), receives.to_string());
-    let mut event = SqsEvent::default();
-    event.records = vec![message];
-    event
+/// The jobs waiting on the queue, without receiving them.
+fn waiting(queue: &MemoryQueue) -> Vec<ShardJob> {
+    let bodies = queue.peek();
+    bodies
+        .iter()
+        .map(|body| serde_json::from_str(body).expect("a job"))
+        .collect()
 }
+
+const BODY: &str = r#"{"action":"broadcast","message":"hello everyone"}"#;
 
 /// A broadcast's first job for `segment`, sent by `c00000=`.
 fn job(segment: Segment) -> ShardJob {
@@ -113,7 +123,7 @@ async fn an_audience_that_fits_in_one_page_is_delivered_inline_without_the_queue
     chat.broadcast("c00000=", BODY, Deadline::NONE)
         .await
         .unwrap();
-    assert_eq!(queue.enqueued(), 0);
+    assert_eq!(queue.sent(), 0);
     let counts = received(&chat);
     assert_eq!(counts.len(), 40);
     assert!(counts.values().all(|&n| n == 1));
@@ -132,7 +142,7 @@ async fn a_larger_audience_is_sharded_into_segments_that_reach_everyone_once() {
     // Nothing delivered by broadcast itself; one job per 100 connections.
     assert!(received(&chat).is_empty());
     assert_eq!(queue.len(), 10);
-    let jobs: Vec<ShardJob> = std::iter::from_fn(|| queue.pop()).collect();
+    let jobs = waiting(&queue);
     let segments: Vec<Segment> = jobs.iter().map(|job| job.segment).collect();
     assert_eq!(
         segments,
@@ -141,9 +151,6 @@ async fn a_larger_audience_is_sharded_into_segments_that_reach_everyone_once() {
             .collect::<Vec<_>>()
     );
     assert!(jobs.iter().all(|job| job.cursor.is_none() && job.part == 0));
-    for job in jobs {
-        queue.push(job);
-    }
     drain(&chat, &queue).await;
     let counts = received(&chat);
     assert_eq!(counts.len(), 1_000, "every connection reached");
@@ -155,7 +162,7 @@ async fn a_job_at_its_post_limit_hands_the_rest_of_its_segment_on() {
     let settings = Settings {
         shard_size: 1_000,
         shard_posts: 30,
-        fanout_concurrency: 7,
+        posts_in_flight: 7,
         ..Settings::default()
     };
     let (chat, queue) = chat(300, 20, settings);
@@ -174,12 +181,12 @@ async fn a_job_at_its_post_limit_hands_the_rest_of_its_segment_on() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_job_cut_off_by_its_deadline_continues_after_the_last_finished_post() {
     let settings = Settings {
-        fanout_concurrency: 8,
+        posts_in_flight: 8,
         deadline_reserve: Duration::from_millis(100),
-        fanout_margin: Duration::from_millis(100),
+        stop_margin: Duration::from_millis(100),
         ..Settings::default()
     };
     let (chat, queue) = chat(200, 1_000, settings);
@@ -191,12 +198,13 @@ async fn a_job_cut_off_by_its_deadline_continues_after_the_last_finished_post() 
         .shard(job, Deadline::after(Duration::from_millis(500)))
         .await
         .unwrap();
-    let after = report.continued.clone().expect("cut off before the end");
+    let Rest::After { cursor: after } = report.rest.clone() else {
+        panic!("cut off before the end: {report:?}");
+    };
     assert!(report.deliveries.delivered > 0 && report.deliveries.delivered < 200);
-    let next = queue.pop().expect("the rest was handed on");
+    let next = waiting(&queue).pop().expect("the rest was handed on");
     assert_eq!(next.cursor, after);
     assert_eq!(next.part, 1);
-    queue.push(next);
     drain(&chat, &queue).await;
     let counts = received(&chat);
     assert_eq!(counts.len(), 200, "no one lost");
@@ -217,18 +225,20 @@ async fn a_failed_job_is_reported_for_the_queue_to_retry_and_the_retry_loses_no_
     chat.broadcast("c00000=", BODY, Deadline::NONE)
         .await
         .unwrap();
-    let job = serde_json::to_string(&queue.pop().unwrap()).unwrap();
-    // Its first Scan fails (after its retries): nothing done, so the job fails as a whole.
+    let sent = queue.sent();
+    // Its first Scan fails (after its retries): nothing done, so the job fails as a whole and
+    // the queue gives it back.
     chat.store.fail_scans_after(0);
-    let response = lambda::shards(&chat, sqs_event("m-1", &job, 1), Deadline::NONE).await;
-    assert_eq!(response.batch_item_failures.len(), 1);
-    assert_eq!(response.batch_item_failures[0].item_identifier, "m-1");
-    let waiting = queue.len();
-    // The queue delivers it again: now it goes through.
+    let failed = work_one(&chat, &queue).await.unwrap();
+    assert_eq!(failed.receives, 1);
+    assert_eq!(queue.len(), 2, "both jobs still on the queue");
+    // The queue delivers it again, last: now it goes through.
     chat.store.fail_scans_after(usize::MAX);
-    let response = lambda::shards(&chat, sqs_event("m-1", &job, 2), Deadline::NONE).await;
-    assert!(response.batch_item_failures.is_empty());
-    assert_eq!(queue.len(), waiting, "the failed job handed nothing on");
+    let other = work_one(&chat, &queue).await.unwrap();
+    let again = work_one(&chat, &queue).await.unwrap();
+    assert_ne!(other.id, failed.id);
+    assert_eq!((again.id.as_str(), again.receives), (failed.id.as_str(), 2));
+    assert_eq!(queue.sent(), sent, "the failed job handed nothing on");
     drain(&chat, &queue).await;
     let counts = received(&chat);
     assert_eq!(counts.len(), 100, "no one lost");
@@ -238,7 +248,7 @@ async fn a_failed_job_is_reported_for_the_queue_to_retry_and_the_retry_loses_no_
 #[tokio::test]
 async fn a_scan_that_fails_midway_hands_the_rest_on_and_the_job_succeeds() {
     let settings = Settings {
-        fanout_concurrency: 4,
+        posts_in_flight: 4,
         ..Settings::default()
     };
     let (chat, queue) = chat(100, 10, settings);
@@ -246,14 +256,17 @@ async fn a_scan_that_fails_midway_hands_the_rest_on_and_the_job_succeeds() {
     // Two pages read, then every Scan fails: the twenty delivered are not delivered again by a
     // retry of the whole job; the rest goes on from where delivery stopped.
     chat.store.fail_scans_after(2);
-    let body = serde_json::to_string(&job).unwrap();
-    let response = lambda::shards(&chat, sqs_event("m-1", &body, 1), Deadline::NONE).await;
-    assert!(response.batch_item_failures.is_empty());
-    let next = queue.pop().expect("the rest was handed on");
+    queue.send(serde_json::to_string(&job).unwrap());
+    let served = work_one(&chat, &queue).await.unwrap();
+    let next = waiting(&queue).pop().expect("the rest was handed on");
+    assert_eq!(
+        queue.len(),
+        1,
+        "the job succeeded and was deleted: {served:?}"
+    );
     assert_eq!(next.part, 1);
     assert_eq!(next.cursor.as_deref(), Some("c00019="));
     chat.store.fail_scans_after(usize::MAX);
-    queue.push(next);
     drain(&chat, &queue).await;
     let counts = received(&chat);
     assert_eq!(counts.len(), 100, "no one lost");
@@ -270,16 +283,16 @@ async fn a_job_that_fails_its_last_attempt_is_told_to_its_sender() {
     let (chat, queue) = chat(30, 10, settings);
     let job = job(Segment { index: 2, total: 4 });
     let body = serde_json::to_string(&job).unwrap();
+    queue.send(body.clone());
     chat.store.fail_scans_after(0);
     for receives in 1..=2 {
-        let response =
-            lambda::shards(&chat, sqs_event("m-1", &body, receives), Deadline::NONE).await;
-        assert_eq!(response.batch_item_failures.len(), 1);
+        let message = work_one(&chat, &queue).await.unwrap();
+        assert_eq!(message.receives, receives);
         assert!(told(&chat, "c00000=").is_empty(), "the queue retries it");
     }
-    // The third receive fails too: SQS moves it to the dead-letter queue, and the sender hears.
-    let response = lambda::shards(&chat, sqs_event("m-1", &body, 3), Deadline::NONE).await;
-    assert_eq!(response.batch_item_failures.len(), 1);
+    // The third receive fails too: the queue moves it to the dead-letter queue, and the sender
+    // hears.
+    work_one(&chat, &queue).await.unwrap();
     let told = told(&chat, "c00000=");
     assert_eq!(told.len(), 1, "{told:?}");
     let frame: serde_json::Value = serde_json::from_str(&told[0]).unwrap();
@@ -289,6 +302,7 @@ async fn a_job_that_fails_its_last_attempt_is_told_to_its_sender() {
     assert!(message.contains("segment 3 of 4"), "{message}");
     assert!(message.contains("after 3 attempts"), "{message}");
     assert!(queue.is_empty());
+    assert_eq!(queue.dead_letters(), vec![body]);
 }
 
 #[tokio::test]
@@ -311,13 +325,26 @@ async fn a_sharded_broadcast_keeps_every_worker_busy_however_small_the_estimate(
 
 #[tokio::test]
 async fn a_message_that_is_not_a_job_is_reported_not_dropped() {
-    let (chat, _queue) = chat(3, 10, Settings::default());
-    let event = sqs_event("junk", "{\"not\":\"a job\"}", 3);
-    let response = lambda::shards(&chat, event, Deadline::NONE).await;
-    assert_eq!(response.batch_item_failures[0].item_identifier, "junk");
+    let (chat, queue) = chat(3, 10, Settings::default());
+    queue.send("{\"not\":\"a job\"}".into());
+    let junk = queue.receive().unwrap();
+    let response = lambda::shards(
+        &chat,
+        sqs_event(std::slice::from_ref(&junk)),
+        Deadline::NONE,
+    )
+    .await;
+    assert_eq!(response.batch_item_failures[0].item_identifier, junk.id);
+    settle(&queue, &junk, &Ok::<_, ()>(response));
+    drain(&chat, &queue).await;
+    assert_eq!(
+        queue.dead_letters(),
+        vec!["{\"not\":\"a job\"}"],
+        "set aside, not lost"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn posts_are_paced_to_the_rate() {
     let settings = Settings {
         post_rate: Some(100),
@@ -329,13 +356,13 @@ async fn posts_are_paced_to_the_rate() {
         .await
         .unwrap();
     let took = started.elapsed();
-    // 50 posts at 100 a second: the last starts 490 ms after the first, however fast the
-    // machine (no upper bound: a busy machine only makes it slower).
-    assert!(took >= Duration::from_millis(490), "{took:?}");
+    // 50 posts at 100 a second: the last starts 490 ms after the first, and the delivery takes
+    // its next turn, at 500 ms, to find the scan's end (paused time: exact).
+    assert_eq!(took, Duration::from_millis(500));
     assert_eq!(received(&chat).len(), 50);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retries_of_throttled_posts_take_turns_within_the_rate() {
     let settings = Settings {
         post_rate: Some(100),
@@ -357,8 +384,8 @@ async fn retries_of_throttled_posts_take_turns_within_the_rate() {
         .unwrap();
     let took = started.elapsed();
     // 20 posts and 20 retries at 100 calls a second: the last call starts 390 ms after the
-    // first. (Were the retries not paced, it would be over in about 200 ms.)
-    assert!(took >= Duration::from_millis(390), "{took:?}");
+    // first (paused time: exact). Were the retries not paced, it would be over in about 200 ms.
+    assert!((390..=400).contains(&took.as_millis()), "{took:?}");
     assert_eq!(received(&chat).len(), 20);
 }
 
@@ -371,4 +398,65 @@ fn segments_split_the_key_space_evenly() {
         sizes[segment as usize] += 1;
     }
     assert!(sizes.iter().all(|&n| (800..1200).contains(&n)), "{sizes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_whose_worker_died_comes_back_after_the_visibility_timeout_then_is_set_aside() {
+    let queue = MemoryQueue::new(QueueSettings {
+        workers: 1,
+        visibility_timeout: Duration::from_secs(30),
+        max_receives: 2,
+    });
+    queue.send("job".into());
+    let first = queue.receive().unwrap();
+    assert_eq!(first.receives, 1);
+    assert!(queue.receive().is_none(), "invisible while in flight");
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert!(queue.receive().is_none(), "still in flight");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let second = queue.receive().expect("back after the visibility timeout");
+    assert_eq!(
+        (second.id.as_str(), second.receives),
+        (first.id.as_str(), 2)
+    );
+    // Its second worker dies too: after its last receive it goes to the dead-letter queue.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(queue.receive().is_none());
+    assert_eq!(queue.dead_letters(), vec!["job"]);
+    assert!(queue.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_event_source_mapping_retries_a_failed_invocation_and_deletes_a_served_one() {
+    let queue = Arc::new(MemoryQueue::new(QueueSettings {
+        workers: 2,
+        visibility_timeout: Duration::from_secs(5),
+        max_receives: 3,
+    }));
+    queue.send("fails once".into());
+    queue.send("serves".into());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mapping = tokio::spawn(webchat::adapters::memory::serve(queue.clone(), {
+        let seen = seen.clone();
+        move |event: aws_lambda_events::sqs::SqsEvent, _id: String| {
+            let seen = seen.clone();
+            async move {
+                let record = &event.records[0];
+                let body = record.body.clone().unwrap();
+                let receives = record.attributes["ApproximateReceiveCount"].clone();
+                seen.lock().unwrap().push(format!("{body} #{receives}"));
+                if body == "fails once" && receives == "1" {
+                    Err("the invocation failed")
+                } else {
+                    Ok(aws_lambda_events::sqs::SqsBatchResponse::default())
+                }
+            }
+        }
+    }));
+    queue.settled().await;
+    mapping.abort();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["fails once #1", "fails once #2", "serves #1"]);
+    assert!(queue.dead_letters().is_empty());
 }

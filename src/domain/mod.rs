@@ -1,32 +1,49 @@
 //! The domain: what each route does, as plain async functions over the [ports](crate::ports).
 //!
 //! One method of [`Chat`] per route (`connect`, `disconnect`, `default`, `broadcast`, `list`,
-//! `chat`, `post`, `cleanup`), in [`routes`]. They never see an AWS type or an HTTP status: the
-//! [Lambda glue](crate::lambda) translates events in and responses out, and the same code runs in
-//! Lambda and in `webchat-local`.
+//! `chat`, `post`, `cleanup`), and `shard`, a worker's job of a sharded broadcast. They never see
+//! an AWS type or an HTTP status: the [Lambda glue](crate::lambda) translates events in and
+//! responses out, and the same code runs in Lambda and in `webchat-local`.
+//!
+//! By job:
+//! - `routes`: the routes, each reading like the protocol's description of it;
+//! - `sharding`: a broadcast split into scan segments, one queued job each, and a job's delivery;
+//! - `delivery`: posting to every connection a scan segment holds, concurrently, pruning the
+//!   gone, and accounting for every connection;
+//! - `retry`: the retry budget ([`Backoff`]) and the pacer that keeps posts within a rate;
+//! - `deadline`: the invocation's [`Deadline`] and what is cut off before it;
+//! - `summary`: what a broadcast, a shard job and a cleanup did, as one value each;
+//! - `text`: what the routes tell clients in their own words.
 //!
 //! Client mistakes are answered to the client as `{"type":"error"}` frames and are not errors here;
 //! a [`RouteError`] means the infrastructure failed (the client is told `internal`).
 
-mod fanout;
+mod deadline;
+mod delivery;
+mod retry;
 mod routes;
+mod sharding;
 mod summary;
+mod text;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use fanout::{Backoff, ShardReport};
+pub use deadline::{CutOff, Deadline};
+pub use delivery::Rest;
+pub use retry::Backoff;
 pub use routes::ConnectError;
+pub use sharding::{ShardError, ShardReport};
+#[cfg(test)]
+pub(crate) use summary::example_shard;
 pub use summary::{
     CleanupReport, Deliveries, InlineBroadcast, Metric, ShardDelivery, ShardedBroadcast, Summary,
     Unit,
 };
 
-use tokio::time::Instant;
-
 use crate::ports::{ApiError, BusError, Clock, Metrics, QueueError, ShardQueue, StoreError};
 
-/// The `tracing` target of the spans that count the calls made inside them (a fan-out, a
+/// The `tracing` target of the spans that count the calls made inside them (a delivery, a
 /// cleanup) rather than have a span each: the telemetry leaves the per-connection spans inside
 /// them out of the export.
 pub const COUNTING_TARGET: &str = "webchat::counting";
@@ -37,48 +54,14 @@ pub const COUNTING_TARGET: &str = "webchat::counting";
 /// pruned.
 pub const CONNECT_WINDOW: Duration = Duration::from_secs(29);
 
-/// When an invocation must have finished: the Lambda deadline, or none (a test, or an event
-/// with no limit). Every `@connections` call of a route is cut off before it, so that no post
-/// or retry outlives the function's timeout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Deadline(Option<(Instant, Duration)>);
-
-impl Deadline {
-    /// No deadline.
-    pub const NONE: Deadline = Deadline(None);
-
-    /// `left` from now.
-    pub fn after(left: Duration) -> Self {
-        Deadline(Some((Instant::now() + left, left)))
-    }
-
-    /// Lambda's deadline: epoch milliseconds (the Runtime API's `Lambda-Runtime-Deadline-Ms`).
-    pub fn from_epoch_millis(deadline_ms: u64) -> Self {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |now| now.as_millis() as u64);
-        Deadline::after(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
-    }
-
-    /// The time the invocation was given, from when the deadline was made.
-    pub(crate) fn budget(self) -> Option<Duration> {
-        self.0.map(|(_, budget)| budget)
-    }
-
-    /// `margin` before the deadline (maybe already past); `None` without a deadline.
-    pub(crate) fn minus(self, margin: Duration) -> Option<Instant> {
-        let (at, _) = self.0?;
-        Some(at.checked_sub(margin).unwrap_or(at))
-    }
-}
-
 /// The tunables of the routes. The defaults suit Lambda with a 128-1024 MB function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// How many `@connections` calls a fan-out keeps in flight. A call is network-bound (tens of
-    /// ms), so concurrency decides fan-out time until signing and HTTP work saturate the CPU;
-    /// `cargo bench --all-features --bench fanout` measures the choice (docs/benchmarks.md).
-    pub fanout_concurrency: usize,
+    /// How many `@connections` calls a delivery keeps in flight (`FANOUT_CONCURRENCY`). A call
+    /// is network-bound (tens of ms), so concurrency decides a broadcast's time until signing and
+    /// HTTP work saturate the CPU; `cargo bench --all-features --bench fanout` measures the
+    /// choice (docs/benchmarks.md).
+    pub posts_in_flight: usize,
     /// Retries of a throttled (429) `@connections` call.
     pub throttle_backoff: Backoff,
     /// API Gateway establishes a connection only after `$connect` returns, so the welcome can
@@ -87,10 +70,10 @@ pub struct Settings {
     /// Kept free at the end of an invocation, for exporting its spans (at most 2 s): every
     /// call is cut off this long before the deadline. At most a fifth of the invocation's time.
     pub deadline_reserve: Duration,
-    /// How long before that cut-off a fan-out stops starting posts, so that the posts in flight
+    /// How long before that cut-off a delivery stops starting posts, so that the posts in flight
     /// can finish and the sender can be told how it went. At most a tenth of the invocation's
     /// time, so that a function with a short timeout still spends most of it delivering.
-    pub fanout_margin: Duration,
+    pub stop_margin: Duration,
     /// Posts a second one invocation may start: its share of the account's `@connections`
     /// throttle (a stack's budget divided among the functions that can run at once). `None`:
     /// as fast as the concurrency allows.
@@ -114,7 +97,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            fanout_concurrency: 512,
+            posts_in_flight: 512,
             throttle_backoff: Backoff {
                 attempts: 5,
                 base: Duration::from_millis(50),
@@ -126,7 +109,7 @@ impl Default for Settings {
                 max: Duration::from_millis(1000),
             },
             deadline_reserve: Duration::from_secs(2),
-            fanout_margin: Duration::from_secs(1),
+            stop_margin: Duration::from_secs(1),
             post_rate: None,
             shard_size: 1_000,
             min_segments: 2,
@@ -170,5 +153,14 @@ pub enum RouteError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Shard(#[from] ShardError),
+    #[error(transparent)]
+    CutOff(#[from] CutOff),
+}
+
+/// The shard queue failed: a sharded broadcast's failure.
+impl From<QueueError> for RouteError {
+    fn from(error: QueueError) -> Self {
+        RouteError::Shard(ShardError::Queue(error))
+    }
 }

@@ -1,4 +1,5 @@
-//! One function per route. Each reads like the protocol's description of it.
+//! One function per route. Each reads like the protocol's description of it. (A sharded
+//! broadcast's jobs are in [`super::sharding`].)
 
 use std::future::Future;
 
@@ -8,17 +9,16 @@ use futures_util::TryStreamExt;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::fanout::{DEADLINE, Ended, Gone, Pacer, ShardReport, Sweep, Swept, paginate, until};
-use super::summary::{
-    CleanupReport, Deliveries, InlineBroadcast, ShardDelivery, ShardedBroadcast, Summary,
-};
-use super::{COUNTING_TARGET, Chat, Deadline, RouteError};
+use super::deadline::{CutOff, until};
+use super::delivery::{Ended, Gone, Sweep, Swept, paginate};
+use super::retry::Pacer;
+use super::summary::{CleanupReport, InlineBroadcast, Summary};
+use super::{COUNTING_TARGET, Chat, Deadline, RouteError, text};
 use crate::ports::{
-    ApiError, BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome,
-    QueueError, Segment, ShardJob, ShardQueue, rfc3339,
+    BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome, Segment, rfc3339,
 };
 use crate::protocol::{
-    BroadcastRequest, ChatRequest, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE, ErrorCode,
+    BroadcastRequest, ChatRequest, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE,
     MAX_FRAME_BYTES, ProtocolError, Said, ServerMessage, WELCOME_DETAIL_TYPE, WelcomeDetail,
     default_route_error, validate_name, welcome_message,
 };
@@ -152,7 +152,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             error: scan_error,
             ..
         } = self
-            .fan_out(Bytes::from(frame), Sweep::whole(first), deadline)
+            .deliver(Bytes::from(frame), Sweep::whole(first), deadline)
             .await;
         self.report(Summary::Inline(InlineBroadcast {
             sender: sender.to_owned(),
@@ -163,182 +163,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         if !summary.is_incomplete() {
             return Ok(());
         }
-        let told = delivery_incomplete(&summary, scan_error.is_some());
+        let told = text::delivery_incomplete(&summary, scan_error.is_some());
         if let Err(error) = self.reply(sender, told, deadline).await {
             tracing::warn!(connection_id = sender, %error, "could not tell the sender");
         }
         scan_error.map_or(Ok(()), |error| Err(error.into()))
-    }
-
-    /// A broadcast larger than one Scan page: one job per scan segment, as many segments as the
-    /// table's estimated size needs ([`segments_for`]), for the workers. If the jobs cannot be
-    /// queued the sender is told `internal` (some segments may have been queued: a retry can
-    /// deliver twice to those).
-    async fn shard_out(
-        &self,
-        queue: &dyn ShardQueue,
-        sender: &str,
-        frame: String,
-        deadline: Deadline,
-    ) -> Result<(), RouteError> {
-        self.or_tell_internal(sender, deadline, async {
-            let estimate = self.store.count_estimate().await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "no table size estimate; sharding by the minimum");
-                0
-            });
-            let segments = segments_for(estimate, &self.settings);
-            let broadcast = format!("{:016x}", fastrand::u64(..));
-            let frame: std::sync::Arc<str> = frame.into();
-            let jobs = (0..segments)
-                .map(|index| ShardJob {
-                    broadcast: broadcast.clone(),
-                    sender: sender.to_owned(),
-                    frame: frame.clone(),
-                    segment: Segment {
-                        index,
-                        total: segments,
-                    },
-                    cursor: None,
-                    part: 0,
-                })
-                .collect();
-            queue.enqueue(jobs).await?;
-            self.report(Summary::Sharded(ShardedBroadcast {
-                sender: sender.to_owned(),
-                broadcast,
-                segments,
-                estimate,
-            }));
-            Ok(())
-        })
-        .await
-    }
-
-    /// A worker's job: deliver one shard of a broadcast. A job that stops early (its post limit,
-    /// the deadline, or a Scan that failed after its retries) hands the rest of its segment on as
-    /// the next job, which reads it again from there. A job that delivered nothing past its own
-    /// cursor, or whose continuation cannot be queued, fails: the queue retries it from its
-    /// cursor (what it delivered may be delivered twice) and sets it aside after its retries
-    /// ([`Chat::shard_abandoned`] tells the sender then). If some connection could not be
-    /// reached, the sender is told `delivery_incomplete`.
-    ///
-    /// The report (and the summary line, hence the metrics) counts what this job settled: the
-    /// connections it handed on (not attempted, or cut off in flight) are the continuation's.
-    pub async fn shard(
-        &self,
-        job: ShardJob,
-        deadline: Deadline,
-    ) -> Result<ShardReport, RouteError> {
-        let sweep = Sweep {
-            segment: job.segment,
-            cursor: job.cursor.clone(),
-            first: None,
-            limit: Some(self.settings.shard_posts.max(1)),
-        };
-        let data = Bytes::copy_from_slice(job.frame.as_bytes());
-        let Swept {
-            mut summary,
-            cut_off,
-            took,
-            error,
-            rest,
-        } = self.fan_out(data, sweep, deadline).await;
-        let handed_on = match &rest {
-            Some(after) if *after != job.cursor => {
-                let handed_on = summary.not_attempted + cut_off;
-                summary.failed -= cut_off;
-                summary.not_attempted = 0;
-                handed_on
-            }
-            _ => 0,
-        };
-        self.report(Summary::Shard(ShardDelivery {
-            sender: job.sender.clone(),
-            broadcast: job.broadcast.clone(),
-            segment: job.segment,
-            part: job.part,
-            deliveries: summary,
-            took,
-            continued: rest.is_some(),
-            handed_on,
-            error: error.as_ref().map(ToString::to_string),
-        }));
-        match (&rest, error) {
-            // Nothing finished past the job's own cursor (a Scan that failed at once, or the
-            // first post still in flight at the deadline): handing the same job on could loop
-            // without end, so fail it and let the queue's retries and dead-letter queue bound it.
-            (Some(after), error) if *after == job.cursor => {
-                return Err(error.map_or_else(
-                    || QueueError("the shard made no progress before its deadline".into()).into(),
-                    RouteError::from,
-                ));
-            }
-            (None, Some(error)) => return Err(error.into()),
-            (Some(_), Some(error)) => tracing::warn!(
-                connection_id = job.sender,
-                broadcast = job.broadcast,
-                %error,
-                "the segment's Scan failed; its continuation reads it again from where delivery stopped"
-            ),
-            _ => {}
-        }
-        if let Some(after) = &rest {
-            let queue = self
-                .shards
-                .as_ref()
-                .ok_or_else(|| QueueError("no shard queue to continue the segment".into()))?;
-            let next = ShardJob {
-                cursor: after.clone(),
-                part: job.part + 1,
-                ..job.clone()
-            };
-            until(self.cut_off(deadline), queue.enqueue(vec![next]))
-                .await
-                .map_err(|()| QueueError(DEADLINE.into()))??;
-        }
-        // The connections handed on are the continuation's: only the others that failed are
-        // missed.
-        if summary.failed > 0 {
-            let missed = Deliveries {
-                not_attempted: 0,
-                complete: true,
-                ..summary
-            };
-            let told = delivery_incomplete(&missed, false);
-            if let Err(error) = self.reply(&job.sender, told, deadline).await {
-                tracing::warn!(connection_id = job.sender, %error, "could not tell the sender");
-            }
-        }
-        Ok(ShardReport {
-            deliveries: summary,
-            continued: rest,
-        })
-    }
-
-    /// A shard job that failed its last attempt (`attempts`: the queue sets it aside in its
-    /// dead-letter queue now): its sender is told `delivery_incomplete`, as the sender of an
-    /// inline broadcast that could not be read to its end would be.
-    pub async fn shard_abandoned(&self, job: &ShardJob, attempts: u32, deadline: Deadline) {
-        let told = ProtocolError::new(
-            ErrorCode::DeliveryIncomplete,
-            format!(
-                "part of the broadcast (segment {} of {}) could not be delivered after {attempts} attempts; send it again to reach everyone (some may get it twice)",
-                job.segment.index + 1,
-                job.segment.total
-            ),
-        )
-        .to_frame();
-        tracing::error!(
-            connection_id = job.sender,
-            broadcast = job.broadcast,
-            segment = job.segment.index,
-            part = job.part,
-            attempts,
-            "shard job abandoned to the dead-letter queue"
-        );
-        if let Err(error) = self.reply(&job.sender, told, deadline).await {
-            tracing::warn!(connection_id = job.sender, %error, "could not tell the sender");
-        }
     }
 
     /// `list`: send the sender every live connection, in as many frames as it takes.
@@ -391,7 +220,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             let now = self.clock.now();
             let target = &request.connection;
             let Some(record) = self.store.get(target, now.timestamp()).await? else {
-                return self.reply(sender, not_found(target), deadline).await;
+                return self.reply(sender, text::not_found(target), deadline).await;
             };
             let name = self.name_of(sender, now).await?;
             let frame = ServerMessage::Chat(Said {
@@ -410,11 +239,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 Outcome::Gone => match self.gone(&record.recipient(), now).await? {
                     Gone::Connecting => {
                         tracing::info!(connection_id = sender, to = %target, "chat target still connecting; kept");
-                        self.reply(sender, still_connecting(target), deadline).await
+                        self.reply(sender, text::still_connecting(target), deadline).await
                     }
                     Gone::Pruned | Gone::Changed => {
                         tracing::info!(connection_id = sender, to = %target, "chat target gone; pruned");
-                        self.reply(sender, not_found(target), deadline).await
+                        self.reply(sender, text::not_found(target), deadline).await
                     }
                 },
             }
@@ -445,9 +274,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 Err(error) => error.is_retryable(),
             },
         );
-        let outcome = until(self.cut_off(deadline), attempts)
-            .await
-            .map_err(|()| ApiError::Unavailable(DEADLINE.into()))??;
+        let outcome = until(self.cut_off(deadline), attempts).await??;
         match outcome {
             Outcome::Done(()) => tracing::info!(connection_id, "welcome delivered"),
             Outcome::Gone => tracing::warn!(
@@ -558,7 +385,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     }
 
     /// Sends the sender a frame. A sender that left meanwhile is not an error.
-    async fn reply(
+    pub(super) async fn reply(
         &self,
         sender: &str,
         frame: String,
@@ -574,7 +401,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// Runs a route's work until the deadline's cut-off for it; if the infrastructure fails (or
     /// the cut-off comes first), tells the sender `internal` (the detail stays in the logs) and
     /// returns the error for the invocation to report.
-    async fn or_tell_internal<T>(
+    pub(super) async fn or_tell_internal<T>(
         &self,
         sender: &str,
         deadline: Deadline,
@@ -584,70 +411,12 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let error = match work.await {
             Ok(Ok(done)) => return Ok(done),
             Ok(Err(error)) => error,
-            Err(()) => RouteError::Api(ApiError::Unavailable(DEADLINE.into())),
+            Err(CutOff) => RouteError::CutOff(CutOff),
         };
         tracing::error!(connection_id = sender, %error, "route failed");
-        let internal = ProtocolError::new(
-            ErrorCode::Internal,
-            "something went wrong on our side; please try again",
-        );
-        if let Err(reply_error) = self.reply(sender, internal.to_frame(), deadline).await {
+        if let Err(reply_error) = self.reply(sender, text::internal(), deadline).await {
             tracing::warn!(connection_id = sender, error = %reply_error, "could not tell the sender");
         }
         Err(error)
     }
-}
-
-fn still_connecting(connection_id: &str) -> String {
-    ProtocolError::new(
-        ErrorCode::ConnectionNotFound,
-        format!("connection {connection_id} is still connecting: try again in a moment"),
-    )
-    .to_frame()
-}
-
-/// How many segments a sharded broadcast gets for about `estimate` connections: one per
-/// `shard_size`, at least `min_segments` and two (it is sharded because it is larger than a
-/// page), at most `max_segments`.
-pub(crate) fn segments_for(estimate: u64, settings: &super::Settings) -> u32 {
-    let size = u64::from(settings.shard_size.max(1));
-    let wanted = estimate.div_ceil(size).min(u64::from(u32::MAX)) as u32;
-    let most = settings.max_segments.max(2);
-    wanted.clamp(settings.min_segments.clamp(2, most), most)
-}
-
-/// What the sender of a broadcast is told when some live connection may have missed it.
-fn delivery_incomplete(summary: &Deliveries, scan_failed: bool) -> String {
-    let mut missed = Vec::new();
-    if summary.failed > 0 {
-        missed.push(format!("{} could not be reached", summary.failed));
-    }
-    if summary.not_attempted > 0 {
-        missed.push(format!(
-            "{} were not attempted before the time limit",
-            summary.not_attempted
-        ));
-    }
-    if !summary.complete && scan_failed {
-        missed.push("the list of connections could not be read to its end".into());
-    } else if !summary.complete {
-        missed.push("the time limit came before the rest of the connections were read".into());
-    }
-    ProtocolError::new(
-        ErrorCode::DeliveryIncomplete,
-        format!(
-            "the broadcast reached {} connections, but {}; send it again to reach everyone (some may get it twice)",
-            summary.delivered,
-            missed.join(", and ")
-        ),
-    )
-    .to_frame()
-}
-
-fn not_found(connection_id: &str) -> String {
-    ProtocolError::new(
-        ErrorCode::ConnectionNotFound,
-        format!("no connection {connection_id}: it may have disconnected; send {{\"action\":\"list\"}} to see who is here"),
-    )
-    .to_frame()
 }

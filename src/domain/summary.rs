@@ -223,30 +223,25 @@ impl Summary {
     pub fn log(&self) {
         match self {
             Summary::Inline(inline) => {
-                let (counts, took) = (&inline.deliveries, inline.took);
-                let error = inline.error.as_deref();
-                if counts.is_incomplete() {
-                    log_deliveries!(
-                        warn,
-                        "inline",
-                        counts,
-                        took,
-                        connection_id = inline.sender,
-                        complete = counts.complete,
-                        error,
-                        "broadcast incomplete"
-                    );
+                // the same line at either level
+                macro_rules! inline {
+                    ($level:ident, $message:literal) => {
+                        log_deliveries!(
+                            $level,
+                            "inline",
+                            inline.deliveries,
+                            inline.took,
+                            connection_id = inline.sender,
+                            complete = inline.deliveries.complete,
+                            error = inline.error.as_deref(),
+                            $message
+                        )
+                    };
+                }
+                if inline.deliveries.is_incomplete() {
+                    inline!(warn, "broadcast incomplete");
                 } else {
-                    log_deliveries!(
-                        info,
-                        "inline",
-                        counts,
-                        took,
-                        connection_id = inline.sender,
-                        complete = counts.complete,
-                        error,
-                        "broadcast"
-                    );
+                    inline!(info, "broadcast");
                 }
             }
             Summary::Sharded(sharded) => tracing::info!(
@@ -286,6 +281,29 @@ impl Summary {
     }
 }
 
+/// A shard job's summary, for the tests of what is written from it.
+#[cfg(test)]
+pub(crate) fn example_shard() -> Summary {
+    Summary::Shard(ShardDelivery {
+        sender: "c=".into(),
+        broadcast: "b1".into(),
+        segment: Segment { index: 1, total: 4 },
+        part: 0,
+        deliveries: Deliveries {
+            delivered: 7,
+            pruned: 1,
+            failed: 2,
+            throttled: 3,
+            complete: true,
+            ..Deliveries::default()
+        },
+        took: Duration::from_millis(41),
+        continued: false,
+        handed_on: 0,
+        error: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,24 +314,7 @@ mod tests {
 
     #[test]
     fn a_shard_job_counts_as_a_job_with_every_delivery_count_and_its_duration() {
-        let summary = Summary::Shard(ShardDelivery {
-            sender: "c=".into(),
-            broadcast: "b1".into(),
-            segment: Segment { index: 0, total: 2 },
-            part: 0,
-            deliveries: Deliveries {
-                delivered: 7,
-                pruned: 1,
-                failed: 2,
-                throttled: 3,
-                complete: true,
-                ..Deliveries::default()
-            },
-            took: Duration::from_millis(41),
-            continued: false,
-            handed_on: 0,
-            error: None,
-        });
+        let summary = example_shard();
         assert_eq!(
             names(&summary),
             [

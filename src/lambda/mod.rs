@@ -6,6 +6,7 @@
 //! events its emulated gateway builds, so the local path and the deployed path share everything
 //! above the transport.
 
+pub mod events;
 #[cfg(feature = "aws")]
 pub mod runtime;
 
@@ -247,23 +248,23 @@ where
         serde_json::from_value(event)
             .map_err(|error| HandlerError::MalformedEvent(format!("not {kind}: {error}")))
     }
-    let answer = match function.route() {
-        Some(route) => {
+    let answer = match function {
+        Function::Route(route) => {
             let event = parse(event, "an API Gateway websocket event")?;
             let response = Box::pin(websocket(chat, route, &event, deadline)).await?;
             serde_json::to_value(response)
         }
-        None if function == Function::Post => {
+        Function::Post => {
             let event = parse(event, "an EventBridge event")?;
             Box::pin(post(chat, event, deadline)).await?;
             Ok(Value::Null)
         }
-        None if function == Function::Fanout => {
+        Function::Fanout => {
             let event = parse(event, "an SQS event")?;
             serde_json::to_value(Box::pin(shards(chat, event, deadline)).await)
         }
         // Whatever the schedule sends is accepted.
-        None => {
+        Function::Cleanup => {
             let report = Box::pin(cleanup(chat, deadline)).await?;
             Ok(serde_json::json!({
                 "checked": report.checked,

@@ -6,17 +6,15 @@
 //! - [`listener`]: accepting connections within a bound, with a header timeout.
 //! - [`management`]: the `@connections` API on the same port.
 //! - [`registry`]: the live sockets; the management-API adapter of the local stack.
-//! - [`events`]: events shaped as API Gateway and EventBridge deliver them.
 //!
 //! Connect publishes the welcome event on an in-memory bus; a dispatcher hands it to `post` in the
 //! EventBridge event shape, as the stack's rule does. A timer runs `cleanup` as the schedule does.
-//! A broadcast larger than one Scan page goes to an in-memory shard queue ([`queue`]) whose jobs
-//! `fanout` delivers, as the stack's SQS queue and event source mapping do.
+//! A broadcast larger than one Scan page goes to the shard queue, SQS in memory
+//! ([`MemoryQueue`], with its dead-letter queue and event source mapping), whose jobs `fanout`
+//! delivers, as the stack's SQS queue and event source mapping do.
 
-mod events;
 mod listener;
 mod management;
-mod queue;
 mod registry;
 mod rule;
 mod socket;
@@ -32,17 +30,16 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-pub use queue::{LocalQueue, QueueSettings};
+pub use crate::adapters::memory::QueueSettings;
 pub use registry::Registry;
-pub use rule::LocalBus;
 
-use crate::adapters::memory::MemoryStore;
+use crate::adapters::memory::{self, MemoryEventBus, MemoryQueue, MemoryStore};
 use crate::domain::{Chat, Deadline, Settings};
+use crate::lambda::events::{self, StageMeta};
 use crate::lambda::{self, Function};
 use crate::ports::SystemClock;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_PAYLOAD_BYTES};
 use crate::telemetry;
-use events::StageMeta;
 
 /// API Gateway's quotas, each overridable for tests and experiments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,7 +115,7 @@ impl Default for Config {
 
 /// The routes of the local stack: the memory store, the gateway's own sockets, the bus that
 /// hands the welcome to `post` (and the shard queue that hands large broadcasts to `fanout`).
-pub type LocalChat = Chat<MemoryStore, Arc<Registry>, LocalBus>;
+pub type LocalChat = Chat<MemoryStore, Arc<Registry>, MemoryEventBus>;
 
 pub(crate) struct Shared {
     chat: LocalChat,
@@ -130,7 +127,8 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Cancelled at shutdown: HTTP connections finish what they are doing, upgrades are refused.
     closing: tokio_util::sync::CancellationToken,
-    queue: Arc<LocalQueue>,
+    /// The shard queue (SQS in memory), whose event source mapping hands jobs to `fanout`.
+    queue: Arc<MemoryQueue>,
 }
 
 impl Shared {
@@ -146,8 +144,7 @@ impl Shared {
 pub struct Gateway {
     listener: TcpListener,
     shared: Arc<Shared>,
-    deliveries: mpsc::UnboundedReceiver<rule::Delivery>,
-    jobs: mpsc::UnboundedReceiver<queue::Message>,
+    deliveries: mpsc::UnboundedReceiver<memory::Routed>,
 }
 
 impl Gateway {
@@ -155,9 +152,9 @@ impl Gateway {
     pub async fn bind(address: SocketAddr, config: Config) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind(address).await?;
         let local = listener.local_addr()?;
-        let (bus, deliveries) = LocalBus::new();
+        let (bus, deliveries) = MemoryEventBus::with_rule();
         let registry = Arc::new(Registry::new(config.limits.max_message_bytes));
-        let (queue, jobs) = LocalQueue::new();
+        let queue = Arc::new(MemoryQueue::new(config.queue.clone()));
         let chat = Chat {
             store: MemoryStore::new().with_page_size(config.scan_page_size),
             api: registry.clone(),
@@ -190,7 +187,6 @@ impl Gateway {
             listener,
             shared,
             deliveries,
-            jobs,
         })
     }
 
@@ -216,11 +212,10 @@ impl Gateway {
             listener,
             shared,
             deliveries,
-            jobs,
         } = self;
         let mut background = vec![
             tokio::spawn(rule::run(shared.clone(), deliveries)),
-            tokio::spawn(queue::run(shared.clone(), shared.queue.clone(), jobs)),
+            tokio::spawn(serve_shards(shared.clone())),
         ];
         if let Some(interval) = shared.config.cleanup_interval {
             background.push(tokio::spawn(run_cleanup(shared.clone(), interval)));
@@ -291,6 +286,23 @@ pub(crate) async fn invoke<T>(
     let span = telemetry::invocation_span(function.name(), request_id, false);
     telemetry::begin(&span, trace_header);
     telemetry::invoked(span, work).await
+}
+
+/// The shard queue's event source mapping: each job to `fanout`, as Lambda would invoke it.
+async fn serve_shards(shared: Arc<Shared>) {
+    let queue = shared.queue.clone();
+    memory::serve(queue, move |event, message_id| {
+        let shared = shared.clone();
+        async move {
+            let work = async {
+                Ok::<_, lambda::HandlerError>(
+                    lambda::shards(&shared.chat, event, shared.deadline()).await,
+                )
+            };
+            invoke(Function::Fanout, &message_id, None, work).await
+        }
+    })
+    .await;
 }
 
 /// The stack's schedule: `cleanup` every `interval`.

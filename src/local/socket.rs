@@ -29,10 +29,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, Op
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
 use super::listener::Slot;
 use super::registry::{Outbound, Owed, Socket};
 use super::{Shared, invoke};
+use crate::lambda::events::{ConnectionMeta, Kind, gateway_id, websocket_event};
 use crate::lambda::{self, Function};
 use crate::protocol::{RouteKey, select_route};
 

@@ -15,7 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use webchat::local::{Config, Gateway};
 
 /// How long a test waits for something that should happen promptly.
-pub const PATIENCE: Duration = Duration::from_secs(5);
+pub use crate::support::PATIENCE;
+use crate::support::poll_until_async;
 
 pub struct TestGateway {
     pub addr: SocketAddr,
@@ -97,19 +98,11 @@ impl TestGateway {
 
     /// Waits until `@connections` answers 410 for `id`: the close has been processed.
     pub async fn wait_until_gone(&self, id: &str) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while self
-            .http("GET", &format!("/@connections/{id}"), b"")
-            .await
-            .status
-            != 410
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} never went away"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let path = format!("/@connections/{id}");
+        poll_until_async(&format!("{id} gone"), Duration::from_millis(20), || async {
+            (self.http("GET", &path, b"").await.status == 410).then_some(())
+        })
+        .await;
     }
 
     /// Stops the gateway (as Ctrl-C does) and waits for it to finish.

@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use webchat::local::Config;
 
-use crate::helpers::{PATIENCE, TestGateway, spawn, spawn_with};
+use crate::helpers::{TestGateway, spawn, spawn_with};
+use crate::support::PATIENCE;
 
 /// A websocket opened by hand: the handshake, then raw frames.
 async fn raw_websocket(gateway: &TestGateway, query: &str) -> TcpStream {

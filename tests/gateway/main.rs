@@ -3,12 +3,15 @@
 
 mod helpers;
 mod hostile;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use helpers::{PATIENCE, spawn, spawn_with};
+use helpers::{spawn, spawn_with};
 use serde_json::{Value, json};
+use support::PATIENCE;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};

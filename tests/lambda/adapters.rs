@@ -32,17 +32,19 @@ fn record(id: &str, age_seconds: i64) -> ConnectionRecord {
 
 #[tokio::test]
 async fn the_dynamodb_store_round_trips_a_record() {
-    let store = store(None).await;
-    let alice = record("alice=", 0);
+    let (store, alice) = (store(None).await, record("alice=", 0));
     store.put(alice.clone()).await.unwrap();
-    let now = Utc::now().timestamp();
-    assert_eq!(store.get("alice=", now).await.unwrap(), Some(alice.clone()));
+    let live_at = Utc::now().timestamp();
+    assert_eq!(store.get("alice=", live_at).await.unwrap(), Some(alice));
     let mut nameless = record("nobody=", 0);
     nameless.name = None;
     store.put(nameless).await.unwrap();
-    assert_eq!(store.get("nobody=", now).await.unwrap().unwrap().name, None);
+    assert_eq!(
+        store.get("nobody=", live_at).await.unwrap().unwrap().name,
+        None
+    );
     store.delete("alice=").await.unwrap();
-    assert_eq!(store.get("alice=", now).await.unwrap(), None);
+    assert_eq!(store.get("alice=", live_at).await.unwrap(), None);
     store.delete("never-was=").await.unwrap();
 }
 

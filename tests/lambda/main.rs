@@ -9,6 +9,8 @@ mod moto;
 mod otlp;
 mod runtime_api;
 mod shards;
+#[path = "../support/mod.rs"]
+mod support;
 mod tracing;
 
 use std::collections::HashMap;
@@ -92,6 +94,24 @@ impl Stack {
             .send()
             .await
             .unwrap();
+    }
+
+    /// Starts `broadcast` and has `sender` broadcast "hi" through it; the function, for its logs.
+    pub async fn broadcast_hi(&self, sender: &str) -> Function {
+        let broadcast = self.function("broadcast").await;
+        let body = r#"{"action":"broadcast","message":"hi"}"#;
+        broadcast
+            .invoke(&websocket_event("broadcast", sender, Some(body)))
+            .await
+            .response();
+        broadcast
+    }
+
+    /// The stored connection ids that start with `prefix`, in order.
+    pub async fn ids_starting(&self, prefix: &str) -> Vec<String> {
+        let mut ids = self.ids().await;
+        ids.retain(|id| id.starts_with(prefix));
+        ids
     }
 
     /// Every item in the table, by connection id.
@@ -339,12 +359,7 @@ async fn broadcast_retries_throttled_posts_and_delivers() {
     stack.put("a=", None, 60).await;
     stack.put("b=", None, 60).await;
     stack.fake.script("b=", &[429, 429]);
-    let broadcast = stack.function("broadcast").await;
-    let body = r#"{"action":"broadcast","message":"hi"}"#;
-    broadcast
-        .invoke(&websocket_event("broadcast", "a=", Some(body)))
-        .await
-        .response();
+    stack.broadcast_hi("a=").await;
     assert_eq!(stack.fake.delivered_to("b=").len(), 1);
     let attempts = stack
         .fake
@@ -435,18 +450,12 @@ async fn a_gone_connection_is_pruned_whatever_rfc_3339_form_its_connected_at_was
     let none: Vec<String> = Vec::new();
 
     gone("broadcast");
-    let broadcast = stack.function("broadcast").await;
-    let everyone = r#"{"action":"broadcast","message":"hi"}"#;
-    broadcast
-        .invoke(&websocket_event("broadcast", "a=", Some(everyone)))
-        .await
-        .response();
-    let left = stack.ids().await;
-    let left: Vec<String> = left
-        .into_iter()
-        .filter(|id| id.starts_with("broadcast"))
-        .collect();
-    assert_eq!(left, none, "a broadcast prunes them");
+    stack.broadcast_hi("a=").await;
+    assert_eq!(
+        stack.ids_starting("broadcast").await,
+        none,
+        "a broadcast prunes them"
+    );
 
     gone("chat");
     let chat = stack.function("chat").await;
@@ -456,12 +465,11 @@ async fn a_gone_connection_is_pruned_whatever_rfc_3339_form_its_connected_at_was
             .await
             .response();
     }
-    let left = stack.ids().await;
-    let left: Vec<String> = left
-        .into_iter()
-        .filter(|id| id.starts_with("chat"))
-        .collect();
-    assert_eq!(left, none, "a chat prunes its target");
+    assert_eq!(
+        stack.ids_starting("chat").await,
+        none,
+        "a chat prunes its target"
+    );
 
     gone("cleanup");
     let cleanup = stack.function("cleanup").await;
@@ -479,12 +487,7 @@ async fn a_newcomer_answering_410_is_never_pruned_by_broadcast_chat_or_cleanup()
     stack.put("old=", None, 60).await;
     stack.fake.gone("new=");
     stack.fake.gone("old=");
-    let broadcast = stack.function("broadcast").await;
-    let body = r#"{"action":"broadcast","message":"hi"}"#;
-    broadcast
-        .invoke(&websocket_event("broadcast", "a=", Some(body)))
-        .await
-        .response();
+    let broadcast = stack.broadcast_hi("a=").await;
     assert_eq!(
         stack.ids().await,
         vec!["a=", "new="],

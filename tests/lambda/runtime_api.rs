@@ -66,7 +66,8 @@ pub struct RuntimeApi {
     inner: Arc<Inner>,
 }
 
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub use crate::support::PATIENCE;
+use crate::support::poll_until;
 
 impl RuntimeApi {
     pub async fn start() -> RuntimeApi {
@@ -133,14 +134,10 @@ impl RuntimeApi {
 
     /// Waits for the function to report an init error.
     pub async fn init_error(&self) -> (String, Value) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(error) = self.inner.init_error.lock().unwrap().clone() {
-                return error;
-            }
-            assert!(Instant::now() < deadline, "no init error was reported");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll_until("an init error reported", || {
+            self.inner.init_error.lock().unwrap().clone()
+        })
+        .await
     }
 
     /// Waits until `/next` has been called `count` times; returns when the last call came.
@@ -359,14 +356,7 @@ impl Function {
 
     /// Waits for the process to exit; its exit status.
     pub async fn exited(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the function did not exit");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        poll_until("the function exited", || self.child.try_wait().unwrap()).await
     }
 }
 

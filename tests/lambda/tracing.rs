@@ -217,54 +217,28 @@ async fn without_a_collector_the_function_still_serves_and_says_why_spans_were_l
 #[tokio::test]
 async fn webchat_local_exports_a_connect_and_its_welcome_as_one_trace() {
     use futures_util::StreamExt;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
 
     let otlp = OtlpReceiver::start().await;
-    let mut local = Command::new(env!("CARGO_BIN_EXE_webchat-local"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--otlp-endpoint",
-            &otlp.endpoint(),
-        ])
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(local.stdout.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "webchat-local printed no URL"
-        );
-        if let Some(at) = line.find("ws://") {
-            break line[at..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let endpoint = otlp.endpoint();
+    let local = crate::support::LocalProcess::start(
+        &["--otlp-endpoint", &endpoint],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    let url = local.url.clone();
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let welcome = socket.next().await.unwrap().unwrap().into_text().unwrap();
     assert!(welcome.contains("\"welcome\""));
 
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let (connect, post) = loop {
-        let spans = otlp.spans();
-        let connect = spans.iter().find(|s| s.name == "connect").cloned();
-        let post = spans.iter().find(|s| s.name == "post").cloned();
-        if let (Some(connect), Some(post)) = (connect, post) {
-            break (connect, post);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "spans were not exported: {:?}",
-            otlp.spans()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
-    let _ = local.kill();
-    let _ = local.wait();
+    let (connect, post) =
+        crate::support::poll_until("the connect's and the post's spans exported", || {
+            let spans = otlp.spans();
+            let connect = spans.iter().find(|s| s.name == "connect").cloned();
+            let post = spans.iter().find(|s| s.name == "post").cloned();
+            connect.zip(post)
+        })
+        .await;
+    drop(local);
     assert_eq!(
         connect.trace_id, post.trace_id,
         "the welcome continues the connect's trace"

@@ -1,5 +1,13 @@
 //! In-memory adapters. Each one either serves (`webchat-local`) or serves and records (tests):
 //! recording is opt-in so a long-running local server does not grow without bound.
+//!
+//! [`MemoryQueue`] is SQS in memory (visibility, receive counts, a dead-letter queue) with
+//! Lambda's event source mapping ([`serve`]): the shard queue of `webchat-local`, the shard tests
+//! and the sharded bench alike.
+
+mod queue;
+
+pub use queue::{MemoryQueue, QueueSettings, Received, serve, settle, sqs_event};
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
@@ -12,11 +20,11 @@ use chrono::{DateTime, Utc};
 use crate::domain::Summary;
 use crate::ports::{
     ApiError, BusError, BusEvent, Clock, ConnectedAt, ConnectionApi, ConnectionInfo,
-    ConnectionRecord, ConnectionStore, EventBus, Metrics, Outcome, Page, QueueError, Recipient,
-    Segment, ShardJob, ShardQueue, StoreError,
+    ConnectionRecord, ConnectionStore, EventBus, Metrics, Outcome, Page, Recipient, Segment,
+    StoreError,
 };
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind; keep serving.
     mutex
         .lock()
@@ -399,11 +407,21 @@ impl ConnectionApi for MemoryConnectionApi {
     }
 }
 
-/// An event bus that records what was published (for tests), and can be made to fail.
+/// An event on its way from the bus to a rule's target, with its publisher's X-Ray trace header
+/// (EventBridge hands the target the publisher's trace).
+#[derive(Clone, Debug)]
+pub struct Routed {
+    pub event: BusEvent,
+    pub trace_header: Option<String>,
+}
+
+/// EventBridge in memory: hands every event to a rule's target (`webchat-local`'s rule gives the
+/// welcome to `post`), records what was published (tests), and can be made to fail.
 #[derive(Debug, Default)]
 pub struct MemoryEventBus {
     published: Option<Mutex<Vec<BusEvent>>>,
     failing: Mutex<Option<String>>,
+    rule: Option<tokio::sync::mpsc::UnboundedSender<Routed>>,
 }
 
 impl MemoryEventBus {
@@ -413,6 +431,16 @@ impl MemoryEventBus {
             published: Some(Mutex::new(Vec::new())),
             ..MemoryEventBus::default()
         }
+    }
+
+    /// Hands every event to a rule, which takes them from the receiver; keeps nothing.
+    pub fn with_rule() -> (Self, tokio::sync::mpsc::UnboundedReceiver<Routed>) {
+        let (rule, routed) = tokio::sync::mpsc::unbounded_channel();
+        let bus = MemoryEventBus {
+            rule: Some(rule),
+            ..MemoryEventBus::default()
+        };
+        (bus, routed)
     }
 
     pub fn published(&self) -> Vec<BusEvent> {
@@ -434,7 +462,15 @@ impl EventBus for MemoryEventBus {
             return Err(BusError(reason));
         }
         if let Some(published) = &self.published {
-            lock(published).push(event);
+            lock(published).push(event.clone());
+        }
+        if let Some(rule) = &self.rule {
+            let trace_header = crate::telemetry::current_xray_header();
+            rule.send(Routed {
+                event,
+                trace_header,
+            })
+            .map_err(|_| BusError("the rule is not listening any more".into()))?;
         }
         Ok(())
     }
@@ -457,70 +493,6 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *lock(&self.0)
-    }
-}
-
-/// A shard queue that keeps its jobs in order for a test or a bench to take and run (no
-/// visibility timeout, no redrive: the taker decides what a failure does).
-#[derive(Debug, Default)]
-pub struct MemoryShardQueue {
-    jobs: Mutex<VecDeque<ShardJob>>,
-    /// Every job ever enqueued.
-    enqueued: Mutex<usize>,
-    ready: tokio::sync::Notify,
-}
-
-impl MemoryShardQueue {
-    pub fn new() -> Self {
-        MemoryShardQueue::default()
-    }
-
-    /// The next job, if any.
-    pub fn pop(&self) -> Option<ShardJob> {
-        lock(&self.jobs).pop_front()
-    }
-
-    /// The next job, waiting for one.
-    pub async fn next(&self) -> ShardJob {
-        loop {
-            let ready = self.ready.notified();
-            if let Some(job) = self.pop() {
-                return job;
-            }
-            ready.await;
-        }
-    }
-
-    /// Puts a job back (a worker that failed, once its visibility timeout is over).
-    pub fn push(&self, job: ShardJob) {
-        lock(&self.jobs).push_back(job);
-        self.ready.notify_one();
-    }
-
-    pub fn len(&self) -> usize {
-        lock(&self.jobs).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// How many jobs were ever enqueued.
-    pub fn enqueued(&self) -> usize {
-        *lock(&self.enqueued)
-    }
-}
-
-impl ShardQueue for MemoryShardQueue {
-    fn enqueue(
-        &self,
-        jobs: Vec<ShardJob>,
-    ) -> futures_util::future::BoxFuture<'_, Result<(), QueueError>> {
-        *lock(&self.enqueued) += jobs.len();
-        for job in jobs {
-            self.push(job);
-        }
-        Box::pin(std::future::ready(Ok(())))
     }
 }
 

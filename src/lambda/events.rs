@@ -1,5 +1,8 @@
-//! Events in the shapes API Gateway and EventBridge deliver them to Lambda, built by the local
-//! gateway for the [Lambda glue](crate::lambda).
+//! Events in the shapes API Gateway and EventBridge deliver them to Lambda: the one builder the
+//! local gateway and the route tests use. (The SQS event is built beside the queue that delivers
+//! it, [`crate::adapters::memory::sqs_event`]. The process-level tests, `tests/lambda`, write
+//! their events out as literal JSON instead: they state the wire shape independently of this
+//! code.)
 
 use std::collections::HashMap;
 
@@ -7,9 +10,9 @@ use aws_lambda_events::apigw::{
     ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext,
 };
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use axum::http::HeaderMap;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use http::HeaderMap;
 use serde_json::Value;
 
 use crate::ports::BusEvent;
@@ -20,7 +23,7 @@ const LOCAL_ACCOUNT: &str = "123456789012";
 
 /// An id in API Gateway's style: 11 random bytes in URL-safe base64, e.g. `L0SM9cOFvHcCIhw=`.
 /// URL-safe so it can stand in an `@connections/{id}` path unescaped.
-pub(crate) fn gateway_id() -> String {
+pub fn gateway_id() -> String {
     let mut bytes = [0u8; 11];
     fastrand::fill(&mut bytes);
     base64::engine::general_purpose::URL_SAFE.encode(bytes)
@@ -28,7 +31,7 @@ pub(crate) fn gateway_id() -> String {
 
 /// What the gateway knows of a connection, copied into every event for it.
 #[derive(Clone, Debug)]
-pub(crate) struct ConnectionMeta {
+pub struct ConnectionMeta {
     pub connection_id: String,
     pub connected_at: DateTime<Utc>,
     pub source_ip: Option<String>,
@@ -37,14 +40,14 @@ pub(crate) struct ConnectionMeta {
 
 /// Where the gateway runs, as API Gateway names it in every event.
 #[derive(Clone, Debug)]
-pub(crate) struct StageMeta {
+pub struct StageMeta {
     pub api_id: String,
     pub stage: String,
     pub domain_name: String,
 }
 
 /// What one event is about.
-pub(crate) enum Kind<'a> {
+pub enum Kind<'a> {
     Connect {
         headers: &'a HeaderMap,
         query: &'a [(String, String)],
@@ -60,7 +63,7 @@ pub(crate) enum Kind<'a> {
     },
 }
 
-pub(crate) fn websocket_event(
+pub fn websocket_event(
     stage: &StageMeta,
     connection: &ConnectionMeta,
     kind: Kind<'_>,
@@ -128,7 +131,7 @@ pub(crate) fn websocket_event(
 }
 
 /// The event EventBridge hands to a rule's target.
-pub(crate) fn eventbridge_event(event: &BusEvent, region: &str) -> EventBridgeEvent<Value> {
+pub fn eventbridge_event(event: &BusEvent, region: &str) -> EventBridgeEvent<Value> {
     let mut delivered = EventBridgeEvent::<Value>::default();
     delivered.version = Some("0".into());
     delivered.id = Some(uuid_like());

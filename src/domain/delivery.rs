@@ -1,11 +1,11 @@
-//! Fan-out done right: follow every page of a scan, keep a bounded number of `@connections` calls
+//! Delivery done right: follow every page of a scan, keep a bounded number of `@connections` calls
 //! in flight (the next page is fetched while posts of the last one are still running), retry
-//! throttling with jittered exponential backoff inside a budget, prune exactly the records that
-//! answer 410 and are not newcomers still connecting, never let one connection's failure stop
-//! delivery to the others, stop starting posts before the invocation's deadline, and account for
-//! every connection: delivered, pruned, connecting, failed or not attempted.
+//! throttling within a budget ([`super::retry`]), prune exactly the records that answer 410 and
+//! are not newcomers still connecting, never let one connection's failure stop delivery to the
+//! others, stop starting posts before the invocation's deadline, and account for every
+//! connection: delivered, pruned, connecting, failed or not attempted.
 //!
-//! The same fan-out serves a whole broadcast inline and one shard of a sharded broadcast: a scan
+//! The same delivery serves a whole broadcast inline and one shard of a sharded broadcast: a scan
 //! segment from a cursor, at most so many posts, paced to a rate, and, when it stops before the
 //! segment's end, the cursor after which everything still has to be delivered (the last
 //! connection before which every post has finished: at most the posts in flight then are
@@ -26,49 +26,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::{CONNECT_WINDOW, COUNTING_TARGET, Chat, Deadline, Deliveries};
+use super::deadline::{CutOff, until};
+use super::retry::{Pacer, wait_for};
+use super::{CONNECT_WINDOW, COUNTING_TARGET, Chat, Deadline, Deliveries, RouteError};
 use crate::ports::{
     ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, Recipient, Segment,
     StoreError,
 };
-
-/// A retry budget: `attempts` calls in all, the n-th retry waiting between half and all of
-/// `min(base * 2^n, max)` ("equal jitter", so concurrent retries spread out but never hammer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    pub attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    pub fn delay(&self, retry: u32) -> Duration {
-        let cap = self.base.saturating_mul(1 << retry.min(20)).min(self.max);
-        let half = cap / 2;
-        half + Duration::from_nanos(fastrand::u64(0..=half.as_nanos() as u64))
-    }
-
-    /// Calls `attempt` until it returns something `retry_on` rejects or the budget is spent.
-    pub(crate) async fn run<T, E, F, Fut>(
-        &self,
-        mut attempt: F,
-        retry_on: impl Fn(&Result<T, E>) -> bool,
-    ) -> Result<T, E>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let mut retry = 0;
-        loop {
-            let result = attempt().await;
-            if retry + 1 >= self.attempts.max(1) || !retry_on(&result) {
-                return result;
-            }
-            tokio::time::sleep(self.delay(retry)).await;
-            retry += 1;
-        }
-    }
-}
 
 /// What became of a connection that answered 410.
 pub(crate) enum Gone {
@@ -80,17 +44,7 @@ pub(crate) enum Gone {
     Changed,
 }
 
-/// What one shard job did: its fan-out, and where the rest of its segment starts if it stopped
-/// before the end (handed on as the next job).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ShardReport {
-    pub deliveries: Deliveries,
-    /// `Some(cursor)`: the job stopped early, and the segment continues after `cursor` (`None`
-    /// inside: from where this job began).
-    pub continued: Option<Option<String>>,
-}
-
-/// Which connections a fan-out addresses and how many it may start.
+/// Which connections a delivery addresses and how many posts it may start.
 pub(crate) struct Sweep {
     pub segment: Segment,
     /// Start right after this connection id.
@@ -112,20 +66,29 @@ impl Sweep {
     }
 }
 
-/// A fan-out's outcome: its counts, the Scan's error if one failed after its retries, and, if it
-/// stopped before the end, the cursor after which every connection still needs the message.
+/// What is left of a segment when a delivery stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rest {
+    /// Nothing: the delivery read its segment to the end.
+    Nothing,
+    /// Every connection after `cursor` (`None`: the segment's start) still needs the message.
+    After { cursor: Option<String> },
+}
+
+/// A delivery's outcome: its counts, the Scan's error if one failed after its retries, and what
+/// is left of the segment.
 pub(crate) struct Swept {
     pub summary: Deliveries,
     /// Of `summary.failed`, the posts the deadline cut off (a continuation tries them again).
     pub cut_off: usize,
-    /// How long the fan-out took.
+    /// How long the delivery took.
     pub took: Duration,
     pub error: Option<StoreError>,
-    pub rest: Option<Option<String>>,
+    pub rest: Rest,
 }
 
 /// The posts started, in scan order, until every post before them has finished: the last
-/// connection of the finished prefix is where a fan-out resumes.
+/// connection of the finished prefix is where a delivery resumes.
 struct Finished {
     /// Started posts from the first unfinished one on: (connection id, finished).
     window: VecDeque<(String, bool)>,
@@ -227,79 +190,51 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         connection_id: &str,
         data: &Bytes,
         cut_off: Option<Instant>,
-    ) -> Result<Outcome<()>, ApiError> {
-        self.post_counting(connection_id, data, cut_off, &AtomicUsize::new(0), None)
-            .await
+    ) -> Result<Outcome<()>, RouteError> {
+        let throttled = AtomicUsize::new(0);
+        let posted = self.post_counting(connection_id, data, &throttled, None);
+        Ok(until(cut_off, posted).await??)
     }
 
-    /// [`Chat::post_to`], counting the 429 answers in `throttled`; with a `pacer`, each retry
-    /// waits for its turn too (the first attempt had its own).
+    /// Posts `data`, retrying throttling within the budget and counting the 429 answers in
+    /// `throttled`; with a `pacer`, each retry waits for its turn too (the first attempt had its
+    /// own).
     async fn post_counting(
         &self,
         connection_id: &str,
         data: &Bytes,
-        cut_off: Option<Instant>,
         throttled: &AtomicUsize,
         pacer: Option<&Pacer>,
     ) -> Result<Outcome<()>, ApiError> {
         let mut first = true;
-        let attempts = self.settings.throttle_backoff.run(
-            || {
-                let turn = if std::mem::take(&mut first) {
-                    None
-                } else {
-                    pacer.map(Pacer::take)
-                };
-                async move {
-                    wait_for(turn).await;
-                    self.api.post(connection_id, data.clone()).await
-                }
-            },
-            |result| {
-                if matches!(result, Err(ApiError::Throttled(_))) {
-                    throttled.fetch_add(1, Ordering::Relaxed);
-                }
-                result.as_ref().is_err_and(ApiError::is_retryable)
-            },
-        );
-        until(cut_off, attempts)
+        self.settings
+            .throttle_backoff
+            .run(
+                || {
+                    let turn = if std::mem::take(&mut first) {
+                        None
+                    } else {
+                        pacer.map(Pacer::take)
+                    };
+                    async move {
+                        wait_for(turn).await;
+                        self.api.post(connection_id, data.clone()).await
+                    }
+                },
+                |result| {
+                    if matches!(result, Err(ApiError::Throttled(_))) {
+                        throttled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    result.as_ref().is_err_and(ApiError::is_retryable)
+                },
+            )
             .await
-            .unwrap_or_else(|()| Err(ApiError::Unavailable(DEADLINE.into())))
-    }
-
-    /// The reserve and the fan-out margin for `deadline`: the settings', scaled down for an
-    /// invocation given little time (a fifth and a tenth of it at most).
-    fn margins(&self, deadline: Deadline) -> (Duration, Duration) {
-        let budget = deadline.budget().unwrap_or(Duration::MAX);
-        (
-            self.settings.deadline_reserve.min(budget / 5),
-            self.settings.fanout_margin.min(budget / 10),
-        )
-    }
-
-    /// When every call of an invocation must be over.
-    pub(crate) fn cut_off(&self, deadline: Deadline) -> Option<Instant> {
-        let (reserve, _) = self.margins(deadline);
-        deadline.minus(reserve)
-    }
-
-    /// When a route's own work must be over: half the fan-out margin before the cut-off, which
-    /// leaves the sender's reply time to say how it went.
-    pub(crate) fn work_cut_off(&self, deadline: Deadline) -> Option<Instant> {
-        let (reserve, margin) = self.margins(deadline);
-        deadline.minus(reserve + margin / 2)
-    }
-
-    /// When a fan-out stops starting posts.
-    pub(crate) fn stop_starting(&self, deadline: Deadline) -> Option<Instant> {
-        let (reserve, margin) = self.margins(deadline);
-        deadline.minus(reserve + margin)
     }
 
     /// Posts `data` to every live connection `sweep` addresses, until the deadline's margin or
     /// its limit. Returns what happened to each connection, the Scan's error if one failed after
-    /// its retries, and where to resume if it stopped early.
-    pub(crate) async fn fan_out(&self, data: Bytes, sweep: Sweep, deadline: Deadline) -> Swept {
+    /// its retries, and what is left of the segment if it stopped early.
+    pub(crate) async fn deliver(&self, data: Bytes, sweep: Sweep, deadline: Deadline) -> Swept {
         let now = self.clock.now();
         let began = Instant::now();
         // Posts start until `stop`; those in flight then (prunes included) are cut off halfway
@@ -312,7 +247,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let mut cut_offs = 0usize;
         // A mutex only to be Send: the posts' tasks run on this one task, never at once.
         let finished = std::sync::Mutex::new(Finished::new(sweep.cursor.clone()));
-        // One span for the whole fan-out, with its counts; the posts are not exported one by one.
+        // One span for the whole delivery, with its counts; the posts are not exported one by one.
         let span = tracing::info_span!(
             target: COUNTING_TARGET,
             "fan_out",
@@ -355,7 +290,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 let (data, throttled) = (&data, &throttled);
                 async move {
                     let delivery = self.deliver_or_prune(&recipient, data, now, throttled, pacer);
-                    let delivery = until(cut_off, delivery).await.unwrap_or_else(|_| {
+                    let delivery = until(cut_off, delivery).await.unwrap_or_else(|CutOff| {
                         let connection_id = recipient.connection_id.as_str();
                         tracing::warn!(connection_id, "delivery cut off by the deadline");
                         Delivery::CutOff
@@ -385,14 +320,17 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         summary.not_attempted = scanned.into_inner().saturating_sub(started);
         summary.throttled = throttled.into_inner();
         let limited = sweep.limit.is_some_and(|limit| started >= limit);
+        let after = Rest::After {
+            cursor: finished.last,
+        };
         let (error, rest) = match ended {
             // The stream ends at the limit too: the segment may go on.
             Ended::Complete if !limited => {
                 summary.complete = true;
-                (None, None)
+                (None, Rest::Nothing)
             }
-            Ended::Complete | Ended::Stopped => (None, Some(finished.last)),
-            Ended::Failed(error) => (Some(error), Some(finished.last)),
+            Ended::Complete | Ended::Stopped => (None, after),
+            Ended::Failed(error) => (Some(error), after),
         };
         span.record("delivered", summary.delivered);
         span.record("pruned", summary.pruned);
@@ -419,7 +357,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     ) -> Delivery {
         let connection_id = recipient.connection_id.as_str();
         match self
-            .post_counting(connection_id, data, None, throttled, pacer)
+            .post_counting(connection_id, data, throttled, pacer)
             .await
         {
             Ok(Outcome::Done(())) => Delivery::Delivered,
@@ -458,7 +396,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         Ok(if deleted { Gone::Pruned } else { Gone::Changed })
     }
 
-    /// Runs `work` over the items of a stream with at most `fanout_concurrency` in flight, and
+    /// Runs `work` over the items of a stream with at most `posts_in_flight` in flight, and
     /// takes no more items once `stop` has come; the work in flight runs to its end either way.
     /// With a `pacer`, each item waits for its turn (shared with whatever else takes turns from
     /// it: the retries of throttled posts).
@@ -473,7 +411,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     where
         Fut: Future<Output = R>,
     {
-        let limit = self.settings.fanout_concurrency.max(1);
+        let limit = self.settings.posts_in_flight.max(1);
         let mut items = pin!(items);
         let mut in_flight = FuturesUnordered::new();
         let mut ended = None;
@@ -515,66 +453,5 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             }
         }
         ended.unwrap_or(Ended::Complete)
-    }
-}
-
-/// How far behind its rate a paced fan-out may fall and make up for at once.
-const CATCH_UP: Duration = Duration::from_millis(20);
-
-/// Turns at a rate: calls paced by one pacer start no more than `rate` a second together, each
-/// one interval after the last. The timer ticks in milliseconds, coarser than a fast rate's
-/// interval, so a turn that came late is made up at once, up to [`CATCH_UP`] late.
-#[derive(Debug)]
-pub(crate) struct Pacer {
-    interval: Duration,
-    next: std::sync::Mutex<Instant>,
-}
-
-impl Pacer {
-    /// `None` without a rate (or a rate of 0): unpaced.
-    pub(crate) fn new(rate: Option<u32>) -> Option<Pacer> {
-        let rate = rate.filter(|rate| *rate > 0)?;
-        Some(Pacer {
-            interval: Duration::from_secs(1) / rate,
-            next: std::sync::Mutex::new(Instant::now()),
-        })
-    }
-
-    /// Takes the next turn: when the call may start.
-    pub(crate) fn take(&self) -> Instant {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let behind = now.checked_sub(CATCH_UP.max(self.interval)).unwrap_or(now);
-        let turn = (*next).max(behind);
-        *next = turn + self.interval;
-        turn
-    }
-
-    /// When the next turn is free.
-    pub(crate) fn next_free(&self) -> Instant {
-        *self.next.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Waits for `turn`, if it is still to come.
-async fn wait_for(turn: Option<Instant>) {
-    if let Some(turn) = turn
-        && turn > Instant::now()
-    {
-        tokio::time::sleep_until(turn).await;
-    }
-}
-
-/// Why a call that the deadline cut off failed.
-pub(crate) const DEADLINE: &str = "cut off: the invocation's deadline is near";
-
-/// Runs `work` until `cut_off` (or to its end, without one); `Err(())` if the cut-off came first.
-pub(crate) async fn until<T>(
-    cut_off: Option<Instant>,
-    work: impl Future<Output = T>,
-) -> Result<T, ()> {
-    match cut_off {
-        None => Ok(work.await),
-        Some(at) => tokio::time::timeout_at(at, work).await.map_err(|_| ()),
     }
 }

@@ -1,0 +1,338 @@
+//! SQS in memory: the shard queue, its dead-letter queue and Lambda's event source mapping, with
+//! the semantics the sharded broadcast relies on. `webchat-local`, the shard tests and the
+//! sharded bench all use this one.
+//!
+//! - A message received is invisible for the visibility timeout; one its receiver neither
+//!   deletes nor fails by then (a worker that died) becomes visible again, as one that failed
+//!   does, with its receive count one higher when received next.
+//! - After `max_receives` receives, a message that fails (or times out) again is moved to the
+//!   dead-letter queue (the redrive policy's `maxReceiveCount`), where [`MemoryQueue::dead_letters`]
+//!   reads it.
+//! - [`serve`] is the event source mapping: a batch of one message at a time to the worker, in
+//!   the SQS event shape ([`sqs_event`]), at most `workers` at once; an invocation that fails, or
+//!   that reports the message in `batchItemFailures`, fails it.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+use super::lock;
+use crate::ports::{QueueError, ShardJob, ShardQueue};
+
+/// How the queue and its event source mapping behave (the stack's settings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Invocations at once (the event source mapping's maximum concurrency).
+    pub workers: usize,
+    /// How long a received message stays invisible unless deleted.
+    pub visibility_timeout: Duration,
+    /// Receives of a message before a failure sets it aside in the dead-letter queue (the
+    /// redrive policy's `maxReceiveCount`).
+    pub max_receives: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            workers: 8,
+            visibility_timeout: Duration::from_secs(1),
+            max_receives: 3,
+        }
+    }
+}
+
+/// A message as a receiver gets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub id: String,
+    pub body: String,
+    /// This receive included (SQS's `ApproximateReceiveCount`).
+    pub receives: u32,
+}
+
+#[derive(Debug)]
+struct Stored {
+    id: String,
+    body: String,
+    receives: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Visible messages, oldest first, with when each becomes visible.
+    waiting: VecDeque<(Instant, Stored)>,
+    /// Received and neither deleted nor failed yet, by id, with when they become visible again.
+    in_flight: HashMap<String, (Instant, Stored)>,
+    dead: Vec<Stored>,
+    sent: usize,
+}
+
+/// An SQS queue with its dead-letter queue, in memory.
+#[derive(Debug)]
+pub struct MemoryQueue {
+    settings: QueueSettings,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl Default for MemoryQueue {
+    fn default() -> Self {
+        MemoryQueue::new(QueueSettings::default())
+    }
+}
+
+impl MemoryQueue {
+    pub fn new(settings: QueueSettings) -> Self {
+        MemoryQueue {
+            settings,
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Sends a message (SendMessage).
+    pub fn send(&self, body: String) {
+        let mut state = lock(&self.state);
+        state.sent += 1;
+        let id = format!("{:08x}-{:024x}", state.sent, fastrand::u128(..) >> 32);
+        state.waiting.push_back((
+            Instant::now(),
+            Stored {
+                id,
+                body,
+                receives: 0,
+            },
+        ));
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// A message that is visible now, if any (ReceiveMessage with no wait).
+    pub fn receive(&self) -> Option<Received> {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        self.expire(&mut state, now);
+        let index = state.waiting.iter().position(|(at, _)| *at <= now)?;
+        let (_, mut message) = state.waiting.remove(index)?;
+        message.receives += 1;
+        let received = Received {
+            id: message.id.clone(),
+            body: message.body.clone(),
+            receives: message.receives,
+        };
+        let until = now + self.settings.visibility_timeout;
+        state.in_flight.insert(message.id.clone(), (until, message));
+        Some(received)
+    }
+
+    /// The next message, waiting until one is visible (a long poll that never ends empty).
+    pub async fn next(&self) -> Received {
+        loop {
+            let changed = self.changed.notified();
+            if let Some(message) = self.receive() {
+                return message;
+            }
+            let wake = self
+                .next_visible()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Deletes a received message: its work is done (DeleteMessage).
+    pub fn delete(&self, id: &str) {
+        let removed = lock(&self.state).in_flight.remove(id).is_some();
+        if removed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A received message whose work failed: visible again after the visibility timeout, or,
+    /// after its last receive, set aside in the dead-letter queue. (SQS has no such call: the
+    /// receiver does not delete it, and the timeout does the rest; this does it at once.)
+    pub fn fail(&self, id: &str) {
+        let mut state = lock(&self.state);
+        if let Some((_, message)) = state.in_flight.remove(id) {
+            let visible = Instant::now() + self.settings.visibility_timeout;
+            self.requeue(&mut state, visible, message);
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Messages in flight whose visibility timeout is over come back (or go to the dead-letter
+    /// queue), as if their receiver had died.
+    fn expire(&self, state: &mut State, now: Instant) {
+        let over: Vec<String> = state
+            .in_flight
+            .iter()
+            .filter(|(_, (until, _))| *until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in over {
+            if let Some((until, message)) = state.in_flight.remove(&id) {
+                self.requeue(state, until, message);
+            }
+        }
+    }
+
+    fn requeue(&self, state: &mut State, visible: Instant, message: Stored) {
+        if message.receives >= self.settings.max_receives {
+            tracing::error!(
+                message_id = message.id,
+                receives = message.receives,
+                "shard job set aside in the dead-letter queue after its retries"
+            );
+            state.dead.push(message);
+        } else {
+            state.waiting.push_back((visible, message));
+        }
+    }
+
+    /// When the next message waiting or in flight becomes visible.
+    fn next_visible(&self) -> Option<Instant> {
+        let state = lock(&self.state);
+        let waiting = state.waiting.iter().map(|(at, _)| *at);
+        let in_flight = state.in_flight.values().map(|(until, _)| *until);
+        waiting.chain(in_flight).min()
+    }
+
+    /// Messages waiting or in flight (not deleted, not dead).
+    pub fn len(&self) -> usize {
+        let state = lock(&self.state);
+        state.waiting.len() + state.in_flight.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until every message sent has been deleted or set aside.
+    pub async fn settled(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.is_empty() {
+                return;
+            }
+            let wake = self.next_visible().unwrap_or_else(Instant::now);
+            tokio::select! {
+                () = changed => {}
+                // a message in flight whose receiver died comes back, or is set aside, then
+                () = tokio::time::sleep_until(wake) => { self.expire(&mut lock(&self.state), Instant::now()); }
+            }
+        }
+    }
+
+    /// How many messages were ever sent.
+    pub fn sent(&self) -> usize {
+        lock(&self.state).sent
+    }
+
+    /// The bodies in the dead-letter queue, oldest first.
+    pub fn dead_letters(&self) -> Vec<String> {
+        lock(&self.state)
+            .dead
+            .iter()
+            .map(|message| message.body.clone())
+            .collect()
+    }
+
+    /// The bodies of the messages waiting (not in flight), oldest first, without receiving them.
+    pub fn peek(&self) -> Vec<String> {
+        lock(&self.state)
+            .waiting
+            .iter()
+            .map(|(_, message)| message.body.clone())
+            .collect()
+    }
+}
+
+/// The shard queue's side of the queue: jobs go in as JSON bodies, as the SQS adapter sends them.
+impl ShardQueue for MemoryQueue {
+    fn enqueue(&self, jobs: Vec<ShardJob>) -> BoxFuture<'_, Result<(), QueueError>> {
+        for job in jobs {
+            self.send(serde_json::to_string(&job).expect("a job always serializes"));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// The SQS event Lambda's event source mapping delivers for `messages`.
+pub fn sqs_event(messages: &[Received]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|message| {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(message.id.clone());
+            record.receipt_handle = Some(format!("{}-{}", message.id, message.receives));
+            record.body = Some(message.body.clone());
+            record.attributes = HashMap::from([(
+                "ApproximateReceiveCount".to_owned(),
+                message.receives.to_string(),
+            )]);
+            record.event_source = Some("aws:sqs".into());
+            record.event_source_arn = Some("arn:aws:sqs:local:000000000000:shards".into());
+            record.aws_region = Some("local".into());
+            record
+        })
+        .collect();
+    event
+}
+
+/// Settles a received message by its invocation's answer: deleted if it served it, failed if
+/// the invocation failed or reported it in `batchItemFailures`.
+pub fn settle<E>(queue: &MemoryQueue, message: &Received, answer: &Result<SqsBatchResponse, E>) {
+    let failed = match answer {
+        Ok(response) => response
+            .batch_item_failures
+            .iter()
+            .any(|failure| failure.item_identifier == message.id),
+        Err(_) => true,
+    };
+    if failed {
+        queue.fail(&message.id);
+    } else {
+        queue.delete(&message.id);
+    }
+}
+
+/// Lambda's event source mapping: hands each message, as a batch of one, to `invoke`, at most
+/// `workers` at once, and settles it by the answer. Runs until dropped.
+pub async fn serve<F, Fut, E>(queue: Arc<MemoryQueue>, invoke: F)
+where
+    F: Fn(SqsEvent, String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<SqsBatchResponse, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let workers = Arc::new(Semaphore::new(queue.settings.workers.max(1)));
+    loop {
+        let Ok(worker) = workers.clone().acquire_owned().await else {
+            return;
+        };
+        let message = queue.next().await;
+        let (queue, invoke) = (queue.clone(), invoke.clone());
+        tokio::spawn(async move {
+            let answer = invoke(
+                sqs_event(std::slice::from_ref(&message)),
+                message.id.clone(),
+            )
+            .await;
+            settle(&queue, &message, &answer);
+            drop(worker);
+        });
+    }
+}

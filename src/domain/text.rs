@@ -1,0 +1,74 @@
+//! What the routes tell clients in their own words: every `{"type":"error"}` frame the domain
+//! writes, in one place (the codes are the protocol's; the wording is here).
+
+use super::Deliveries;
+use crate::ports::ShardJob;
+use crate::protocol::{ErrorCode, ProtocolError};
+
+/// What the sender of a chat is told when its target has not finished connecting.
+pub(crate) fn still_connecting(connection_id: &str) -> String {
+    ProtocolError::new(
+        ErrorCode::ConnectionNotFound,
+        format!("connection {connection_id} is still connecting: try again in a moment"),
+    )
+    .to_frame()
+}
+
+/// What the sender of a broadcast is told when some live connection may have missed it.
+pub(crate) fn delivery_incomplete(summary: &Deliveries, scan_failed: bool) -> String {
+    let mut missed = Vec::new();
+    if summary.failed > 0 {
+        missed.push(format!("{} could not be reached", summary.failed));
+    }
+    if summary.not_attempted > 0 {
+        missed.push(format!(
+            "{} were not attempted before the time limit",
+            summary.not_attempted
+        ));
+    }
+    if !summary.complete && scan_failed {
+        missed.push("the list of connections could not be read to its end".into());
+    } else if !summary.complete {
+        missed.push("the time limit came before the rest of the connections were read".into());
+    }
+    ProtocolError::new(
+        ErrorCode::DeliveryIncomplete,
+        format!(
+            "the broadcast reached {} connections, but {}; send it again to reach everyone (some may get it twice)",
+            summary.delivered,
+            missed.join(", and ")
+        ),
+    )
+    .to_frame()
+}
+
+/// What the sender of a chat is told when its target is not connected.
+pub(crate) fn not_found(connection_id: &str) -> String {
+    ProtocolError::new(
+        ErrorCode::ConnectionNotFound,
+        format!("no connection {connection_id}: it may have disconnected; send {{\"action\":\"list\"}} to see who is here"),
+    )
+    .to_frame()
+}
+
+/// What the sender is told when the infrastructure failed (the detail stays in the logs).
+pub(crate) fn internal() -> String {
+    ProtocolError::new(
+        ErrorCode::Internal,
+        "something went wrong on our side; please try again",
+    )
+    .to_frame()
+}
+
+/// What the sender of a sharded broadcast is told when one of its jobs failed its last attempt.
+pub(crate) fn shard_abandoned(job: &ShardJob, attempts: u32) -> String {
+    ProtocolError::new(
+        ErrorCode::DeliveryIncomplete,
+        format!(
+            "part of the broadcast (segment {} of {}) could not be delivered after {attempts} attempts; send it again to reach everyone (some may get it twice)",
+            job.segment.index + 1,
+            job.segment.total
+        ),
+    )
+    .to_frame()
+}

@@ -1,0 +1,93 @@
+//! What the integration-test binaries share (each `tests/` binary is its own crate and includes
+//! this with `#[path]`): how long a test waits for something that should happen, how it waits
+//! for a condition, and how it starts `webchat-local` on a free port.
+#![allow(dead_code)] // each test binary uses its own part of it
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a test waits for something that should happen (a frame, an answer, a process's
+/// exit) before it fails. Only failing tests wait this long; silence is checked with its own,
+/// shorter, wait.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How often [`poll_until`] looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `check` until it gives a value; fails the test, naming `what`, after [`PATIENCE`].
+pub async fn poll_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`poll_until`] for a check that is itself asynchronous (an HTTP request, a list).
+pub async fn poll_until_async<T, F, Fut>(what: &str, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// `webchat-local` as its own process, listening on a free port (killed when dropped).
+#[cfg(feature = "local")]
+pub struct LocalProcess {
+    pub child: tokio::process::Child,
+    /// The `ws://` URL it printed.
+    pub url: String,
+}
+
+#[cfg(feature = "local")]
+impl LocalProcess {
+    /// Starts the binary with `--listen 127.0.0.1:0` and `args`, `envs` added to its
+    /// environment; returns once it has printed its URL. Its stderr is dropped; its stdout is
+    /// read to the end in the background.
+    pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> LocalProcess {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start webchat-local");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let url = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("webchat-local printed its URL");
+                if let Some(at) = line.find("ws://") {
+                    break line[at..].split_whitespace().next().unwrap().to_owned();
+                }
+            }
+        })
+        .await
+        .expect("webchat-local started in time");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        LocalProcess { child, url }
+    }
+}
