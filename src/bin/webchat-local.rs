@@ -154,6 +154,11 @@ async fn main() -> anyhow::Result<()> {
         scan_page_size: args.scan_page_size.max(1),
         queue: webchat::local::QueueSettings {
             workers: args.fanout_workers.max(1),
+            // as the stack sets it from the worker's timeout (AWS's recommendation); with no
+            // timeout, the default's
+            visibility_timeout: Some(args.function_timeout.saturating_mul(6))
+                .filter(|timeout| !timeout.is_zero())
+                .unwrap_or(webchat::local::QueueSettings::default().visibility_timeout),
             ..Default::default()
         },
         settings: webchat::domain::Settings {

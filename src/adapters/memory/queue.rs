@@ -30,7 +30,9 @@ use crate::ports::{QueueError, ShardJob, ShardQueue};
 pub struct QueueSettings {
     /// Invocations at once (the event source mapping's maximum concurrency).
     pub workers: usize,
-    /// How long a received message stays invisible unless deleted.
+    /// How long a received message stays invisible unless deleted: at least the worker's
+    /// timeout, or a job still running is handed to a second worker (SQS refuses an event source
+    /// mapping otherwise). A failed job comes back after it too.
     pub visibility_timeout: Duration,
     /// Receives of a message before a failure sets it aside in the dead-letter queue (the
     /// redrive policy's `maxReceiveCount`).
@@ -41,7 +43,8 @@ impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
             workers: 8,
-            visibility_timeout: Duration::from_secs(1),
+            // as the stack sets it: six times the worker's timeout (10 s by default)
+            visibility_timeout: Duration::from_secs(60),
             max_receives: 3,
         }
     }
