@@ -6,6 +6,10 @@
 //!
 //! (`WEBCHAT_IAM=1` signs each connect with SigV4 from the standard AWS credential chain.) The
 //! tests use their own connections only, so they can run on a stage others are using.
+//!
+//! It needs webchat-local and the terminal client: `cargo test --all-features` (without the
+//! features it compiles to nothing).
+#![cfg(all(feature = "local", feature = "client"))]
 
 use std::time::Duration;
 

@@ -460,3 +460,37 @@ async fn the_event_source_mapping_retries_a_failed_invocation_and_deletes_a_serv
     assert_eq!(seen, ["fails once #1", "fails once #2", "serves #1"]);
     assert!(queue.dead_letters().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_receipt_settles_only_its_own_receive() {
+    let queue = MemoryQueue::new(QueueSettings {
+        workers: 2,
+        visibility_timeout: Duration::from_secs(10),
+        max_receives: 5,
+    });
+    queue.send("slow job".into());
+    let first = queue.receive().unwrap();
+    // Its worker outlives the visibility timeout; a second worker receives the job.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let second = queue.receive().expect("visible again");
+    assert_eq!(second.receives, 2);
+    // The first worker's late answers settle nothing: the second is still at it.
+    queue.fail(&first);
+    queue.delete(&first);
+    assert_eq!(queue.len(), 1);
+    assert!(
+        queue.receive().is_none(),
+        "still in flight with the second worker"
+    );
+    queue.delete(&second);
+    assert!(queue.is_empty());
+
+    // A worker that finishes after its timeout, before anyone received the job again, still
+    // deletes it (its receipt is the latest).
+    queue.send("late job".into());
+    let late = queue.receive().unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    queue.delete(&late);
+    assert!(queue.receive().is_none());
+    assert!(queue.is_empty());
+}

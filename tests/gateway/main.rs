@@ -1,5 +1,9 @@
 //! The local gateway, driven with real websocket and HTTP clients: the wire protocol (the contract
 //! in `docs/protocol.md`), the `@connections` API, API Gateway's limits, disconnects and bad input.
+//!
+//! It needs webchat-local and the terminal client: `cargo test --all-features` (without the
+//! features it compiles to nothing).
+#![cfg(all(feature = "local", feature = "client"))]
 
 mod helpers;
 mod hostile;

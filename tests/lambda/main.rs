@@ -1,6 +1,10 @@
 //! The shipped function binaries, run as Lambda runs them (a fake Runtime API), against moto
 //! (DynamoDB) and a recording EventBridge / `@connections` server; and the AWS adapters on their
 //! own, against the same emulators and against webchat-local's `@connections`.
+//!
+//! It needs the function binaries and webchat-local: `cargo test --all-features` (without the
+//! features it compiles to nothing).
+#![cfg(all(feature = "aws", feature = "local"))]
 
 mod adapters;
 mod contract;

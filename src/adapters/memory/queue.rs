@@ -2,9 +2,11 @@
 //! the semantics the sharded broadcast relies on. `webchat-local`, the shard tests and the
 //! sharded bench all use this one.
 //!
-//! - A message received is invisible for the visibility timeout; one its receiver neither
-//!   deletes nor fails by then (a worker that died) becomes visible again, as one that failed
-//!   does, with its receive count one higher when received next.
+//! - A message received is invisible for the visibility timeout, counted from the receive; one
+//!   its receiver does not delete by then (a worker that failed, or died) becomes visible again,
+//!   with its receive count one higher when received next. A delete or a failure names the
+//!   receive it settles ([`Received`], SQS's receipt handle): a receiver whose message has since
+//!   been received again settles nothing.
 //! - After `max_receives` receives, a message that fails (or times out) again is moved to the
 //!   dead-letter queue (the redrive policy's `maxReceiveCount`), where [`MemoryQueue::dead_letters`]
 //!   reads it.
@@ -50,7 +52,8 @@ impl Default for QueueSettings {
     }
 }
 
-/// A message as a receiver gets it.
+/// A message as a receiver gets it: with its receive count, it is also the receipt that a delete
+/// or a failure names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
     pub id: String,
@@ -58,6 +61,9 @@ pub struct Received {
     /// This receive included (SQS's `ApproximateReceiveCount`).
     pub receives: u32,
 }
+
+/// Dead letters kept (the newest): a long-running webchat-local must not grow without bound.
+const DEAD_LETTERS_KEPT: usize = 1000;
 
 #[derive(Debug)]
 struct Stored {
@@ -72,7 +78,7 @@ struct State {
     waiting: VecDeque<(Instant, Stored)>,
     /// Received and neither deleted nor failed yet, by id, with when they become visible again.
     in_flight: HashMap<String, (Instant, Stored)>,
-    dead: Vec<Stored>,
+    dead: VecDeque<Stored>,
     sent: usize,
 }
 
@@ -155,22 +161,42 @@ impl MemoryQueue {
         }
     }
 
-    /// Deletes a received message: its work is done (DeleteMessage).
-    pub fn delete(&self, id: &str) {
-        let removed = lock(&self.state).in_flight.remove(id).is_some();
-        if removed {
+    /// Deletes a received message: its work is done (DeleteMessage). A receipt that is no longer
+    /// the message's latest (it was received again since) deletes nothing.
+    pub fn delete(&self, message: &Received) {
+        let mut state = lock(&self.state);
+        let latest = |stored: &Stored| stored.receives == message.receives;
+        let deleted = match state.in_flight.get(&message.id) {
+            Some((_, stored)) if latest(stored) => state.in_flight.remove(&message.id).is_some(),
+            Some(_) => false,
+            // Its visibility timeout is over, but nobody has received it since: SQS still takes
+            // this receipt.
+            None => {
+                let before = state.waiting.len();
+                state
+                    .waiting
+                    .retain(|(_, stored)| stored.id != message.id || !latest(stored));
+                state.waiting.len() < before
+            }
+        };
+        drop(state);
+        if deleted {
             self.changed.notify_waiters();
         }
     }
 
-    /// A received message whose work failed: visible again after the visibility timeout, or,
-    /// after its last receive, set aside in the dead-letter queue. (SQS has no such call: the
-    /// receiver does not delete it, and the timeout does the rest; this does it at once.)
-    pub fn fail(&self, id: &str) {
+    /// A received message whose work failed: visible again when its visibility timeout (from
+    /// the receive) is over, or, after its last receive, set aside in the dead-letter queue. (SQS
+    /// has no such call: the receiver does not delete the message, and the timeout does the rest;
+    /// this says so at once.) A stale receipt fails nothing.
+    pub fn fail(&self, message: &Received) {
         let mut state = lock(&self.state);
-        if let Some((_, message)) = state.in_flight.remove(id) {
-            let visible = Instant::now() + self.settings.visibility_timeout;
-            self.requeue(&mut state, visible, message);
+        let current = state
+            .in_flight
+            .get(&message.id)
+            .is_some_and(|(_, stored)| stored.receives == message.receives);
+        if current && let Some((until, stored)) = state.in_flight.remove(&message.id) {
+            self.requeue(&mut state, until, stored);
         }
         drop(state);
         self.changed.notify_waiters();
@@ -199,7 +225,10 @@ impl MemoryQueue {
                 receives = message.receives,
                 "shard job set aside in the dead-letter queue after its retries"
             );
-            state.dead.push(message);
+            if state.dead.len() == DEAD_LETTERS_KEPT {
+                state.dead.pop_front();
+            }
+            state.dead.push_back(message);
         } else {
             state.waiting.push_back((visible, message));
         }
@@ -223,18 +252,25 @@ impl MemoryQueue {
         self.len() == 0
     }
 
-    /// Waits until every message sent has been deleted or set aside.
+    /// Waits until every message sent has been deleted or set aside (by the receivers, or by the
+    /// visibility timeout of a receiver that died).
     pub async fn settled(&self) {
         loop {
             let changed = self.changed.notified();
-            if self.is_empty() {
-                return;
-            }
-            let wake = self.next_visible().unwrap_or_else(Instant::now);
-            tokio::select! {
-                () = changed => {}
-                // a message in flight whose receiver died comes back, or is set aside, then
-                () = tokio::time::sleep_until(wake) => { self.expire(&mut lock(&self.state), Instant::now()); }
+            let expiry = {
+                let mut state = lock(&self.state);
+                self.expire(&mut state, Instant::now());
+                if state.waiting.is_empty() && state.in_flight.is_empty() {
+                    return;
+                }
+                state.in_flight.values().map(|(until, _)| *until).min()
+            };
+            match expiry {
+                Some(at) => tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep_until(at) => {}
+                },
+                None => changed.await,
             }
         }
     }
@@ -244,7 +280,7 @@ impl MemoryQueue {
         lock(&self.state).sent
     }
 
-    /// The bodies in the dead-letter queue, oldest first.
+    /// The bodies in the dead-letter queue (the newest thousand), oldest first.
     pub fn dead_letters(&self) -> Vec<String> {
         lock(&self.state)
             .dead
@@ -297,19 +333,17 @@ pub fn sqs_event(messages: &[Received]) -> SqsEvent {
 }
 
 /// Settles a received message by its invocation's answer: deleted if it served it, failed if
-/// the invocation failed or reported it in `batchItemFailures`.
+/// the invocation failed or reported a failure in `batchItemFailures` (a batch is one message
+/// here; Lambda fails a whole batch on an identifier it does not know).
 pub fn settle<E>(queue: &MemoryQueue, message: &Received, answer: &Result<SqsBatchResponse, E>) {
     let failed = match answer {
-        Ok(response) => response
-            .batch_item_failures
-            .iter()
-            .any(|failure| failure.item_identifier == message.id),
+        Ok(response) => !response.batch_item_failures.is_empty(),
         Err(_) => true,
     };
     if failed {
-        queue.fail(&message.id);
+        queue.fail(message);
     } else {
-        queue.delete(&message.id);
+        queue.delete(message);
     }
 }
 
