@@ -1,6 +1,7 @@
-// The stack's CloudWatch dashboard: the metrics `broadcast` and `fanout` log in the Embedded Metric
-// Format (namespace METRICS_NAMESPACE, one dimension, Function), the post rate against its budget,
-// the shard queue and its dead letters, and every function's errors and throttles.
+// The stack's CloudWatch dashboard: the metrics `broadcast`, `fanout` and `cleanup` log in the
+// Embedded Metric Format (namespace METRICS_NAMESPACE, one dimension, Function), the post rate
+// against its budget, the shard queue and its dead letters, and every function's errors and
+// throttles.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
@@ -16,6 +17,11 @@ export const COUNTS = {
 } as const;
 /** How long a fan-out took (unit Milliseconds), shown as these statistics. */
 export const DURATION = { metric: "FanOutDuration", stats: ["p50", "p99", "Maximum"] } as const;
+/** What each `cleanup` run logs (the Function dimension's value "cleanup"): counts, and its duration. */
+export const CLEANUP = {
+  counts: ["CleanupChecked", "CleanupExpired", "CleanupGone", "CleanupFailed"],
+  duration: "CleanupDuration",
+} as const;
 /** The outcomes that are each one `@connections` post: their sum per second is the post rate. */
 const POSTS = ["Delivered", "Pruned", "Connecting", "Failed"] as const;
 
@@ -80,6 +86,13 @@ export function dashboardBody(inputs: DashboardInputs): object {
     widget(12, 12, "Age of the oldest job (s)", queues("ApproximateAgeOfOldestMessage")),
     widget(0, 18, "Lambda errors", lambda("Errors")),
     widget(12, 18, "Lambda throttles", lambda("Throttles")),
+    widget(
+      0,
+      24,
+      "Cleanup: records checked and removed",
+      CLEANUP.counts.map((name) => [namespace, name, "Function", "cleanup", { stat: "Sum", label: name }]),
+    ),
+    widget(12, 24, "Cleanup duration (ms)", [[namespace, CLEANUP.duration, "Function", "cleanup", { stat: "Maximum" }]]),
   ];
   return { widgets };
 }

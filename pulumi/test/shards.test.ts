@@ -147,7 +147,7 @@ describe("sharded broadcasts", () => {
     }
   });
 
-  it("draws a dashboard of every fan-out metric, each function's errors and throttles, and both queues", () => {
+  it("draws a dashboard of every fan-out and cleanup metric, each function's errors and throttles, and both queues", () => {
     const dashboard = one(recorded, "aws:cloudwatch/dashboard:Dashboard");
     assert.equal(dashboard.inputs.dashboardName, "webchat-stage");
     const body = JSON.parse(dashboard.inputs.dashboardBody);
@@ -170,9 +170,13 @@ describe("sharded broadcasts", () => {
     for (const fn of ["broadcast", "fanout"]) {
       assert.deepEqual(stats("webchat/stage", "FanOutDuration", "Function", fn).sort(), ["Maximum", "p50", "p99"], fn);
     }
+    for (const metric of ["CleanupChecked", "CleanupExpired", "CleanupGone", "CleanupFailed"]) {
+      assert.deepEqual(stats("webchat/stage", metric, "Function", "cleanup"), ["Sum"], metric);
+    }
+    assert.deepEqual(stats("webchat/stage", "CleanupDuration", "Function", "cleanup"), ["Maximum"]);
     for (const line of lines.filter((l) => l[0] === "webchat/stage")) {
       assert.equal(line.length, 5, "one dimension, Function");
-      assert.ok(["broadcast", "fanout"].includes(line[3]));
+      assert.ok(["broadcast", "fanout", "cleanup"].includes(line[3]));
     }
     for (const fn of FUNCTIONS) {
       for (const metric of ["Errors", "Throttles"]) {
