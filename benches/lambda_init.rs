@@ -126,13 +126,8 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let dynamodb = moto::client().await;
-        let table = moto::table(&dynamodb).await;
+    support::runtime().block_on(async {
+        let (_client, table) = moto::client_and_table().await;
         let fake = fake_aws::FakeAws::start().await;
         let mut env = fake.function_env(&table, moto::endpoint());
         // What the image's base (distroless cc) sets: the TLS roots are that one bundle. Unset,

@@ -51,13 +51,8 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let dynamodb = moto::client().await;
-        let table = moto::table(&dynamodb).await;
+    support::runtime().block_on(async {
+        let (dynamodb, table) = moto::client_and_table().await;
         let now = chrono::Utc::now();
         for i in 0..10 {
             dynamodb

@@ -502,29 +502,19 @@ mod tests {
 
     #[test]
     fn default_route_says_invalid_json_only_for_frames_that_are_not_json() {
-        assert_eq!(
-            default_route_error(b"hello", false).code,
-            ErrorCode::InvalidJson
-        );
-        assert_eq!(
-            default_route_error(b"{\"action\":", false).code,
-            ErrorCode::InvalidJson
-        );
-        assert_eq!(
-            default_route_error(b"[1,2]", false).code,
-            ErrorCode::UnknownAction
-        );
-        assert_eq!(
-            default_route_error(b"{}", false).code,
-            ErrorCode::UnknownAction
-        );
+        let cases: [(&[u8], bool, ErrorCode); 5] = [
+            (b"hello", false, ErrorCode::InvalidJson),
+            (b"{\"action\":", false, ErrorCode::InvalidJson),
+            (b"[1,2]", false, ErrorCode::UnknownAction),
+            (b"{}", false, ErrorCode::UnknownAction),
+            (&[0xff, 0x00], true, ErrorCode::InvalidJson),
+        ];
+        for (frame, binary, code) in cases {
+            assert_eq!(default_route_error(frame, binary).code, code, "{frame:?}");
+        }
         let unknown = default_route_error(br#"{"action":"dance"}"#, false);
         assert_eq!(unknown.code, ErrorCode::UnknownAction);
         assert!(unknown.message.contains("\"dance\""), "{}", unknown.message);
-        assert_eq!(
-            default_route_error(&[0xff, 0x00], true).code,
-            ErrorCode::InvalidJson
-        );
     }
 
     #[test]

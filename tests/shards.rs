@@ -400,13 +400,18 @@ fn segments_split_the_key_space_evenly() {
     assert!(sizes.iter().all(|&n| (800..1200).contains(&n)), "{sizes:?}");
 }
 
+/// A queue with `visibility` seconds of visibility timeout and `receives` receives at most.
+fn queue(visibility: u64, receives: u32) -> MemoryQueue {
+    MemoryQueue::new(QueueSettings {
+        workers: 2,
+        visibility_timeout: Duration::from_secs(visibility),
+        max_receives: receives,
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_job_whose_worker_died_comes_back_after_the_visibility_timeout_then_is_set_aside() {
-    let queue = MemoryQueue::new(QueueSettings {
-        workers: 1,
-        visibility_timeout: Duration::from_secs(30),
-        max_receives: 2,
-    });
+    let queue = queue(30, 2);
     queue.send("job".into());
     let first = queue.receive().unwrap();
     assert_eq!(first.receives, 1);
@@ -428,11 +433,7 @@ async fn a_job_whose_worker_died_comes_back_after_the_visibility_timeout_then_is
 
 #[tokio::test(start_paused = true)]
 async fn the_event_source_mapping_retries_a_failed_invocation_and_deletes_a_served_one() {
-    let queue = Arc::new(MemoryQueue::new(QueueSettings {
-        workers: 2,
-        visibility_timeout: Duration::from_secs(5),
-        max_receives: 3,
-    }));
+    let queue = Arc::new(queue(5, 3));
     queue.send("fails once".into());
     queue.send("serves".into());
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -463,11 +464,7 @@ async fn the_event_source_mapping_retries_a_failed_invocation_and_deletes_a_serv
 
 #[tokio::test(start_paused = true)]
 async fn a_receipt_settles_only_its_own_receive() {
-    let queue = MemoryQueue::new(QueueSettings {
-        workers: 2,
-        visibility_timeout: Duration::from_secs(10),
-        max_receives: 5,
-    });
+    let queue = queue(10, 5);
     queue.send("slow job".into());
     let first = queue.receive().unwrap();
     // Its worker outlives the visibility timeout; a second worker receives the job.

@@ -15,8 +15,28 @@ use serde_json::json;
 use super::Shared;
 use crate::ports::{ApiError, ConnectionApi, Outcome, rfc3339};
 
-/// `/@connections/{id}` and `/{stage}/@connections/{id}`: the stage, when given, must be ours,
-/// and the request must not come from a web page.
+/// The `{id}` of `/@connections/{id}` and `/{stage}/@connections/{id}`, extracted only when the
+/// stage, if given, is ours and the request does not come from a web page (else the answer is
+/// the rejection).
+pub(crate) struct ConnectionId(String);
+
+impl axum::extract::FromRequestParts<Arc<Shared>> for ConnectionId {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Response> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        connection_id(shared, &parts.headers, &params)
+            .map(ConnectionId)
+            .map_err(|response| *response)
+    }
+}
+
+/// The stage, when given, must be ours, and the request must not come from a web page.
 fn connection_id(
     shared: &Shared,
     headers: &HeaderMap,
@@ -56,14 +76,9 @@ fn connection_id(
 /// PostToConnection: the raw body becomes one frame to the client.
 pub(crate) async fn post(
     State(shared): State<Arc<Shared>>,
-    Path(params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
+    ConnectionId(id): ConnectionId,
     body: Body,
 ) -> Response {
-    let id = match connection_id(&shared, &headers, &params) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
     let limit = shared.config.limits.max_message_bytes;
     // A body sent a byte at a time must not hold the connection: it gets the header timeout.
     let data = match tokio::time::timeout(shared.config.header_timeout, to_bytes(body, limit)).await
@@ -85,13 +100,8 @@ pub(crate) async fn post(
 /// GetConnection: when the connection was established and last active, and who it is.
 pub(crate) async fn get(
     State(shared): State<Arc<Shared>>,
-    Path(params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
+    ConnectionId(id): ConnectionId,
 ) -> Response {
-    let id = match connection_id(&shared, &headers, &params) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
     let described = shared.registry.describe(&id).await;
     answer(&shared, &id, described, |info| {
         Json(json!({
@@ -107,13 +117,8 @@ pub(crate) async fn get(
 /// queued for it).
 pub(crate) async fn delete(
     State(shared): State<Arc<Shared>>,
-    Path(params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
+    ConnectionId(id): ConnectionId,
 ) -> Response {
-    let id = match connection_id(&shared, &headers, &params) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
     let closed = Ok(shared.registry.close(&id));
     answer(&shared, &id, closed, |()| {
         StatusCode::NO_CONTENT.into_response()

@@ -17,8 +17,7 @@ use super::fake_aws::FakeAws;
 use super::moto;
 
 async fn store(page_size: Option<i32>) -> DynamoStore {
-    let client = moto::client().await;
-    let table = moto::table(&client).await;
+    let (client, table) = moto::client_and_table().await;
     DynamoStore::new(client, table, page_size)
 }
 

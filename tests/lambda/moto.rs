@@ -74,6 +74,13 @@ pub async fn client() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
+/// A client and a new table of its own: what every test and bench that uses moto starts with.
+pub async fn client_and_table() -> (aws_sdk_dynamodb::Client, String) {
+    let client = client().await;
+    let table = table(&client).await;
+    (client, table)
+}
+
 /// Creates a table shaped as the stack's (key `connectionId`, on demand); returns its name.
 pub async fn table(client: &aws_sdk_dynamodb::Client) -> String {
     let name = format!("connections-{:012x}", fastrand::u64(..) >> 16);

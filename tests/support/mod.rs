@@ -14,6 +14,14 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 /// How often [`poll_until`] looks again.
 const POLL: Duration = Duration::from_millis(10);
 
+/// A multi-threaded runtime with every driver: what a bench's `main` runs its work on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Polls `check` until it gives a value; fails the test, naming `what`, after [`PATIENCE`].
 pub async fn poll_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + PATIENCE;
