@@ -155,10 +155,10 @@ async fn main() -> anyhow::Result<()> {
         queue: webchat::local::QueueSettings {
             workers: args.fanout_workers.max(1),
             // as the stack sets it from the worker's timeout (AWS's recommendation); with no
-            // timeout, the default's
+            // timeout, SQS's longest (12 h), so that no job still running goes to a second worker
             visibility_timeout: Some(args.function_timeout.saturating_mul(6))
                 .filter(|timeout| !timeout.is_zero())
-                .unwrap_or(webchat::local::QueueSettings::default().visibility_timeout),
+                .unwrap_or(Duration::from_secs(12 * 3600)),
             ..Default::default()
         },
         settings: webchat::domain::Settings {

@@ -348,7 +348,8 @@ pub fn settle<E>(queue: &MemoryQueue, message: &Received, answer: &Result<SqsBat
 }
 
 /// Lambda's event source mapping: hands each message, as a batch of one, to `invoke`, at most
-/// `workers` at once, and settles it by the answer. Runs until dropped.
+/// `workers` at once, and settles it by the answer. Runs until dropped; the invocations in flight
+/// are dropped with it (a gateway shutting down stops its workers).
 pub async fn serve<F, Fut, E>(queue: Arc<MemoryQueue>, invoke: F)
 where
     F: Fn(SqsEvent, String) -> Fut + Clone + Send + Sync + 'static,
@@ -356,18 +357,18 @@ where
     E: Send + 'static,
 {
     let workers = Arc::new(Semaphore::new(queue.settings.workers.max(1)));
+    let mut invocations = tokio::task::JoinSet::new();
     loop {
         let Ok(worker) = workers.clone().acquire_owned().await else {
             return;
         };
+        // reap the finished ones, so the set holds only what is in flight
+        while invocations.try_join_next().is_some() {}
         let message = queue.next().await;
         let (queue, invoke) = (queue.clone(), invoke.clone());
-        tokio::spawn(async move {
-            let answer = invoke(
-                sqs_event(std::slice::from_ref(&message)),
-                message.id.clone(),
-            )
-            .await;
+        invocations.spawn(async move {
+            let event = sqs_event(std::slice::from_ref(&message));
+            let answer = invoke(event, message.id.clone()).await;
             settle(&queue, &message, &answer);
             drop(worker);
         });
