@@ -491,3 +491,21 @@ async fn a_receipt_settles_only_its_own_receive() {
     assert!(queue.receive().is_none());
     assert!(queue.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_queue_settles_when_a_receiver_dies_after_it_started_waiting() {
+    let queue = Arc::new(queue(30, 1));
+    queue.send("job".into());
+    let settled = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.settled().await }
+    });
+    tokio::task::yield_now().await;
+    // received after settled() looked, and never settled: its receiver died
+    drop(queue.receive().unwrap());
+    tokio::time::timeout(Duration::from_secs(60), settled)
+        .await
+        .expect("settled once the visibility timeout set the job aside")
+        .unwrap();
+    assert_eq!(queue.dead_letters(), vec!["job"]);
+}

@@ -19,7 +19,7 @@ export const COUNTS = {
 export const DURATION = { metric: "FanOutDuration", stats: ["p50", "p99", "Maximum"] } as const;
 /** What each `cleanup` run logs (the Function dimension's value "cleanup"): counts, and its duration. */
 export const CLEANUP = {
-  counts: ["CleanupChecked", "CleanupExpired", "CleanupGone", "CleanupFailed"],
+  counts: ["Cleanups", "CleanupChecked", "CleanupExpired", "CleanupGone", "CleanupFailed"],
   duration: "CleanupDuration",
 } as const;
 /** The outcomes that are each one `@connections` post: their sum per second is the post rate. */
@@ -89,7 +89,7 @@ export function dashboardBody(inputs: DashboardInputs): object {
     widget(
       0,
       24,
-      "Cleanup: records checked and removed",
+      "Cleanup: runs, records checked and removed",
       CLEANUP.counts.map((name) => [namespace, name, "Function", "cleanup", { stat: "Sum", label: name }]),
     ),
     widget(12, 24, "Cleanup duration (ms)", [[namespace, CLEANUP.duration, "Function", "cleanup", { stat: "Maximum" }]]),

@@ -170,7 +170,7 @@ describe("sharded broadcasts", () => {
     for (const fn of ["broadcast", "fanout"]) {
       assert.deepEqual(stats("webchat/stage", "FanOutDuration", "Function", fn).sort(), ["Maximum", "p50", "p99"], fn);
     }
-    for (const metric of ["CleanupChecked", "CleanupExpired", "CleanupGone", "CleanupFailed"]) {
+    for (const metric of ["Cleanups", "CleanupChecked", "CleanupExpired", "CleanupGone", "CleanupFailed"]) {
       assert.deepEqual(stats("webchat/stage", metric, "Function", "cleanup"), ["Sum"], metric);
     }
     assert.deepEqual(stats("webchat/stage", "CleanupDuration", "Function", "cleanup"), ["Maximum"]);

@@ -128,11 +128,27 @@ impl MemoryQueue {
 
     /// A message that is visible now, if any (ReceiveMessage with no wait).
     pub fn receive(&self) -> Option<Received> {
+        let (received, expired) = self.take_visible();
+        // A message now in flight, or one the expiry moved, changes what settled() waits for
+        // (its timer must count from this receive). Nothing changed, nobody is woken: next()
+        // would otherwise wake itself.
+        if received.is_some() || expired {
+            self.changed.notify_waiters();
+        }
+        received
+    }
+
+    /// The oldest visible message, now in flight; and whether an expiry moved anything.
+    fn take_visible(&self) -> (Option<Received>, bool) {
         let mut state = lock(&self.state);
         let now = Instant::now();
-        self.expire(&mut state, now);
-        let index = state.waiting.iter().position(|(at, _)| *at <= now)?;
-        let (_, mut message) = state.waiting.remove(index)?;
+        let expired = self.expire(&mut state, now);
+        let Some(index) = state.waiting.iter().position(|(at, _)| *at <= now) else {
+            return (None, expired);
+        };
+        let Some((_, mut message)) = state.waiting.remove(index) else {
+            return (None, expired);
+        };
         message.receives += 1;
         let received = Received {
             id: message.id.clone(),
@@ -141,7 +157,7 @@ impl MemoryQueue {
         };
         let until = now + self.settings.visibility_timeout;
         state.in_flight.insert(message.id.clone(), (until, message));
-        Some(received)
+        (Some(received), expired)
     }
 
     /// The next message, waiting until one is visible (a long poll that never ends empty).
@@ -203,19 +219,20 @@ impl MemoryQueue {
     }
 
     /// Messages in flight whose visibility timeout is over come back (or go to the dead-letter
-    /// queue), as if their receiver had died.
-    fn expire(&self, state: &mut State, now: Instant) {
+    /// queue), as if their receiver had died. Whether any did.
+    fn expire(&self, state: &mut State, now: Instant) -> bool {
         let over: Vec<String> = state
             .in_flight
             .iter()
             .filter(|(_, (until, _))| *until <= now)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in over {
-            if let Some((until, message)) = state.in_flight.remove(&id) {
+        for id in &over {
+            if let Some((until, message)) = state.in_flight.remove(id) {
                 self.requeue(state, until, message);
             }
         }
+        !over.is_empty()
     }
 
     fn requeue(&self, state: &mut State, visible: Instant, message: Stored) {
@@ -257,14 +274,21 @@ impl MemoryQueue {
     pub async fn settled(&self) {
         loop {
             let changed = self.changed.notified();
-            let expiry = {
+            let (expiry, expired) = {
                 let mut state = lock(&self.state);
-                self.expire(&mut state, Instant::now());
+                let expired = self.expire(&mut state, Instant::now());
                 if state.waiting.is_empty() && state.in_flight.is_empty() {
                     return;
                 }
-                state.in_flight.values().map(|(until, _)| *until).min()
+                (
+                    state.in_flight.values().map(|(until, _)| *until).min(),
+                    expired,
+                )
             };
+            if expired {
+                // a message back on the queue is news to the receivers waiting in next()
+                self.changed.notify_waiters();
+            }
             match expiry {
                 Some(at) => tokio::select! {
                     () = changed => {}
