@@ -69,7 +69,8 @@ pub fn rfc3339(time: DateTime<Utc>) -> String {
 /// linger until its TTL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectedAt {
-    time: DateTime<Utc>,
+    /// The stored text parsed once; `None`: absent or not RFC 3339.
+    parsed: Option<DateTime<Utc>>,
     /// `None`: the record has no `connectedAt`.
     stored: Option<String>,
 }
@@ -81,18 +82,22 @@ impl ConnectedAt {
         ConnectedAt::stored(Some(rfc3339(time)))
     }
 
-    /// What a store holds. Text that is not RFC 3339 (or none) counts as long ago: such a record
-    /// is no newcomer, and a 410 from it prunes it.
+    /// What a store holds.
     pub fn stored(text: Option<String>) -> Self {
-        let time = text
+        let parsed = text
             .as_deref()
             .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-            .map_or(DateTime::UNIX_EPOCH, |time| time.with_timezone(&Utc));
-        ConnectedAt { time, stored: text }
+            .map(|time| time.with_timezone(&Utc));
+        ConnectedAt {
+            parsed,
+            stored: text,
+        }
     }
 
+    /// The time; text that is not RFC 3339 (or none) counts as long ago: such a record is no
+    /// newcomer, and a 410 from it prunes it.
     pub fn time(&self) -> DateTime<Utc> {
-        self.time
+        self.parsed.unwrap_or(DateTime::UNIX_EPOCH)
     }
 
     /// The text stored, exactly as it was read; `None` if the record has none.
@@ -102,9 +107,7 @@ impl ConnectedAt {
 
     /// Whether the stored text is a valid RFC 3339 time.
     pub fn is_valid(&self) -> bool {
-        self.stored
-            .as_deref()
-            .is_some_and(|text| DateTime::parse_from_rfc3339(text).is_ok())
+        self.parsed.is_some()
     }
 }
 

@@ -154,11 +154,9 @@ async fn main() -> anyhow::Result<()> {
         scan_page_size: args.scan_page_size.max(1),
         queue: webchat::local::QueueSettings {
             workers: args.fanout_workers.max(1),
-            // as the stack sets it from the worker's timeout (AWS's recommendation); with no
-            // timeout, SQS's longest (12 h), so that no job still running goes to a second worker
-            visibility_timeout: Some(args.function_timeout.saturating_mul(6))
-                .filter(|timeout| !timeout.is_zero())
-                .unwrap_or(Duration::from_secs(12 * 3600)),
+            visibility_timeout: webchat::local::QueueSettings::visibility_for(
+                Some(args.function_timeout).filter(|timeout| !timeout.is_zero()),
+            ),
             ..Default::default()
         },
         settings: webchat::domain::Settings {

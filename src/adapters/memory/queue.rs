@@ -41,12 +41,23 @@ pub struct QueueSettings {
     pub max_receives: u32,
 }
 
+impl QueueSettings {
+    /// The visibility timeout for a worker with `timeout`, as the stack sets it: six times the
+    /// timeout (AWS's recommendation); with none, SQS's longest (12 h), so that no job still
+    /// running goes to a second worker.
+    pub fn visibility_for(timeout: Option<Duration>) -> Duration {
+        timeout.map_or(Duration::from_secs(12 * 3600), |timeout| {
+            timeout.saturating_mul(6)
+        })
+    }
+}
+
 impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
             workers: 8,
-            // as the stack sets it: six times the worker's timeout (10 s by default)
-            visibility_timeout: Duration::from_secs(60),
+            // a worker's default timeout is 10 s
+            visibility_timeout: QueueSettings::visibility_for(Some(Duration::from_secs(10))),
             max_receives: 3,
         }
     }
@@ -103,10 +114,6 @@ impl MemoryQueue {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         }
-    }
-
-    pub fn settings(&self) -> &QueueSettings {
-        &self.settings
     }
 
     /// Sends a message (SendMessage).
