@@ -13,20 +13,20 @@
 //! default), a budget equal to the rate, 8 workers each paced to budget ÷ workers, 20 ms a call,
 //! segments of the functions' default size (1 000).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
 use webchat::adapters::memory::{
-    MemoryEventBus, MemoryQueue, MemoryStore, QueueSettings, settle, sqs_event,
+    MemoryConnectionApi, MemoryEventBus, MemoryQueue, MemoryStore, Peer, QueueSettings, settle,
+    sqs_event,
 };
 use webchat::domain::{Chat, Deadline, Settings};
 use webchat::lambda;
-use webchat::ports::{
-    ApiError, ConnectionApi, ConnectionInfo, ConnectionRecord, Outcome, SystemClock,
-};
+use webchat::ports::{ConnectionInfo, ConnectionRecord, Outcome, SystemClock};
+use webchat::protocol::MAX_PAYLOAD_BYTES;
 
 /// A shard job's time limit, and the queue's visibility timeout.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,54 +73,29 @@ fn args() -> Args {
     parsed
 }
 
-/// `@connections` with a fixed latency and API Gateway's account throttle: a token bucket of
-/// `rate` a second holding at most `burst`; a call finding it empty is answered 429. Counts every
-/// delivery per connection.
-struct ThrottledApi {
-    delay: Duration,
-    rate: f64,
-    burst: f64,
-    bucket: Mutex<(f64, Instant)>,
-    delivered: Vec<AtomicU32>,
-    throttled: AtomicUsize,
-}
+/// A connection that counts what it is delivered, behind `@connections` in memory with a fixed
+/// latency and API Gateway's account throttle.
+#[derive(Default)]
+struct Counter(AtomicU32);
 
-impl ThrottledApi {
-    fn index(connection_id: &str) -> usize {
-        connection_id[1..connection_id.len() - 1].parse().unwrap()
+impl Peer for Counter {
+    fn deliver(&self, _data: Bytes) -> Outcome<()> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Outcome::Done(())
+    }
+
+    fn info(&self) -> ConnectionInfo {
+        unreachable!("a broadcast describes nobody")
+    }
+
+    fn close(&self) -> Outcome<()> {
+        Outcome::Done(())
     }
 }
 
-impl ConnectionApi for ThrottledApi {
-    async fn post(&self, connection_id: &str, _data: Bytes) -> Result<Outcome<()>, ApiError> {
-        tokio::time::sleep(self.delay).await;
-        let admitted = {
-            let mut bucket = self.bucket.lock().unwrap();
-            let now = Instant::now();
-            let (tokens, last) = *bucket;
-            let tokens =
-                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
-            *bucket = if tokens >= 1.0 {
-                (tokens - 1.0, now)
-            } else {
-                (tokens, now)
-            };
-            tokens >= 1.0
-        };
-        if !admitted {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::Throttled("429 Too Many Requests".into()));
-        }
-        self.delivered[Self::index(connection_id)].fetch_add(1, Ordering::Relaxed);
-        Ok(Outcome::Done(()))
-    }
+type SimApi = MemoryConnectionApi<Counter>;
 
-    async fn describe(&self, _connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
-        Ok(Outcome::Gone)
-    }
-}
-
-type SimChat = Chat<MemoryStore, Arc<ThrottledApi>, MemoryEventBus>;
+type SimChat = Chat<MemoryStore, Arc<SimApi>, MemoryEventBus>;
 
 struct Run {
     took: Duration,
@@ -134,18 +109,15 @@ struct Run {
 /// with `kill`, the worker of the first job is killed after `kill`: the job comes back when its
 /// visibility timeout is over, as SQS gives it back.
 async fn run(args: &Args, kill: Option<Duration>) -> Run {
-    let api = Arc::new(ThrottledApi {
-        delay: args.delay,
-        rate: args.rate,
-        burst: 5_000.0,
-        bucket: Mutex::new((5_000.0, Instant::now())),
-        delivered: (0..args.connections).map(|_| AtomicU32::new(0)).collect(),
-        throttled: AtomicUsize::new(0),
-    });
+    let api = SimApi::serving(MAX_PAYLOAD_BYTES).with_throttle(args.rate, 5_000.0);
+    api.set_delay(args.delay);
+    let api = Arc::new(api);
     let store = MemoryStore::new().with_page_size(1_000);
     let connected = Utc::now() - chrono::Duration::seconds(60);
     for i in 0..args.connections {
-        store.insert(ConnectionRecord::new(format!("c{i:07}="), None, connected));
+        let id = format!("c{i:07}=");
+        api.insert(&id, Arc::new(Counter::default()));
+        store.insert(ConnectionRecord::new(id, None, connected));
     }
     // A worker's timeout, and the queue's visibility timeout no shorter (SQS's rule for an event
     // source mapping: shorter, a job still running is handed to a second worker). A job of 1 000
@@ -212,15 +184,15 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
         worker.abort();
     }
     let counts: Vec<u32> = api
-        .delivered
+        .peers()
         .iter()
-        .map(|n| n.load(Ordering::Relaxed))
+        .map(|(_, counter)| counter.0.load(Ordering::Relaxed))
         .collect();
     Run {
         took,
         lost: counts.iter().filter(|&&n| n == 0).count(),
         duplicates: counts.iter().map(|&n| n.saturating_sub(1) as usize).sum(),
-        throttled: api.throttled.load(Ordering::Relaxed),
+        throttled: api.throttled(),
         jobs: queue.sent(),
     }
 }

@@ -231,8 +231,8 @@ async fn broadcast_prunes_exactly_the_connections_that_are_gone_and_still_delive
     for id in ["a", "b", "c", "d"] {
         join(&chat, id, None);
     }
-    chat.api.close("b");
-    chat.api.close("d");
+    chat.api.remove("b");
+    chat.api.remove("d");
     chat.broadcast(
         "a",
         r#"{"action":"broadcast","message":"hi"}"#,
@@ -259,11 +259,11 @@ async fn a_broadcast_and_a_cleanup_each_report_one_summary_with_their_counts() {
     for id in ["a", "b", "c"] {
         join(&chat, id, None);
     }
-    chat.api.close("c");
+    chat.api.remove("c");
     let body = r#"{"action":"broadcast","message":"hi"}"#;
     chat.broadcast("a", body, Deadline::NONE).await.unwrap();
     join(&chat, "d", None);
-    chat.api.close("d");
+    chat.api.remove("d");
     clock.advance(chrono::Duration::seconds(60));
     chat.cleanup(Deadline::NONE).await.unwrap();
 
@@ -447,7 +447,7 @@ async fn chat_to_a_gone_connection_answers_connection_not_found_and_prunes_it() 
     let (chat, _) = chat();
     join(&chat, "a", None);
     join(&chat, "b", None);
-    chat.api.close("b");
+    chat.api.remove("b");
     chat.chat(
         "a",
         r#"{"action":"chat","connection":"b","message":"Yo!"}"#,
@@ -511,8 +511,8 @@ async fn cleanup_removes_expired_and_gone_records_and_keeps_live_ones() {
     for id in ["live-1", "live-2", "gone-1", "gone-2"] {
         join(&chat, id, None);
     }
-    chat.api.close("gone-1");
-    chat.api.close("gone-2");
+    chat.api.remove("gone-1");
+    chat.api.remove("gone-2");
     let mut expired = ConnectionRecord::new("expired".into(), None, start());
     expired.expires_at = start().timestamp() + 10;
     chat.store.insert(expired);
@@ -797,7 +797,7 @@ async fn broadcast_keeps_a_newcomer_that_answers_gone_while_it_connects() {
     join(&chat, "a", None);
     join_connecting(&chat, "new");
     join(&chat, "old", None);
-    chat.api.close("old");
+    chat.api.remove("old");
     chat.broadcast(
         "a",
         r#"{"action":"broadcast","message":"hi"}"#,
@@ -848,7 +848,7 @@ async fn cleanup_keeps_a_newcomer_still_connecting() {
     let (chat, _) = chat();
     join_connecting(&chat, "new");
     join(&chat, "old", None);
-    chat.api.close("old");
+    chat.api.remove("old");
     let report = chat.cleanup(Deadline::NONE).await.unwrap();
     assert_eq!((report.checked, report.gone), (2, 1));
     assert!(chat.store.contains("new"));

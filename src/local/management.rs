@@ -119,7 +119,7 @@ pub(crate) async fn delete(
     State(shared): State<Arc<Shared>>,
     ConnectionId(id): ConnectionId,
 ) -> Response {
-    let closed = Ok(shared.registry.close(&id));
+    let closed = Ok(shared.registry.delete(&id));
     answer(&shared, &id, closed, |()| {
         StatusCode::NO_CONTENT.into_response()
     })

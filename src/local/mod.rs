@@ -5,7 +5,7 @@
 //!   API Gateway's limits, `$disconnect` on every close.
 //! - [`listener`]: accepting connections within a bound, with a header timeout.
 //! - [`management`]: the `@connections` API on the same port.
-//! - [`registry`]: the live sockets; the management-API adapter of the local stack.
+//! - [`registry`]: the live sockets, the peers of the local stack's `@connections` in memory.
 //!
 //! Connect publishes the welcome event on an in-memory bus; a dispatcher hands it to `post` in the
 //! EventBridge event shape, as the stack's rule does. A timer runs `cleanup` as the schedule does.
@@ -153,7 +153,7 @@ impl Gateway {
         let listener = TcpListener::bind(address).await?;
         let local = listener.local_addr()?;
         let (bus, deliveries) = MemoryEventBus::with_rule();
-        let registry = Arc::new(Registry::new(config.limits.max_message_bytes));
+        let registry = Arc::new(Registry::serving(config.limits.max_message_bytes));
         let queue = Arc::new(MemoryQueue::new(config.queue.clone()));
         let chat = Chat {
             store: MemoryStore::new().with_page_size(config.scan_page_size),
@@ -250,7 +250,7 @@ impl Gateway {
         // the clients that have not taken their close frame, and whatever HTTP is left.
         let registry = &shared.registry;
         tracing::info!(connections = registry.len(), "shutting down");
-        registry.close_all(1001, "Going away");
+        registry::close_all(registry, 1001, "Going away");
         shared.closing.cancel();
         shared.tracker.close();
         let grace = shared.config.shutdown_grace;
@@ -263,7 +263,7 @@ impl Gateway {
                 left = registry.len(),
                 "some clients did not close within {grace:?}; dropping them"
             );
-            registry.kill_all();
+            registry::kill_all(registry);
             connections.abort_all();
             // $disconnect of the dropped sockets runs in memory: a moment is plenty.
             let _ = tokio::time::timeout(Duration::from_secs(1), shared.tracker.wait()).await;

@@ -1,9 +1,7 @@
-//! The live sockets, by connection id: the local gateway's management API. It implements the
-//! [`ConnectionApi`] port directly, and the HTTP `@connections` endpoints call it too.
+//! The live sockets of the local gateway: the peers of its `@connections` in memory.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -12,7 +10,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::ports::{ApiError, ConnectionApi, ConnectionInfo, Outcome};
+use crate::adapters::memory::{MemoryConnectionApi, Peer};
+use crate::ports::{ConnectionInfo, Outcome};
 
 /// What the gateway sends down a socket, in order.
 #[derive(Debug)]
@@ -53,7 +52,7 @@ impl Owed {
 
 /// One established connection.
 #[derive(Debug)]
-pub(crate) struct Socket {
+pub struct Socket {
     outbound: mpsc::Sender<Outbound>,
     /// Bytes queued for the client and not yet written, pongs included.
     owed: Arc<Owed>,
@@ -146,6 +145,36 @@ impl Socket {
     pub(crate) fn killed(&self) -> Option<(u16, &'static str)> {
         self.killed.get().copied()
     }
+}
+
+/// The sockets of the local gateway: `@connections` in memory, with the sockets as its peers.
+/// The routes post through it, and so do the HTTP `@connections` endpoints.
+pub type Registry = MemoryConnectionApi<Socket>;
+
+/// Closes every socket (server shutdown).
+pub(crate) fn close_all(registry: &Registry, code: u16, reason: &'static str) {
+    for (_, socket) in registry.peers() {
+        socket.send(Outbound::Close { code, reason });
+    }
+}
+
+/// Drops every socket at once (shutdown, once the grace is over).
+pub(crate) fn kill_all(registry: &Registry) {
+    for (_, socket) in registry.peers() {
+        socket.kill(1001, "server shutdown");
+    }
+}
+
+impl Peer for Socket {
+    fn deliver(&self, data: Bytes) -> Outcome<()> {
+        // API Gateway sends text frames; bytes that are not UTF-8 can only go as a binary frame.
+        let frame = if std::str::from_utf8(&data).is_ok() {
+            Outbound::Text(Utf8Bytes::try_from(data).expect("checked to be UTF-8"))
+        } else {
+            Outbound::Binary(data)
+        };
+        self.send(frame)
+    }
 
     fn info(&self) -> ConnectionInfo {
         let last_active = self.last_active_millis.load(Ordering::Relaxed);
@@ -157,113 +186,11 @@ impl Socket {
             user_agent: self.user_agent.clone(),
         }
     }
-}
 
-/// The sockets of the local gateway.
-#[derive(Debug)]
-pub struct Registry {
-    sockets: RwLock<HashMap<String, Arc<Socket>>>,
-    max_payload_bytes: usize,
-}
-
-impl Registry {
-    pub(crate) fn new(max_payload_bytes: usize) -> Self {
-        Registry {
-            sockets: RwLock::new(HashMap::new()),
-            max_payload_bytes,
-        }
-    }
-
-    pub(crate) fn insert(&self, connection_id: &str, socket: Arc<Socket>) {
-        self.write().insert(connection_id.to_owned(), socket);
-    }
-
-    pub(crate) fn remove(&self, connection_id: &str) {
-        self.write().remove(connection_id);
-    }
-
-    fn get(&self, connection_id: &str) -> Option<Arc<Socket>> {
-        self.sockets
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(connection_id)
-            .cloned()
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Socket>>> {
-        self.sockets
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// How many sockets are established.
-    pub fn len(&self) -> usize {
-        self.sockets
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn all(&self) -> Vec<Arc<Socket>> {
-        self.sockets
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// Closes every socket (server shutdown).
-    pub(crate) fn close_all(&self, code: u16, reason: &'static str) {
-        for socket in self.all() {
-            socket.send(Outbound::Close { code, reason });
-        }
-    }
-
-    /// Closes one socket (1000), after the frames already queued for it: DeleteConnection.
-    pub(crate) fn close(&self, connection_id: &str) -> Outcome<()> {
-        match self.get(connection_id) {
-            Some(socket) => socket.send(Outbound::Close {
-                code: 1000,
-                reason: "connection deleted",
-            }),
-            None => Outcome::Gone,
-        }
-    }
-
-    /// Drops every socket at once (shutdown, once the grace is over).
-    pub(crate) fn kill_all(&self) {
-        for socket in self.all() {
-            socket.kill(1001, "server shutdown");
-        }
-    }
-}
-
-impl ConnectionApi for Registry {
-    async fn post(&self, connection_id: &str, data: Bytes) -> Result<Outcome<()>, ApiError> {
-        if data.len() > self.max_payload_bytes {
-            return Err(ApiError::PayloadTooLarge);
-        }
-        let Some(socket) = self.get(connection_id) else {
-            return Ok(Outcome::Gone);
-        };
-        // API Gateway sends text frames; bytes that are not UTF-8 can only go as a binary frame.
-        let frame = if std::str::from_utf8(&data).is_ok() {
-            Outbound::Text(Utf8Bytes::try_from(data).expect("checked to be UTF-8"))
-        } else {
-            Outbound::Binary(data)
-        };
-        Ok(socket.send(frame))
-    }
-
-    async fn describe(&self, connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
-        Ok(match self.get(connection_id) {
-            Some(socket) => Outcome::Done(socket.info()),
-            None => Outcome::Gone,
+    fn close(&self) -> Outcome<()> {
+        self.send(Outbound::Close {
+            code: 1000,
+            reason: "connection deleted",
         })
     }
 }

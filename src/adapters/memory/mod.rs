@@ -1,27 +1,28 @@
 //! In-memory adapters. Each one either serves (`webchat-local`) or serves and records (tests):
 //! recording is opt-in so a long-running local server does not grow without bound.
 //!
+//! [`MemoryConnectionApi`] is `@connections` in memory over any [`Peer`]: the local gateway's
+//! sockets, a test's inboxes, a bench's counters.
 //! [`MemoryQueue`] is SQS in memory (visibility, receive counts, a dead-letter queue) with
 //! Lambda's event source mapping ([`serve`]): the shard queue of `webchat-local`, the shard tests
 //! and the sharded bench alike.
 
+mod connections;
 mod queue;
 
+pub use connections::{Inbox, MemoryConnectionApi, Peer};
 pub use queue::{MemoryQueue, QueueSettings, Received, serve, settle, sqs_event};
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::domain::Summary;
 use crate::ports::{
-    ApiError, BusError, BusEvent, Clock, ConnectedAt, ConnectionApi, ConnectionInfo,
-    ConnectionRecord, ConnectionStore, EventBus, Metrics, Outcome, Page, Recipient, Segment,
-    StoreError,
+    BusError, BusEvent, Clock, ConnectedAt, ConnectionRecord, ConnectionStore, EventBus, Metrics,
+    Page, Recipient, Segment, StoreError,
 };
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -272,129 +273,6 @@ impl ConnectionStore for MemoryStore {
     async fn count_estimate(&self) -> Result<u64, StoreError> {
         let state = self.begin(StoreCall::CountEstimate)?;
         Ok(state.records.len() as u64)
-    }
-}
-
-/// A management API with no sockets behind it: connections are "open" or not, posts to open ones
-/// are recorded, and answers can be scripted per connection (429 twice, then 200, say).
-#[derive(Debug, Default)]
-pub struct MemoryConnectionApi {
-    state: Mutex<ApiState>,
-}
-
-type Scripted = Result<Outcome<()>, ApiError>;
-
-#[derive(Debug, Default)]
-struct ApiState {
-    open: HashSet<String>,
-    posts: Vec<(String, String)>,
-    describes: Vec<String>,
-    scripts: HashMap<String, VecDeque<Scripted>>,
-    connected_at: Option<DateTime<Utc>>,
-    delay: Duration,
-}
-
-impl MemoryConnectionApi {
-    pub fn new() -> Self {
-        MemoryConnectionApi::default()
-    }
-
-    pub fn open(&self, connection_id: &str) {
-        lock(&self.state).open.insert(connection_id.to_owned());
-    }
-
-    pub fn close(&self, connection_id: &str) {
-        lock(&self.state).open.remove(connection_id);
-    }
-
-    /// The next posts to `connection_id` answer these, in order, before normal service resumes.
-    pub fn script(&self, connection_id: &str, answers: impl IntoIterator<Item = Scripted>) {
-        lock(&self.state)
-            .scripts
-            .entry(connection_id.to_owned())
-            .or_default()
-            .extend(answers);
-    }
-
-    /// Every post that is not scripted takes this long before it answers.
-    pub fn set_delay(&self, delay: Duration) {
-        lock(&self.state).delay = delay;
-    }
-
-    /// Frames delivered to `connection_id`, in order.
-    pub fn posts_to(&self, connection_id: &str) -> Vec<String> {
-        lock(&self.state)
-            .posts
-            .iter()
-            .filter(|(to, _)| to == connection_id)
-            .map(|(_, frame)| frame.clone())
-            .collect()
-    }
-
-    /// Every delivered frame as (connection id, frame), in order.
-    pub fn posts(&self) -> Vec<(String, String)> {
-        lock(&self.state).posts.clone()
-    }
-
-    pub fn describes(&self) -> Vec<String> {
-        lock(&self.state).describes.clone()
-    }
-}
-
-impl ConnectionApi for MemoryConnectionApi {
-    async fn post(&self, connection_id: &str, data: Bytes) -> Result<Outcome<()>, ApiError> {
-        let delay = {
-            let state = lock(&self.state);
-            let scripted = state
-                .scripts
-                .get(connection_id)
-                .is_some_and(|answers| !answers.is_empty());
-            if scripted {
-                Duration::ZERO
-            } else {
-                state.delay
-            }
-        };
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let mut state = lock(&self.state);
-        if let Some(answer) = state
-            .scripts
-            .get_mut(connection_id)
-            .and_then(VecDeque::pop_front)
-        {
-            if answer == Ok(Outcome::Done(())) {
-                state.posts.push((
-                    connection_id.to_owned(),
-                    String::from_utf8_lossy(&data).into_owned(),
-                ));
-            }
-            return answer;
-        }
-        if !state.open.contains(connection_id) {
-            return Ok(Outcome::Gone);
-        }
-        state.posts.push((
-            connection_id.to_owned(),
-            String::from_utf8_lossy(&data).into_owned(),
-        ));
-        Ok(Outcome::Done(()))
-    }
-
-    async fn describe(&self, connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
-        let mut state = lock(&self.state);
-        state.describes.push(connection_id.to_owned());
-        if !state.open.contains(connection_id) {
-            return Ok(Outcome::Gone);
-        }
-        let at = *state.connected_at.get_or_insert_with(Utc::now);
-        Ok(Outcome::Done(ConnectionInfo {
-            connected_at: at,
-            last_active_at: at,
-            source_ip: Some("127.0.0.1".into()),
-            user_agent: None,
-        }))
     }
 }
 
