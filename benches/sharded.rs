@@ -1,7 +1,7 @@
 //! The sharded fan-out at scale, simulated: a broadcast to 100 000 stored connections goes out as
 //! shard jobs on a queue, and workers (tasks, as many as the stack's event source mapping lets
-//! run at once) deliver them through the domain's real sharded path against a fake
-//! `@connections` that answers after 20 ms and throttles (429) past a token bucket at the
+//! run at once) deliver them through the domain's real sharded path against the in-memory
+//! `@connections`, answering after 20 ms and throttling (429) past a token bucket at the
 //! account's rate. It prints the completion time against the throttle bound (connections ÷
 //! rate), then runs again with one worker killed mid-shard (its job comes back after a visibility
 //! timeout, as SQS redelivers it) and prints the deliveries lost and the duplicates.

@@ -7,6 +7,7 @@
 
 mod helpers;
 mod hostile;
+mod scenarios;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -496,24 +497,6 @@ async fn a_client_that_leaves_is_forgotten() {
             .status,
         410
     );
-}
-
-#[tokio::test]
-async fn a_broadcast_reaches_200_clients() {
-    let gateway = spawn().await;
-    let mut clients = Vec::new();
-    for _ in 0..200 {
-        clients.push(gateway.join("").await.0);
-    }
-    clients[0]
-        .send_json(json!({"action":"broadcast","message":"to all 200"}))
-        .await;
-    for client in &mut clients {
-        assert_eq!(
-            client.next_of_type("broadcast").await["message"],
-            "to all 200"
-        );
-    }
 }
 
 #[tokio::test]

@@ -70,11 +70,40 @@ impl LocalProcess {
     /// environment; returns once it has printed its URL. Its stderr is dropped; its stdout is
     /// read to the end in the background.
     pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> LocalProcess {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"));
+        command.envs(envs.iter().copied());
+        LocalProcess::spawn(command, args).await
+    }
+
+    /// [`LocalProcess::start`] with at most `files` open files (RLIMIT_NOFILE, soft and hard, as
+    /// `ulimit -n` sets it in the shell that then becomes the server: the same pid).
+    pub async fn start_with_open_files(args: &[&str], files: u64) -> LocalProcess {
+        let mut command = tokio::process::Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_webchat-local"),
+        ]);
+        LocalProcess::spawn(command, args).await
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let host = self.url.trim_start_matches("ws://");
+        let host = host.split('/').next().unwrap_or_default();
+        host.parse().expect("a socket address in its URL")
+    }
+
+    async fn spawn(mut command: tokio::process::Command, args: &[&str]) -> LocalProcess {
         use tokio::io::{AsyncBufReadExt, BufReader};
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"))
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
