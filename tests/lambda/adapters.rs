@@ -134,6 +134,16 @@ async fn the_dynamodb_store_paginates_scans_and_skips_expired_records() {
         }
     }
     assert_eq!(all.len(), 26, "cleanup sees expired records too");
+    let (mut live, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = store.scan_records(Some(now), cursor).await.unwrap();
+        live.extend(page.items);
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(live.len(), 21, "list sees live records only");
     assert!(
         all.iter()
             .all(|r| r.name.as_deref() == Some(&format!("n-{}", r.connection_id)[..]))

@@ -2,6 +2,10 @@
 //! (DynamoDB) and a recording EventBridge / `@connections` server; and the AWS adapters on their
 //! own, against the same emulators and against webchat-local's `@connections`.
 //!
+//! This level keeps what only it can catch: wire shapes, init, configuration, the Runtime API's
+//! deadline, and the real adapters in a route's path. What each route does is tested once, in
+//! `tests/routes.rs`.
+//!
 //! It needs the function binaries and webchat-local: `cargo test --all-features` (without the
 //! features it compiles to nothing).
 #![cfg(all(feature = "aws", feature = "local"))]
@@ -254,19 +258,6 @@ async fn connect_stores_the_connection_and_publishes_the_welcome() {
 }
 
 #[tokio::test]
-async fn connect_refuses_an_invalid_name_with_400_and_stores_nothing() {
-    let stack = Stack::new().await;
-    let connect = stack.function("connect").await;
-    let answer = connect
-        .invoke(&connect_event("abc=", Some("no spaces")))
-        .await
-        .response();
-    assert_eq!(answer["statusCode"], 400);
-    assert!(stack.ids().await.is_empty());
-    assert!(stack.fake.put_events().is_empty());
-}
-
-#[tokio::test]
 async fn connect_fails_when_put_events_reports_a_failed_entry() {
     let stack = Stack::new().await;
     stack.fake.fail_put_events(1);
@@ -293,20 +284,6 @@ async fn connect_fails_when_put_events_reports_a_failed_entry() {
         200
     );
     assert_eq!(stack.ids().await, vec!["def="]);
-}
-
-#[tokio::test]
-async fn disconnect_deletes_the_record() {
-    let stack = Stack::new().await;
-    stack.put("a=", None, 10).await;
-    stack.put("b=", None, 10).await;
-    let disconnect = stack.function("disconnect").await;
-    let answer = disconnect
-        .invoke(&websocket_event("$disconnect", "a=", None))
-        .await
-        .response();
-    assert_eq!(answer["statusCode"], 200);
-    assert_eq!(stack.ids().await, vec!["b="]);
 }
 
 #[tokio::test]
@@ -354,76 +331,6 @@ async fn broadcast_reaches_every_page_prunes_the_gone_and_skips_the_expired() {
             .any(|line| line.contains("\"delivered\":4") && line.contains("\"pruned\":2")),
         "a summary is logged"
     );
-}
-
-#[tokio::test]
-async fn broadcast_retries_throttled_posts_and_delivers() {
-    let stack = Stack::new().await;
-    stack.put("a=", None, 60).await;
-    stack.put("b=", None, 60).await;
-    stack.fake.script("b=", &[429, 429]);
-    stack.broadcast_hi("a=").await;
-    assert_eq!(stack.fake.delivered_to("b=").len(), 1);
-    let attempts = stack
-        .fake
-        .calls()
-        .iter()
-        .filter(|c| c.connection_id == "b=")
-        .count();
-    assert_eq!(attempts, 3);
-    assert_eq!(
-        stack.ids().await,
-        vec!["a=", "b="],
-        "throttling is not gone"
-    );
-}
-
-#[tokio::test]
-async fn list_sends_the_sender_every_live_connection() {
-    let stack = Stack::new().await;
-    stack.put("a=", Some("alice"), 60).await;
-    stack.put("b=", None, 30).await;
-    stack.put("expired=", None, 3 * 3600).await;
-    let list = stack.function("list").await;
-    list.invoke(&websocket_event("list", "b=", Some(r#"{"action":"list"}"#)))
-        .await
-        .response();
-    let frames = frames(stack.fake.delivered_to("b="));
-    assert_eq!(frames.len(), 1);
-    let mut entries = frames[0]["connections"].as_array().unwrap().clone();
-    entries.sort_by_key(|e| e["connectionId"].as_str().unwrap().to_owned());
-    assert_eq!(entries.len(), 2);
-    assert_eq!(entries[0]["connectionId"], "a=");
-    assert_eq!(entries[0]["name"], "alice");
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(entries[1]["connectedAt"].as_str().unwrap()).is_ok()
-    );
-}
-
-#[tokio::test]
-async fn chat_delivers_to_its_target_and_prunes_a_gone_one() {
-    let stack = Stack::new().await;
-    stack.put("a=", Some("alice"), 60).await;
-    stack.put("b=", None, 60).await;
-    stack.put("c=", None, 60).await;
-    stack.fake.gone("c=");
-    let chat = stack.function("chat").await;
-    let to_b = r#"{"action":"chat","connection":"b=","message":"Yo!"}"#;
-    chat.invoke(&websocket_event("chat", "a=", Some(to_b)))
-        .await
-        .response();
-    let frames_b = frames(stack.fake.delivered_to("b="));
-    assert_eq!(frames_b[0]["type"], "chat");
-    assert_eq!(frames_b[0]["name"], "alice");
-
-    let to_c = r#"{"action":"chat","connection":"c=","message":"Yo!"}"#;
-    chat.invoke(&websocket_event("chat", "a=", Some(to_c)))
-        .await
-        .response();
-    let to_a = frames(stack.fake.delivered_to("a="));
-    assert_eq!(to_a.len(), 1);
-    assert_eq!(to_a[0]["code"], "connection_not_found");
-    assert_eq!(stack.ids().await, vec!["a=", "b="]);
 }
 
 /// `connectedAt` as other writers may store it: valid RFC 3339, but not in the form this code
@@ -475,47 +382,6 @@ async fn a_gone_connection_is_pruned_whatever_rfc_3339_form_its_connected_at_was
 }
 
 /// A record 2 s old that answers 410: a newcomer whose `$connect` has not returned yet.
-#[tokio::test]
-async fn a_newcomer_answering_410_is_never_pruned_by_broadcast_chat_or_cleanup() {
-    let stack = Stack::new().await;
-    stack.put("a=", Some("alice"), 60).await;
-    stack.put("new=", None, 2).await;
-    stack.put("old=", None, 60).await;
-    stack.fake.gone("new=");
-    stack.fake.gone("old=");
-    let broadcast = stack.broadcast_hi("a=").await;
-    assert_eq!(
-        stack.ids().await,
-        vec!["a=", "new="],
-        "only the old 410 is pruned"
-    );
-    assert!(
-        broadcast
-            .logs()
-            .iter()
-            .any(|line| line.contains("\"connecting\":1") && line.contains("\"pruned\":1")),
-        "the summary counts the newcomer"
-    );
-
-    let chat = stack.function("chat").await;
-    let to_new = r#"{"action":"chat","connection":"new=","message":"Yo!"}"#;
-    chat.invoke(&websocket_event("chat", "a=", Some(to_new)))
-        .await
-        .response();
-    let to_a = frames(stack.fake.delivered_to("a="));
-    assert_eq!(to_a.last().unwrap()["code"], "connection_not_found");
-    assert!(
-        to_a.last().unwrap()["message"]
-            .as_str()
-            .unwrap()
-            .contains("still connecting")
-    );
-
-    let cleanup = stack.function("cleanup").await;
-    cleanup.invoke(&json!({})).await.response();
-    assert_eq!(stack.ids().await, vec!["a=", "new="]);
-}
-
 #[tokio::test]
 async fn a_broadcast_cut_short_by_the_deadline_says_so_to_the_sender_and_in_its_log() {
     let stack = Stack::new().await;
@@ -599,29 +465,6 @@ async fn a_throttled_scan_is_retried_with_backoff_and_the_broadcast_completes() 
 }
 
 #[tokio::test]
-async fn default_tells_the_client_what_was_wrong() {
-    let stack = Stack::new().await;
-    let default = stack.function("default").await;
-    default
-        .invoke(&websocket_event("$default", "a=", Some("not json")))
-        .await
-        .response();
-    default
-        .invoke(&websocket_event(
-            "$default",
-            "a=",
-            Some(r#"{"action":"dance"}"#),
-        ))
-        .await
-        .response();
-    let codes: Vec<Value> = frames(stack.fake.delivered_to("a="))
-        .iter()
-        .map(|f| f["code"].clone())
-        .collect();
-    assert_eq!(codes, vec![json!("invalid_json"), json!("unknown_action")]);
-}
-
-#[tokio::test]
 async fn post_delivers_the_welcome_after_the_connection_is_established() {
     let stack = Stack::new().await;
     stack.fake.script("new=", &[410, 410]); // $connect has not returned yet
@@ -632,19 +475,6 @@ async fn post_delivers_the_welcome_after_the_connection_is_established() {
         vec![
             json!({"type":"welcome","connectionId":"new=","message":"Welcome! - connected on new="})
         ]
-    );
-}
-
-#[tokio::test]
-async fn post_gives_up_quietly_on_a_connection_that_left() {
-    let stack = Stack::new().await;
-    stack.fake.gone("left=");
-    let post = stack.function("post").await;
-    post.invoke(&welcome_event("left=")).await.response();
-    let attempts = stack.fake.calls().len();
-    assert!(
-        attempts > 1 && attempts <= 10,
-        "retried briefly: {attempts} attempts"
     );
 }
 
