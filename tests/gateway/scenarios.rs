@@ -368,35 +368,59 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// One HTTP/1.1 request as raw bytes: the answer's status, headers (lower-case names) and body.
-pub async fn raw_http(
-    addr: SocketAddr,
-    request: &[u8],
-) -> Result<(u16, Vec<(String, String)>, String), String> {
+/// An HTTP answer: status (0 if there was none), headers (lower-case names), body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn parse(raw: &[u8]) -> HttpResponse {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        HttpResponse {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request as raw bytes, answered (a status) within 10 s.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> Result<HttpResponse, String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream.write_all(request).await.map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     let _ = timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no HTTP answer: {}", short(&answer, 60)))?;
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
-        .collect();
-    Ok((status, headers, body.to_owned()))
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+    let response = HttpResponse::parse(&answer);
+    if response.status == 0 {
+        let answer = String::from_utf8_lossy(&answer);
+        return Err(format!("no HTTP answer: {}", short(&answer, 60)));
+    }
+    Ok(response)
 }
 
 /// `POST /@connections/{id}` with more header lines; the answer's status and error type.
@@ -412,11 +436,9 @@ async fn post_to(
     )
     .into_bytes();
     request.extend(body);
-    let (status, headers, _) = raw_http(addr, &request).await?;
-    Ok((
-        status,
-        header(&headers, "x-amzn-errortype").map(str::to_owned),
-    ))
+    let answer = raw_http(addr, &request).await?;
+    let kind = answer.header("x-amzn-errortype").map(str::to_owned);
+    Ok((answer.status, kind))
 }
 
 /// `count` connections that send a request line and one header, never the blank line; each with
@@ -463,171 +485,72 @@ pub enum Bad {
 
 /// The corpus: distinct bad frames, each of which must be answered by exactly one error frame.
 /// `{me}` becomes the sender's own connection id.
+#[rustfmt::skip]
 pub fn bad_frames() -> Vec<Bad> {
     let act = |v: &str| format!(r#"{{"action":{v}}}"#);
     let bc = |v: &str| format!(r#"{{"action":"broadcast","message":{v}}}"#);
     let chat = |c: &str, m: &str| format!(r#"{{"action":"chat","connection":{c},"message":{m}}}"#);
     let to = |c: &str| chat(c, r#""x""#);
-    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    let num = "9".repeat(400);
+    let quoted = |text: String| format!("\"{text}\"");
+    let (deep, num) = (format!("{}{}", "[".repeat(200), "]".repeat(200)), "9".repeat(400));
     let x = |n: usize| "x".repeat(n);
     let texts: Vec<String> = vec![
         // not JSON, or broken JSON (NUL bytes, BOM, raw control characters, comments, ...)
-        "".into(),
-        "hello".into(),
-        "{".into(),
-        "}".into(),
-        r#"{"action":"list""#.into(),
-        "{'action':'nope'}".into(),
-        r#"{action:"nope"}"#.into(),
-        r#"{"action":"nope",}"#.into(),
-        r#"{"action":"nope"} trailing"#.into(),
-        r#"{"action":"nope"}{"action":"nope"}"#.into(),
-        r#"{"action":"nope" /* c */}"#.into(),
-        "// c\n{\"action\":\"nope\"}".into(),
-        act("NaN"),
-        act("Infinity"),
-        act("-"),
-        act("undefined"),
-        act(r#""nope\x41""#),
-        act(r#""\u12""#),
-        act("\"li\tst\""),
-        act("\"li\nst\""),
-        "\0".into(),
-        act("\"li\0st\""),
-        "{\"action\":\"nope\"}\0".into(),
-        "\0{\"action\":\"nope\"}".into(),
-        "\u{feff}{\"action\":\"nope\"}".into(),
-        "\u{a0}{\"action\":\"nope\"}".into(),
-        "{\"action\":\"nope\"}\u{3000}".into(),
-        format!("\"{}", x(100)),
-        "[".repeat(200),
+        "".into(), "hello".into(), "{".into(), "}".into(), r#"{"action":"list""#.into(),
+        "{'action':'nope'}".into(), r#"{action:"nope"}"#.into(), r#"{"action":"nope",}"#.into(),
+        r#"{"action":"nope"} trailing"#.into(), r#"{"action":"nope"}{"action":"nope"}"#.into(),
+        r#"{"action":"nope" /* c */}"#.into(), "// c\n{\"action\":\"nope\"}".into(), act("NaN"),
+        act("Infinity"), act("-"), act("undefined"), act(r#""nope\x41""#), act(r#""\u12""#),
+        act("\"li\tst\""), act("\"li\nst\""), "\0".into(), act("\"li\0st\""),
+        "{\"action\":\"nope\"}\0".into(), "\0{\"action\":\"nope\"}".into(),
+        "\u{feff}{\"action\":\"nope\"}".into(), "\u{a0}{\"action\":\"nope\"}".into(),
+        "{\"action\":\"nope\"}\u{3000}".into(), format!("\"{}", x(100)), "[".repeat(200),
         // huge whitespace
-        " ".repeat(30000),
-        "\n\t\r ".repeat(7000),
-        format!("{}{}", " ".repeat(30000), act(r#""nope""#)),
+        " ".repeat(30000), "\n\t\r ".repeat(7000), format!("{}{}", " ".repeat(30000), act(r#""nope""#)),
         format!("{{{}\"action\":\"nope\"}}", " ".repeat(30000)),
         // depth 200, 400-digit numbers
-        deep.clone(),
-        format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200)),
-        bc(&deep),
-        format!(r#"{{"action":"nope","x":{deep}}}"#),
-        num.clone(),
-        act(&num),
-        bc(&num),
-        to(&num),
-        format!("-{num}e999999"),
-        "1e400".into(),
-        bc("1e400"),
-        format!("0.{}1", "0".repeat(399)),
+        deep.clone(), format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200)), bc(&deep),
+        format!(r#"{{"action":"nope","x":{deep}}}"#), num.clone(), act(&num), bc(&num), to(&num),
+        format!("-{num}e999999"), "1e400".into(), bc("1e400"), format!("0.{}1", "0".repeat(399)),
         // escaped lone surrogates
-        act(r#""\ud800""#),
-        act(r#""\udc00""#),
-        bc(r#""\ud800""#),
-        bc(r#""a\udfffb""#),
-        bc(r#""\ud83d\ud83d""#),
-        to(r#""\ud800AAAAAAAAAAAAAAA""#),
-        r#"{"\ud800":"list"}"#.into(),
+        act(r#""\ud800""#), act(r#""\udc00""#), bc(r#""\ud800""#), bc(r#""a\udfffb""#),
+        bc(r#""\ud83d\ud83d""#), to(r#""\ud800AAAAAAAAAAAAAAA""#), r#"{"\ud800":"list"}"#.into(),
         // JSON, not an object
-        "null".into(),
-        "true".into(),
-        "false".into(),
-        "42".into(),
-        "-0".into(),
-        r#""list""#.into(),
-        r#""{\"action\":\"list\"}""#.into(),
-        "[]".into(),
-        r#"[{"action":"list"}]"#.into(),
-        r#"["action","list"]"#.into(),
-        "{}".into(),
+        "null".into(), "true".into(), "false".into(), "42".into(), "-0".into(), r#""list""#.into(),
+        r#""{\"action\":\"list\"}""#.into(), "[]".into(), r#"[{"action":"list"}]"#.into(),
+        r#"["action","list"]"#.into(), "{}".into(),
         // action missing, empty, not a string, unknown
-        r#"{"message":"hi"}"#.into(),
-        act(r#""""#),
-        act("null"),
-        act("1"),
-        act("true"),
-        act(r#"["list"]"#),
-        act(r#"{"name":"list"}"#),
-        r#"{"Action":"list"}"#.into(),
-        r#"{"action ":"list"}"#.into(),
-        r#"{"ACTION":"list"}"#.into(),
-        act(r#""nope""#),
-        act(r#""LIST""#),
-        act(r#""List""#),
-        act(r#"" list""#),
-        act(r#""list ""#),
-        act(r#""list\n""#),
-        act(r#""$default""#),
-        act(r#""$connect""#),
-        act(r#""$disconnect""#),
-        act(r#""broadcast\u0000""#),
-        act(&format!("\"{}\"", "a".repeat(20000))),
-        act(r#""__proto__""#),
-        act(r#""constructor""#),
-        r#"{"action":"list","action":"nope"}"#.into(),
+        r#"{"message":"hi"}"#.into(), act(r#""""#), act("null"), act("1"), act("true"),
+        act(r#"["list"]"#), act(r#"{"name":"list"}"#), r#"{"Action":"list"}"#.into(),
+        r#"{"action ":"list"}"#.into(), r#"{"ACTION":"list"}"#.into(), act(r#""nope""#),
+        act(r#""LIST""#), act(r#""List""#), act(r#"" list""#), act(r#""list ""#), act(r#""list\n""#),
+        act(r#""$default""#), act(r#""$connect""#), act(r#""$disconnect""#),
+        act(r#""broadcast\u0000""#), act(&quoted("a".repeat(20000))), act(r#""__proto__""#),
+        act(r#""constructor""#), r#"{"action":"list","action":"nope"}"#.into(),
         // valid unicode that names no route (homoglyph, fullwidth, ZWSP, RLO, BOM, long s, ...)
-        act("\"l\u{456}st\""),
-        act("\"\u{ff4c}\u{ff49}\u{ff53}\u{ff54}\""),
-        act("\"list\u{200b}\""),
-        act("\"\u{202e}list\""),
-        act("\"\u{feff}list\""),
-        act("\"broadca\u{17f}t\""),
-        act("\"li\u{301}st\""),
-        act("\"\u{1f600}\""),
-        act("\"\u{10ffff}\""),
-        act(r#""\ud83d\ude00""#),
-        act("\"\u{fffe}\""),
+        act("\"l\u{456}st\""), act("\"\u{ff4c}\u{ff49}\u{ff53}\u{ff54}\""), act("\"list\u{200b}\""),
+        act("\"\u{202e}list\""), act("\"\u{feff}list\""), act("\"broadca\u{17f}t\""),
+        act("\"li\u{301}st\""), act("\"\u{1f600}\""), act("\"\u{10ffff}\""),
+        act(r#""\ud83d\ude00""#), act("\"\u{fffe}\""),
         // broadcast: message missing, null, empty, not a string, over 16 KiB of UTF-8
-        r#"{"action":"broadcast"}"#.into(),
-        bc("null"),
-        bc(r#""""#),
-        bc("1"),
-        bc("true"),
-        bc("[]"),
-        bc(r#"["hi"]"#),
-        bc(r#"{"text":"hi"}"#),
-        r#"{"action":"broadcast","Message":"hi"}"#.into(),
-        bc(&format!("\"{}\"", x(16385))),
-        bc(&format!("\"{}\"", "\u{e9}".repeat(8193))),
-        bc(&format!("\"{}\"", "\u{1f600}".repeat(4097))),
-        bc(&format!("\"{}\\u00e9\"", x(16384))),
+        r#"{"action":"broadcast"}"#.into(), bc("null"), bc(r#""""#), bc("1"), bc("true"), bc("[]"),
+        bc(r#"["hi"]"#), bc(r#"{"text":"hi"}"#), r#"{"action":"broadcast","Message":"hi"}"#.into(),
+        bc(&quoted(x(16385))), bc(&quoted("\u{e9}".repeat(8193))),
+        bc(&quoted("\u{1f600}".repeat(4097))), bc(&quoted(format!("{}\\u00e9", x(16384)))),
         // chat: connection missing, null, empty, not a string, malformed, unknown; message bad
-        r#"{"action":"chat","message":"x"}"#.into(),
-        to("null"),
-        to(r#""""#),
-        to("123"),
-        to(r#"["AAAAAAAAAAAAAAA="]"#),
-        to(r#""nobody""#),
-        to(r#""AAAAAAAAAAAAAAA=""#),
-        to(r#""../../etc/passwd""#),
-        to(r#""AAAAAAAAAAAAAAA=\u0000""#),
-        to(&format!("\"{}\"", "A".repeat(5000))),
-        to(&format!("\"{}\"", "\u{1f600}".repeat(8))),
-        r#"{"action":"chat","connection":"{me}"}"#.into(),
-        chat(r#""{me}""#, r#""""#),
-        chat(r#""{me}""#, "42"),
-        chat(r#""{me}""#, &format!("\"{}\"", x(16385))),
+        r#"{"action":"chat","message":"x"}"#.into(), to("null"), to(r#""""#), to("123"),
+        to(r#"["AAAAAAAAAAAAAAA="]"#), to(r#""nobody""#), to(r#""AAAAAAAAAAAAAAA=""#),
+        to(r#""../../etc/passwd""#), to(r#""AAAAAAAAAAAAAAA=\u0000""#), to(&quoted("A".repeat(5000))),
+        to(&quoted("\u{1f600}".repeat(8))), r#"{"action":"chat","connection":"{me}"}"#.into(),
+        chat(r#""{me}""#, r#""""#), chat(r#""{me}""#, "42"), chat(r#""{me}""#, &quoted(x(16385))),
     ];
     let mut frames: Vec<Bad> = texts.into_iter().map(Bad::Text).collect();
     // binary frames go to $default
-    frames.extend(
-        [
-            Vec::new(),
-            br#"{"action":"list"}"#.to_vec(),
-            b"\xff\xfe\x00\x01".repeat(16),
-            vec![0u8; 1000],
-        ]
-        .map(Bad::Binary),
-    );
+    frames.extend([Vec::new(), br#"{"action":"list"}"#.to_vec(), b"\xff\xfe\x00\x01".repeat(16),
+                   vec![0u8; 1000]].map(Bad::Binary));
     // fragmented (the last one split inside a UTF-8 sequence)
-    frames.extend(
-        [
-            act(r#""nope""#),
-            "not json at all".into(),
-            act("\"\u{1f600}\u{1f600}\""),
-        ]
-        .map(Bad::Fragmented),
-    );
+    frames.extend([act(r#""nope""#), "not json at all".into(), act("\"\u{1f600}\u{1f600}\"")]
+        .map(Bad::Fragmented));
     frames
 }
 
@@ -845,10 +768,10 @@ pub async fn broken_upgrades(target: Target) -> Report {
             "GET / HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n{lines}connection: close\r\n\r\n"
         );
         match raw_http(addr, request.as_bytes()).await {
-            Ok((status, headers, body)) => {
-                let version = header(&headers, "sec-websocket-version");
+            Ok(answer) => {
+                let (status, version) = (answer.status, answer.header("sec-websocket-version"));
                 let good = status == want
-                    && !body.contains("<html")
+                    && !answer.body.contains("<html")
                     && (want != 426 || version == Some("13"));
                 ok &= good;
                 seen.push(format!(
