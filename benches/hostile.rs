@@ -17,9 +17,11 @@ mod scenarios;
 mod support;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use scenarios::{Report, Target};
 use support::LocalProcess;
 
@@ -145,6 +147,14 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
     ]
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
 /// Word-wraps `text` (its own lines kept) to `width` columns.
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
@@ -222,7 +232,13 @@ fn main() {
     let hard = open_files();
     let runtime = support::runtime();
     let binary = env!("CARGO_BIN_EXE_webchat-local");
-    println!("probe-hostile: {binary}, {} clients", args.clients);
+    let logs = std::env::temp_dir().join(format!("probe-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).expect("a directory for the servers' logs");
+    println!(
+        "probe-hostile: {binary}, {} clients, server logs in {}",
+        args.clients,
+        logs.display()
+    );
     let all = scenarios(&args);
     let count = all.len();
     let started = Instant::now();
@@ -231,20 +247,29 @@ fn main() {
         let number = number + 1;
         eprint!("[{number}/{count}] {} ...", scenario.title);
         let began = Instant::now();
-        let report = runtime.block_on(async {
-            let server = LocalProcess::start_with_open_files(
-                &["--log-level", "warn"],
-                scenario.files.min(hard),
-            )
-            .await;
-            tokio::time::timeout(scenario.limit, (scenario.run)(server))
-                .await
-                .unwrap_or_else(|_| Report {
+        let log = logs.join(format!("{number}.log"));
+        let mut report = runtime.block_on(async {
+            let files = scenario.files.min(hard);
+            let server =
+                LocalProcess::start_with_open_files(&["--log-level", "warn"], files, &log).await;
+            let run = AssertUnwindSafe((scenario.run)(server)).catch_unwind();
+            match tokio::time::timeout(scenario.limit, run).await {
+                Ok(Ok(report)) => report,
+                Ok(Err(panic)) => Report {
+                    done: "-".into(),
+                    observed: format!("the probe itself failed: {}", panic_message(&*panic)),
+                    ok: false,
+                },
+                Err(_) => Report {
                     done: "-".into(),
                     observed: format!("timed out after {:?}", scenario.limit),
                     ok: false,
-                })
+                },
+            }
         });
+        if !report.ok {
+            report.observed += &format!("\nthe server's log: {}", log.display());
+        }
         let verdict = if report.ok { "PASS" } else { "FAIL" };
         eprintln!(" {verdict} ({:.1} s)", began.elapsed().as_secs_f64());
         rows.push([

@@ -388,6 +388,9 @@ async fn list_sends_every_live_connection_in_frames_that_each_fit() {
             Some(&format!("name_{i:027}")),
         );
     }
+    let mut expired = ConnectionRecord::new("conn-0300-expired=".into(), None, start());
+    expired.expires_at = start().timestamp() - 1;
+    chat.store.insert(expired);
     chat.list("conn-0000-xxxxx=", Deadline::NONE).await.unwrap();
     let frames = chat.api.posts_to("conn-0000-xxxxx=");
     assert!(frames.len() >= 2, "600 entries do not fit one 32 KB frame");
@@ -401,7 +404,12 @@ async fn list_sends_every_live_connection_in_frames_that_each_fit() {
             listed.push(entry["connectionId"].as_str().unwrap().to_owned());
         }
     }
-    assert_eq!(listed.len(), 600);
+    assert_eq!(
+        listed.len(),
+        600,
+        "every live connection, and no expired one"
+    );
+    assert!(!listed.contains(&"conn-0300-expired=".to_owned()));
     assert_eq!(listed[0], "conn-0000-xxxxx=");
 }
 
@@ -492,9 +500,10 @@ async fn post_delivers_the_welcome_retrying_while_the_connection_is_not_yet_esta
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn post_gives_up_on_a_connection_that_stays_gone() {
-    let (chat, _) = chat();
+    let (mut chat, _) = chat();
+    chat.settings.welcome_backoff = Settings::default().welcome_backoff;
     let welcome = WelcomeDetail {
         connection_id: "left=".into(),
         message: "hi".into(),
@@ -502,6 +511,11 @@ async fn post_gives_up_on_a_connection_that_stays_gone() {
     assert_eq!(
         chat.post(&welcome, Deadline::NONE).await.unwrap(),
         Outcome::Gone
+    );
+    let attempts = chat.api.attempts_to("left=");
+    assert!(
+        (2..=10).contains(&attempts),
+        "retried briefly with the shipped settings, then gave up: {attempts} attempts"
     );
 }
 
@@ -793,7 +807,9 @@ mod never_panics {
 
 #[tokio::test]
 async fn broadcast_keeps_a_newcomer_that_answers_gone_while_it_connects() {
-    let (chat, _) = chat();
+    let (mut chat, _) = chat();
+    let metrics = Arc::new(MemoryMetrics::default());
+    chat.metrics = metrics.clone();
     join(&chat, "a", None);
     join_connecting(&chat, "new");
     join(&chat, "old", None);
@@ -818,6 +834,21 @@ async fn broadcast_keeps_a_newcomer_that_answers_gone_while_it_connects() {
         to_sender.len(),
         1,
         "a newcomer is no failure: {to_sender:?}"
+    );
+    let summaries = metrics.summaries();
+    let [Summary::Inline(broadcast)] = &summaries[..] else {
+        panic!("one broadcast summary: {summaries:?}");
+    };
+    assert_eq!(
+        broadcast.deliveries,
+        Deliveries {
+            delivered: 1,
+            pruned: 1,
+            connecting: 1,
+            complete: true,
+            ..Deliveries::default()
+        },
+        "the newcomer is counted as connecting"
     );
 }
 

@@ -176,15 +176,15 @@ impl Peer for Socket {
         self.send(frame)
     }
 
-    fn info(&self) -> ConnectionInfo {
+    fn info(&self) -> Option<ConnectionInfo> {
         let last_active = self.last_active_millis.load(Ordering::Relaxed);
-        ConnectionInfo {
+        Some(ConnectionInfo {
             connected_at: self.connected_at,
             last_active_at: DateTime::from_timestamp_millis(last_active)
                 .unwrap_or(self.connected_at),
             source_ip: self.source_ip.clone(),
             user_agent: self.user_agent.clone(),
-        }
+        })
     }
 
     fn close(&self) -> Outcome<()> {

@@ -381,7 +381,6 @@ async fn a_gone_connection_is_pruned_whatever_rfc_3339_form_its_connected_at_was
     assert_eq!(stack.ids().await, vec!["a="], "cleanup prunes the rest");
 }
 
-/// A record 2 s old that answers 410: a newcomer whose `$connect` has not returned yet.
 #[tokio::test]
 async fn a_broadcast_cut_short_by_the_deadline_says_so_to_the_sender_and_in_its_log() {
     let stack = Stack::new().await;

@@ -72,19 +72,26 @@ impl LocalProcess {
     pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> LocalProcess {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"));
         command.envs(envs.iter().copied());
-        LocalProcess::spawn(command, args).await
+        LocalProcess::spawn(command, args, false).await
     }
 
     /// [`LocalProcess::start`] with at most `files` open files (RLIMIT_NOFILE, soft and hard, as
-    /// `ulimit -n` sets it in the shell that then becomes the server: the same pid).
-    pub async fn start_with_open_files(args: &[&str], files: u64) -> LocalProcess {
+    /// `ulimit -n` sets it in the shell that then becomes the server: the same pid), its stderr
+    /// written to `log`.
+    pub async fn start_with_open_files(
+        args: &[&str],
+        files: u64,
+        log: &std::path::Path,
+    ) -> LocalProcess {
         let mut command = tokio::process::Command::new("sh");
         command.args([
             "-c",
             &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
             env!("CARGO_BIN_EXE_webchat-local"),
         ]);
-        LocalProcess::spawn(command, args).await
+        let log = std::fs::File::create(log).expect("a log file for webchat-local");
+        command.stderr(log);
+        LocalProcess::spawn(command, args, true).await
     }
 
     /// The server's pid.
@@ -99,13 +106,19 @@ impl LocalProcess {
         host.parse().expect("a socket address in its URL")
     }
 
-    async fn spawn(mut command: tokio::process::Command, args: &[&str]) -> LocalProcess {
+    async fn spawn(
+        mut command: tokio::process::Command,
+        args: &[&str],
+        logged: bool,
+    ) -> LocalProcess {
         use tokio::io::{AsyncBufReadExt, BufReader};
+        if !logged {
+            command.stderr(std::process::Stdio::null());
+        }
         let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start webchat-local");

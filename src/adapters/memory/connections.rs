@@ -23,8 +23,8 @@ pub trait Peer: Send + Sync + 'static {
     /// Takes one message (within the payload limit); `Gone` when the far end cannot take it.
     fn deliver(&self, data: Bytes) -> Outcome<()>;
 
-    /// GetConnection's answer.
-    fn info(&self) -> ConnectionInfo;
+    /// GetConnection's answer; `None` once the connection is closed (410).
+    fn info(&self) -> Option<ConnectionInfo>;
 
     /// DeleteConnection: closes the connection after the messages already handed over.
     fn close(&self) -> Outcome<()>;
@@ -47,13 +47,13 @@ impl Peer for Inbox {
         }
     }
 
-    fn info(&self) -> ConnectionInfo {
-        ConnectionInfo {
+    fn info(&self) -> Option<ConnectionInfo> {
+        (!self.closed.load(Ordering::Relaxed)).then(|| ConnectionInfo {
             connected_at: self.opened,
             last_active_at: self.opened,
             source_ip: Some("127.0.0.1".into()),
             user_agent: None,
-        }
+        })
     }
 
     fn close(&self) -> Outcome<()> {
@@ -68,6 +68,8 @@ type Scripted = Result<Outcome<()>, ApiError>;
 /// local server does not grow without bound.
 #[derive(Debug, Default)]
 struct Recording {
+    /// Every post asked for, by connection id, whatever its answer.
+    attempts: Vec<String>,
     posts: Vec<(String, String)>,
     describes: Vec<String>,
 }
@@ -253,6 +255,17 @@ impl<P: Peer> MemoryConnectionApi<P> {
             .collect()
     }
 
+    /// How many posts to `connection_id` were asked for, whatever their answers.
+    pub fn attempts_to(&self, connection_id: &str) -> usize {
+        self.recording.as_ref().map_or(0, |recording| {
+            lock(recording)
+                .attempts
+                .iter()
+                .filter(|to| *to == connection_id)
+                .count()
+        })
+    }
+
     /// The connections described, in order.
     pub fn describes(&self) -> Vec<String> {
         self.recording
@@ -283,6 +296,9 @@ impl<P: Peer> MemoryConnectionApi<P> {
 
 impl<P: Peer> ConnectionApi for MemoryConnectionApi<P> {
     async fn post(&self, connection_id: &str, data: Bytes) -> Result<Outcome<()>, ApiError> {
+        if let Some(recording) = &self.recording {
+            lock(recording).attempts.push(connection_id.to_owned());
+        }
         if data.len() > self.max_payload_bytes {
             return Err(ApiError::PayloadTooLarge);
         }
@@ -312,10 +328,12 @@ impl<P: Peer> ConnectionApi for MemoryConnectionApi<P> {
         if let Some(recording) = &self.recording {
             lock(recording).describes.push(connection_id.to_owned());
         }
-        Ok(match self.peer(connection_id) {
-            Some(peer) => Outcome::Done(peer.info()),
-            None => Outcome::Gone,
-        })
+        Ok(
+            match self.peer(connection_id).and_then(|peer| peer.info()) {
+                Some(info) => Outcome::Done(info),
+                None => Outcome::Gone,
+            },
+        )
     }
 }
 
@@ -341,6 +359,8 @@ mod tests {
             Ok(Outcome::Gone),
             "a deleted connection takes nothing more"
         );
+        assert_eq!(api.describe("a").await, Ok(Outcome::Gone));
+        assert_eq!(api.attempts_to("a"), 2);
         api.remove("a");
         assert_eq!(api.describe("a").await, Ok(Outcome::Gone));
         assert_eq!(api.posts(), vec![("a".to_owned(), "hi".to_owned())]);
