@@ -112,6 +112,22 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl std::fmt::Display for ErrorCode {
+    /// The code as the frame spells it (`invalid_json`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::ConnectionNotFound => "connection_not_found",
+            ErrorCode::DeliveryIncomplete => "delivery_incomplete",
+            ErrorCode::Internal => "internal",
+        })
+    }
+}
+
 /// A request the client got wrong: what to tell it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {message}")]
@@ -218,7 +234,10 @@ pub fn default_route_error(frame: &[u8], binary: bool) -> ProtocolError {
 
 /// Validates the optional display name from the connect query string (`?name=alice`).
 pub fn validate_name(name: Option<&str>) -> Result<Option<String>, ProtocolError> {
-    let Some(name) = name else { return Ok(None) };
+    // `?name=` with nothing after it is no name, as the parameter is optional
+    let Some(name) = name.filter(|name| !name.is_empty()) else {
+        return Ok(None);
+    };
     let valid = (1..=MAX_NAME_BYTES).contains(&name.len())
         && name
             .bytes()
@@ -312,6 +331,9 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Said<'a> {
     pub from: &'a str,
+    /// A chat's target (the sender's copy says whom it reached); none in a broadcast.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<&'a str>,
     pub name: Option<&'a str>,
     pub message: &'a str,
     /// RFC 3339
@@ -461,6 +483,7 @@ mod tests {
         let frame = |name: Option<&str>, message: &str| {
             ServerMessage::Broadcast(Said {
                 from: "L0SM9cOFvHcCIhw=",
+                to: None,
                 name,
                 message,
                 sent_at: "2026-11-28T08:00:00.000Z",
@@ -589,11 +612,16 @@ mod tests {
     fn names_are_short_and_plain() {
         assert_eq!(validate_name(None), Ok(None));
         assert_eq!(
+            validate_name(Some("")),
+            Ok(None),
+            "an empty name is no name"
+        );
+        assert_eq!(
             validate_name(Some("alice.B-2_")),
             Ok(Some("alice.B-2_".into()))
         );
         assert!(validate_name(Some(&"a".repeat(32))).is_ok());
-        for bad in ["", "a b", "<script>", "ünïcode", &"a".repeat(33)] {
+        for bad in ["a b", "<script>", "ünïcode", &"a".repeat(33)] {
             assert!(validate_name(Some(bad)).is_err(), "{bad:?}");
         }
     }
@@ -610,14 +638,31 @@ mod tests {
         );
         let said = Said {
             from: "abc=",
+            to: Some("def="),
             name: None,
             message: "<b>\"hi\"</b> ✓",
             sent_at: "2026-11-28T07:00:00.000Z",
         };
         assert_eq!(
             serde_json::from_str::<Value>(&ServerMessage::Chat(said).to_json()).unwrap(),
-            json!({"type":"chat","from":"abc=","name":null,"message":"<b>\"hi\"</b> ✓","sentAt":"2026-11-28T07:00:00.000Z"})
+            json!({"type":"chat","from":"abc=","to":"def=","name":null,"message":"<b>\"hi\"</b> ✓","sentAt":"2026-11-28T07:00:00.000Z"})
         );
+        for code in [
+            ErrorCode::InvalidJson,
+            ErrorCode::UnknownAction,
+            ErrorCode::MissingField,
+            ErrorCode::InvalidField,
+            ErrorCode::MessageTooLarge,
+            ErrorCode::ConnectionNotFound,
+            ErrorCode::DeliveryIncomplete,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(
+                json!(code),
+                json!(code.to_string()),
+                "logs spell codes as frames do"
+            );
+        }
         let error = ProtocolError::new(ErrorCode::ConnectionNotFound, "gone").to_frame();
         assert_eq!(
             serde_json::from_str::<Value>(&error).unwrap(),

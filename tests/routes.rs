@@ -430,10 +430,38 @@ async fn chat_delivers_to_one_connection_only() {
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0]["type"], "chat");
     assert_eq!(frames[0]["from"], "a");
+    assert_eq!(frames[0]["to"], "b");
     assert_eq!(frames[0]["name"], "alice");
     assert_eq!(frames[0]["message"], "Yo!");
-    assert!(frames_to(&chat, "a").is_empty());
+    assert_eq!(
+        frames_to(&chat, "a"),
+        frames,
+        "the sender's copy, once delivered, is the frame its target got"
+    );
     assert!(frames_to(&chat, "c").is_empty());
+}
+
+#[tokio::test]
+async fn a_chat_to_oneself_arrives_once() {
+    let (chat, _) = chat();
+    join(&chat, "a", None);
+    let body = r#"{"action":"chat","connection":"a","message":"note"}"#;
+    chat.chat("a", body, Deadline::NONE).await.unwrap();
+    assert_eq!(frames_to(&chat, "a").len(), 1);
+}
+
+#[tokio::test]
+async fn a_chat_to_a_name_says_that_connection_takes_an_id() {
+    let (chat, _) = chat();
+    join(&chat, "L0SM9cOFvHcCIhw=", None);
+    let body = r#"{"action":"chat","connection":"bob","message":"hi"}"#;
+    chat.chat("L0SM9cOFvHcCIhw=", body, Deadline::NONE)
+        .await
+        .unwrap();
+    let frames = frames_to(&chat, "L0SM9cOFvHcCIhw=");
+    assert_eq!(frames[0]["code"], "connection_not_found");
+    let message = frames[0]["message"].as_str().unwrap();
+    assert!(message.contains("not a name"), "{message}");
 }
 
 #[tokio::test]

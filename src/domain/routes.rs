@@ -94,12 +94,8 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         binary: bool,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
-        self.reply(
-            sender,
-            default_route_error(frame, binary).to_frame(),
-            deadline,
-        )
-        .await
+        self.tell(sender, default_route_error(frame, binary), deadline)
+            .await
     }
 
     /// `broadcast`: deliver the message to every live connection, the sender included. The
@@ -117,7 +113,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     ) -> Result<(), RouteError> {
         let request = match BroadcastRequest::parse(body) {
             Ok(request) => request,
-            Err(error) => return self.reply(sender, error.to_frame(), deadline).await,
+            Err(error) => return self.tell(sender, error, deadline).await,
         };
         let frame = self
             .or_tell_internal(sender, deadline, async {
@@ -125,6 +121,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 let name = self.name_of(sender, now).await?;
                 Ok(ServerMessage::Broadcast(Said {
                     from: sender,
+                    to: None,
                     name: name.as_deref(),
                     message: &request.message,
                     sent_at: &rfc3339(now),
@@ -198,7 +195,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 frames += 1;
                 self.post_to(sender, &Bytes::from(frame), cut_off).await?;
             }
-            tracing::info!(connection_id = sender, listed, frames, "list");
+            tracing::debug!(connection_id = sender, listed, frames, "list");
             Ok(())
         })
         .await
@@ -214,36 +211,42 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     ) -> Result<(), RouteError> {
         let request = match ChatRequest::parse(body) {
             Ok(request) => request,
-            Err(error) => return self.reply(sender, error.to_frame(), deadline).await,
+            Err(error) => return self.tell(sender, error, deadline).await,
         };
         self.or_tell_internal(sender, deadline, async {
             let now = self.clock.now();
             let target = &request.connection;
             let Some(record) = self.store.get(target, now.timestamp()).await? else {
-                return self.reply(sender, text::not_found(target), deadline).await;
+                return self.tell(sender, text::not_found(target), deadline).await;
             };
             let name = self.name_of(sender, now).await?;
-            let frame = ServerMessage::Chat(Said {
-                from: sender,
-                name: name.as_deref(),
-                message: &request.message,
-                sent_at: &rfc3339(now),
-            })
-            .to_json();
+            let frame = Bytes::from(
+                ServerMessage::Chat(Said {
+                    from: sender,
+                    to: Some(target),
+                    name: name.as_deref(),
+                    message: &request.message,
+                    sent_at: &rfc3339(now),
+                })
+                .to_json(),
+            );
             let cut_off = self.work_cut_off(deadline);
-            match self.post_to(target, &Bytes::from(frame), cut_off).await? {
+            match self.post_to(target, &frame, cut_off).await? {
+                // The sender gets the same frame: its copy says the message was delivered (a
+                // chat to oneself is delivered once).
+                Outcome::Done(()) if target == sender => Ok(()),
                 Outcome::Done(()) => {
-                    tracing::info!(connection_id = sender, to = %target, "chat delivered");
-                    Ok(())
+                    tracing::debug!(connection_id = sender, to = %target, "chat delivered");
+                    self.reply(sender, frame, deadline).await
                 }
                 Outcome::Gone => match self.gone(&record.recipient(), now).await? {
                     Gone::Connecting => {
-                        tracing::info!(connection_id = sender, to = %target, "chat target still connecting; kept");
-                        self.reply(sender, text::still_connecting(target), deadline).await
+                        tracing::debug!(connection_id = sender, to = %target, "chat target still connecting; kept");
+                        self.tell(sender, text::still_connecting(target), deadline).await
                     }
                     Gone::Pruned | Gone::Changed => {
-                        tracing::info!(connection_id = sender, to = %target, "chat target gone; pruned");
-                        self.reply(sender, text::not_found(target), deadline).await
+                        tracing::debug!(connection_id = sender, to = %target, "chat target gone; pruned");
+                        self.tell(sender, text::not_found(target), deadline).await
                     }
                 },
             }
@@ -276,7 +279,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         );
         let outcome = until(self.cut_off(deadline), attempts).await??;
         match outcome {
-            Outcome::Done(()) => tracing::info!(connection_id, "welcome delivered"),
+            Outcome::Done(()) => tracing::debug!(connection_id, "welcome delivered"),
             Outcome::Gone => tracing::warn!(
                 connection_id,
                 "welcome not delivered: the connection is gone"
@@ -384,15 +387,32 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         Ok(record.and_then(|record| record.name))
     }
 
+    /// Tells the sender what it got wrong (one log line at info: the invocation's span names the
+    /// route), and sends it the error frame.
+    pub(super) async fn tell(
+        &self,
+        sender: &str,
+        error: ProtocolError,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        tracing::info!(
+            connection_id = sender,
+            code = %error.code,
+            "client error: {}",
+            error.message
+        );
+        self.reply(sender, error.to_frame(), deadline).await
+    }
+
     /// Sends the sender a frame. A sender that left meanwhile is not an error.
     pub(super) async fn reply(
         &self,
         sender: &str,
-        frame: String,
+        frame: impl Into<Bytes>,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
         let cut_off = self.cut_off(deadline);
-        if self.post_to(sender, &Bytes::from(frame), cut_off).await? == Outcome::Gone {
+        if self.post_to(sender, &frame.into(), cut_off).await? == Outcome::Gone {
             tracing::debug!(connection_id = sender, "the sender left before the reply");
         }
         Ok(())

@@ -6,12 +6,11 @@ use crate::ports::ShardJob;
 use crate::protocol::{ErrorCode, ProtocolError};
 
 /// What the sender of a chat is told when its target has not finished connecting.
-pub(crate) fn still_connecting(connection_id: &str) -> String {
+pub(crate) fn still_connecting(connection_id: &str) -> ProtocolError {
     ProtocolError::new(
         ErrorCode::ConnectionNotFound,
         format!("connection {connection_id} is still connecting: try again in a moment"),
     )
-    .to_frame()
 }
 
 /// What the sender of a broadcast is told when some live connection may have missed it.
@@ -42,13 +41,29 @@ pub(crate) fn delivery_incomplete(summary: &Deliveries, scan_failed: bool) -> St
     .to_frame()
 }
 
-/// What the sender of a chat is told when its target is not connected.
-pub(crate) fn not_found(connection_id: &str) -> String {
-    ProtocolError::new(
-        ErrorCode::ConnectionNotFound,
-        format!("no connection {connection_id}: it may have disconnected; send {{\"action\":\"list\"}} to see who is here"),
-    )
-    .to_frame()
+/// What the sender of a chat is told when its target is not connected. A target that does not
+/// look like a connection id is most likely a name: say that `connection` takes an id.
+pub(crate) fn not_found(connection_id: &str) -> ProtocolError {
+    let message = if looks_like_a_connection_id(connection_id) {
+        format!(
+            "no connection {connection_id}: it may have disconnected; send {{\"action\":\"list\"}} to see who is here"
+        )
+    } else {
+        format!(
+            "no connection {connection_id:?}: \"connection\" takes a connection id (like \
+             L0SM9cOFvHcCIhw=), not a name; send {{\"action\":\"list\"}} to see each name's id"
+        )
+    };
+    ProtocolError::new(ErrorCode::ConnectionNotFound, message)
+}
+
+/// API Gateway's connection ids are 16 characters of URL-safe base64 ending in `=`.
+fn looks_like_a_connection_id(text: &str) -> bool {
+    text.len() == 16
+        && text.ends_with('=')
+        && text[..15]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 /// What the sender is told when the infrastructure failed (the detail stays in the logs).

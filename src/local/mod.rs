@@ -140,6 +140,29 @@ impl Shared {
     }
 }
 
+/// Any other path: 404, with where things are (a websocket client pointed at a wrong path says
+/// so in the log too).
+pub(crate) async fn not_found(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let host = &shared.stage.domain_name;
+    let stage = &shared.stage.stage;
+    let path = request.uri().path();
+    let message = format!(
+        "nothing at {path}: the chat is at ws://{host}/ (or ws://{host}/{stage}, as a deployed \
+         stage's URL ends), its page at http://{host}/, the management API at \
+         http://{host}/@connections/{{connectionId}}\n"
+    );
+    if request.headers().contains_key(axum::http::header::UPGRADE) {
+        tracing::info!(path, "handshake refused: no websocket at this path");
+    } else {
+        tracing::debug!(path, "not found");
+    }
+    (axum::http::StatusCode::NOT_FOUND, message).into_response()
+}
+
 /// A bound, not yet serving, local gateway.
 pub struct Gateway {
     listener: TcpListener,
@@ -223,6 +246,7 @@ impl Gateway {
 
         let app = Router::new()
             .route("/", get(socket::upgrade))
+            .route("/{stage}", get(socket::upgrade_at_stage))
             .route(
                 "/@connections/{id}",
                 get(management::get)
@@ -235,6 +259,7 @@ impl Gateway {
                     .post(management::post)
                     .delete(management::delete),
             )
+            .fallback(not_found)
             .with_state(shared.clone());
         let rules = listener::Rules {
             max_connections: shared

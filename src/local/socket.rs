@@ -60,7 +60,13 @@ pub(crate) async fn upgrade(
     }
     let accept = match handshake(&headers) {
         Ok(accept) => accept,
-        Err(refusal) => return *refusal,
+        Err(refusal) => {
+            tracing::info!(
+                status = refusal.status().as_u16(),
+                "handshake refused: not a valid websocket upgrade"
+            );
+            return *refusal;
+        }
     };
     let Some(upgrading) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (
@@ -102,25 +108,20 @@ pub(crate) async fn upgrade(
     ));
     shared.registry.insert(&id, socket.clone());
     let work = lambda::websocket(&shared.chat, RouteKey::Connect, &event, shared.deadline());
-    let status = match invoke(
+    let answer = invoke(
         Function::serving(RouteKey::Connect),
         request_id(&event),
         None,
         work,
     )
-    .await
-    {
-        Ok(response) => response.status_code,
-        Err(_) => 500, // logged in the invocation's span
+    .await;
+    let (status, body) = match answer {
+        Ok(response) => (response.status_code, response.body),
+        Err(_) => (500, None), // logged in the invocation's span
     };
     if status != 200 {
         shared.registry.remove(&id);
-        let status = u16::try_from(status)
-            .ok()
-            .and_then(|s| StatusCode::from_u16(s).ok());
-        return status
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            .into_response();
+        return refused_connect(status, body);
     }
 
     let limits = &shared.config.limits;
@@ -161,6 +162,49 @@ pub(crate) async fn upgrade(
         ],
     )
         .into_response()
+}
+
+/// `GET /{stage}`: the shape of a deployed URL (`wss://…/stage`), served as `/` when the stage is
+/// ours.
+pub(crate) async fn upgrade_at_stage(
+    axum::extract::Path(stage): axum::extract::Path<String>,
+    state: State<Arc<Shared>>,
+    peer: ConnectInfo<SocketAddr>,
+    query: Query<Vec<(String, String)>>,
+    slot: Option<Extension<Slot>>,
+    request: Request,
+) -> Response {
+    if stage != state.stage.stage {
+        return super::not_found(state, request).await;
+    }
+    upgrade(state, peer, query, slot, request).await
+}
+
+/// `$connect` answered `status`, not 200: the handshake is refused with that status, and with the
+/// route's answer (its JSON error frame: a bad `name`, say) as the body, or a line that says what
+/// happened; the reason goes to the log too.
+fn refused_connect(status: i64, body: Option<aws_lambda_events::encodings::Body>) -> Response {
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match body {
+        Some(aws_lambda_events::encodings::Body::Text(text)) => text,
+        Some(aws_lambda_events::encodings::Body::Binary(bytes)) => {
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        _ if status.is_server_error() => {
+            "the connection could not be set up (the server's log says why); try again\n".into()
+        }
+        _ => format!("$connect refused the connection ({status})\n"),
+    };
+    tracing::info!(status = status.as_u16(), reason = %body.trim_end(), "handshake refused");
+    let kind = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    (status, [(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 /// Checks an upgrade request as RFC 6455 (section 4.2.1) asks; the `Sec-WebSocket-Accept` to
@@ -246,17 +290,28 @@ fn not_a_websocket() -> Response {
 /// An upgraded connection.
 type Socketed = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Why a connection ended, as `$disconnect` reports it.
+/// Why a connection ended, as `$disconnect` reports it, and whether the server closed it.
 struct Ended {
     code: u16,
     reason: String,
+    by_server: bool,
 }
 
 impl Ended {
+    /// The client closed the connection, or lost it.
     fn new(code: u16, reason: impl Into<String>) -> Self {
         Ended {
             code,
             reason: reason.into(),
+            by_server: false,
+        }
+    }
+
+    /// The server closed it: a limit, a rule broken, DeleteConnection, shutdown.
+    fn by_server(code: u16, reason: impl Into<String>) -> Self {
+        Ended {
+            by_server: true,
+            ..Ended::new(code, reason)
         }
     }
 }
@@ -288,7 +343,7 @@ async fn serve(
                     Some(Err(error)) => match violation(&error) {
                         Some((code, reason)) => {
                             socket.send(Outbound::Close { code, reason });
-                            break Ended::new(code, reason);
+                            break Ended::by_server(code, reason);
                         }
                         None => break Ended::new(1006, format!("read error: {error}")),
                     },
@@ -321,22 +376,22 @@ async fn serve(
             }
             () = sleep_until(idle_at) => {
                 socket.send(Outbound::Close { code: 1001, reason: "Going away" });
-                break Ended::new(1001, "idle timeout");
+                break Ended::by_server(1001, "idle timeout");
             }
             () = sleep_until(closes_at) => {
                 socket.send(Outbound::Close { code: 1001, reason: "Going away" });
-                break Ended::new(1001, "maximum connection duration");
+                break Ended::by_server(1001, "maximum connection duration");
             }
             () = socket.kill.cancelled() => {
                 let (code, reason) = socket.killed().unwrap_or((1008, "dropped"));
-                break Ended::new(code, reason);
+                break Ended::by_server(code, reason);
             }
             // The server closed the socket (DeleteConnection, shutdown): it is closed now, whether
             // or not the client ever answers the close frame.
             written = &mut writer => {
                 writer_done = true;
                 break match written {
-                    Ok(Some((code, reason))) => Ended::new(code, reason),
+                    Ok(Some((code, reason))) => Ended::by_server(code, reason),
                     _ => Ended::new(1006, "the connection was lost"),
                 };
             }
@@ -354,6 +409,11 @@ async fn serve(
                 .is_err())
     {
         writer.abort();
+    }
+    if ended.by_server {
+        tracing::info!(connection_id = %id, code = ended.code, reason = %ended.reason, "closed by the server");
+    } else {
+        tracing::debug!(connection_id = %id, code = ended.code, reason = %ended.reason, "closed by the client");
     }
     disconnect(shared, &connection, ended.code, ended.reason).await;
 }

@@ -68,20 +68,144 @@ async fn a_new_connection_is_welcomed_with_its_own_id() {
 async fn an_invalid_name_fails_the_handshake_with_400() {
     let gateway = spawn().await;
     for query in [
-        "?name=",
         "?name=has%20space",
         "?name=%3Cscript%3E",
         &format!("?name={}", "a".repeat(33)),
     ] {
         match tokio_tungstenite::connect_async(gateway.url(query)).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status(), 400, "{query}")
+                assert_eq!(response.status(), 400, "{query}");
+                // the body says why: $connect's error frame
+                let body: Value = serde_json::from_slice(response.body().as_deref().unwrap())
+                    .expect("a JSON error frame");
+                assert_eq!(body["code"], "invalid_field", "{query}");
+                assert!(body["message"].as_str().unwrap().contains("`name`"));
             }
             other => panic!(
                 "{query}: expected a refused handshake, got {:?}",
                 other.map(|_| ())
             ),
         }
+    }
+}
+
+#[tokio::test]
+async fn the_server_logs_one_line_for_every_client_error_and_every_close_it_makes() {
+    let dir = std::env::temp_dir().join(format!("webchat-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("webchat-local.log");
+    let server = support::LocalProcess::start_logged(&["--log-level", "info"], &log).await;
+    let addr = server.addr();
+    let mut raw = scenarios::Raw::join(addr, "/").await.unwrap();
+    let big = "x".repeat(16 * 1024 + 1);
+    let frames = [
+        "hello".to_owned(),
+        json!({"action":"dance"}).to_string(),
+        json!({"action":"broadcast"}).to_string(),
+        json!({"action":"chat","connection":"bob","message":"hi"}).to_string(),
+        json!({"action":"broadcast","message":big}).to_string(),
+    ];
+    for frame in &frames {
+        raw.send(&scenarios::text(frame)).await.unwrap();
+        raw.next_json("error", PATIENCE).await.unwrap();
+    }
+    // a frame over 32 KB: closed with 1009
+    raw.send(&scenarios::text(&"y".repeat(40_000)))
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.next(PATIENCE).await,
+        Some(scenarios::Arrival::Close(Some(1009)))
+    );
+    // a handshake refused for its name, and one at a path with no chat
+    assert!(
+        scenarios::Raw::open(addr, "/?name=a%20b", None)
+            .await
+            .is_err()
+    );
+    assert!(scenarios::Raw::open(addr, "/nowhere", None).await.is_err());
+    let lines = support::poll_until("the log lines", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("no websocket at this path").then_some(text)
+    })
+    .await;
+    let lines: Vec<&str> = lines.lines().collect();
+    let count = |needle: &str| lines.iter().filter(|line| line.contains(needle)).count();
+    for code in [
+        "invalid_json",
+        "unknown_action",
+        "missing_field",
+        "connection_not_found",
+        "message_too_large",
+    ] {
+        assert_eq!(
+            count(&format!("code={code}")),
+            1,
+            "{code}:\n{}",
+            lines.join("\n")
+        );
+    }
+    let client_errors: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("client error"))
+        .collect();
+    assert!(
+        client_errors.iter().all(|line| line.contains(" INFO ")
+            && line.contains(&raw.id)
+            && line.contains("route=")),
+        "each at info, with the connection id and the route: {client_errors:#?}"
+    );
+    assert_eq!(count("closed by the server"), 1, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("closed by the server") && l.contains("code=1009"))
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("handshake refused")
+            && l.contains("status=400")
+            && l.contains("`name`")),
+        "{lines:#?}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_empty_name_is_no_name() {
+    let gateway = spawn().await;
+    let (mut client, id) = gateway.join("?name=").await;
+    client.send_json(json!({"action":"list"})).await;
+    let list = client.next_of_type("connections").await;
+    let me = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["connectionId"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(me["name"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_stage_path_of_a_deployed_url_serves_the_chat_too() {
+    let gateway = spawn().await;
+    let (mut client, _) = gateway.join("local?name=alice").await;
+    client.send_json(json!({"action":"list"})).await;
+    client.next_of_type("connections").await;
+    // another stage, or another path, is a 404 that says where the chat is
+    let answer = gateway.http("GET", "/staging", b"").await;
+    assert_eq!(answer.status, 404);
+    assert!(
+        answer.body.contains("the chat is at ws://"),
+        "{}",
+        answer.body
+    );
+    match tokio_tungstenite::connect_async(gateway.url("staging")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404)
+        }
+        other => panic!("expected a 404, got {:?}", other.map(|_| ())),
     }
 }
 
@@ -165,8 +289,10 @@ async fn chat_reaches_only_its_target() {
     assert_eq!(frame["name"], "alice");
     assert_eq!(frame["message"], "Yo!");
     assert!(is_rfc3339(&frame["sentAt"]));
-    alice.expect_silence(Duration::from_millis(200)).await;
-    carol.expect_silence(Duration::from_millis(50)).await;
+    assert_eq!(frame["to"], bob_id.as_str());
+    let copy = alice.next_of_type("chat").await;
+    assert_eq!(copy, frame, "the sender's copy says it was delivered");
+    carol.expect_silence(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]

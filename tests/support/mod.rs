@@ -75,6 +75,13 @@ impl LocalProcess {
         LocalProcess::spawn(command, args, false).await
     }
 
+    /// [`LocalProcess::start`] with its stderr (its log) written to `log`.
+    pub async fn start_logged(args: &[&str], log: &std::path::Path) -> LocalProcess {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"));
+        command.stderr(std::fs::File::create(log).expect("a log file for webchat-local"));
+        LocalProcess::spawn(command, args, true).await
+    }
+
     /// [`LocalProcess::start`] with at most `files` open files (RLIMIT_NOFILE, soft and hard, as
     /// `ulimit -n` sets it in the shell that then becomes the server: the same pid), its stderr
     /// written to `log`.
