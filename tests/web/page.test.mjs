@@ -27,6 +27,10 @@ test("two pages chat with each other, and a broadcast reaches both", async () =>
   await bob.getByLabel(/Message to/).press("Enter");
   await alice.locator("#log li.chat", { hasText: "Yo alice!" }).waitFor();
   assert.match(await alice.locator("#log li.chat").last().textContent(), /bob → you:/);
+  // bob's line is confirmed by the server's copy, and shown once
+  const sent = bob.locator("#log li.chat", { hasText: "Yo alice!" });
+  await sent.locator(".state", { hasText: "delivered" }).waitFor();
+  assert.equal(await sent.count(), 1);
 
   // alice broadcasts: both pages show it
   await alice.getByRole("button", { name: "Everyone" }).click();
@@ -55,15 +59,62 @@ test("hostile names and messages render as text, never as markup", async () => {
   await page.close();
 });
 
-test("a server error shows as a readable notice", async () => {
+test("a message over 16 KiB is not sent, stays in the box, and the connection stays", async () => {
   const page = await browser.newPage();
-  await join(page, webchat.http);
-  // over the 16 KiB limit: the server answers message_too_large
-  await page.getByLabel("Message to everyone").fill("x".repeat(16 * 1024 + 1));
+  const id = await join(page, webchat.http);
+  for (const size of [16 * 1024 + 1, 40000]) {
+    const text = "x".repeat(size);
+    await page.getByLabel("Message to everyone").fill(text);
+    await page.getByLabel("Message to everyone").press("Enter");
+    const notice = page.locator("#log li.notice", { hasText: `${size} bytes` });
+    await notice.waitFor();
+    assert.match(await notice.textContent(), /at most 16384 bytes/);
+    assert.equal(await page.getByLabel("Message to everyone").inputValue(), text, "nothing lost");
+  }
+  // the same connection: no close, no second welcome
+  await page.getByLabel("Message to everyone").fill("still here");
   await page.getByLabel("Message to everyone").press("Enter");
-  const notice = page.locator("#log li.notice").last();
-  await notice.waitFor();
-  assert.match(await notice.textContent(), /message_too_large/);
+  await page.locator("#log li.broadcast", { hasText: "still here" }).waitFor();
+  assert.equal(await page.locator("#log li.welcome").count(), 1);
+  assert.match(await page.locator("#log li.welcome").textContent(), new RegExp(id.replace(/[=+]/g, "\\$&")));
+  await page.close();
+});
+
+test("a chat to someone who left is marked not delivered, with the server's reason", async () => {
+  const alice = await browser.newPage();
+  const bob = await browser.newPage();
+  await join(alice, webchat.http, "alice2");
+  const bobId = await join(bob, webchat.http, "bob2");
+  await alice.getByRole("button", { name: "Refresh list" }).click();
+  const bobButton = alice.getByRole("button", { name: new RegExp(`^bob2 `) });
+  await bobButton.click();
+  await bob.close();
+  await alice.getByLabel(/Message to/).fill("are you there?");
+  await alice.getByLabel(/Message to/).press("Enter");
+  const line = alice.locator("#log li.chat", { hasText: "are you there?" });
+  await line.locator(".state", { hasText: "not delivered" }).waitFor();
+  assert.match(await line.textContent(), new RegExp(`no connection ${bobId.replace(/[=+]/g, "\\$&")}`));
+  assert.equal(await line.evaluate((li) => li.classList.contains("failed")), true);
+  await alice.close();
+});
+
+test("disabled buttons look inert", async () => {
+  const page = await browser.newPage();
+  await page.goto(webchat.http);
+  const style = (name) => page.getByRole("button", { name, exact: true }).evaluate((b) => {
+    const s = getComputedStyle(b);
+    return { background: s.backgroundColor, cursor: s.cursor, disabled: b.disabled };
+  });
+  const disconnect = await style("Disconnect");
+  const refresh = await style("Refresh list");
+  const connect = await style("Connect");
+  assert.equal(disconnect.disabled, true);
+  assert.equal(refresh.disabled, true);
+  assert.equal(connect.disabled, false);
+  assert.equal(disconnect.cursor, "not-allowed");
+  assert.equal(refresh.background, disconnect.background, "every disabled button alike");
+  assert.notEqual(refresh.background, "rgb(255, 255, 255)", "not the enabled secondary look");
+  assert.notEqual(connect.background, disconnect.background);
   await page.close();
 });
 
@@ -132,6 +183,28 @@ test("frames that arrive before the welcome are shown, and the list does not wai
     assert.equal(received[0]?.beforeWelcome, true, "the list is asked for on open, not after the welcome");
     await page.getByRole("button", { name: "me= — you" }).waitFor();
     await page.getByRole("button", { name: /^early/ }).waitFor();
+    await page.close();
+  } finally {
+    server.close();
+  }
+});
+
+test("a close by the server is explained, with its code", async () => {
+  // A scripted server that closes as webchat-local does for a frame over 32 KB.
+  const { WebSocketServer } = await import("ws");
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((resolve) => server.on("listening", resolve));
+  server.on("connection", (socket) => {
+    socket.send(JSON.stringify({ type: "welcome", connectionId: "me=", message: "Welcome! - connected on me=" }));
+    setTimeout(() => socket.close(1009, "Message too big"), 200);
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(webchat.http + "?url=" + encodeURIComponent(`ws://127.0.0.1:${server.address().port}/`));
+    await page.getByRole("button", { name: "Connect", exact: true }).click();
+    const notice = page.locator("#log li.notice", { hasText: "closed (1009)" });
+    await notice.waitFor();
+    assert.match(await notice.textContent(), /over the server's size limit — Message too big/);
     await page.close();
   } finally {
     server.close();
