@@ -36,8 +36,9 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 #[derive(Debug, Parser)]
 #[command(name = "webchat-local", version, verbatim_doc_comment)]
 struct Args {
-    /// Address to listen on (port 0 picks a free port; the URL printed says which).
-    #[arg(long, default_value = "127.0.0.1:3001")]
+    /// Where to listen: an address (127.0.0.1:3001), a host and port (localhost:3001), or a port
+    /// alone (3001, on 127.0.0.1). Port 0 picks a free port; the URL printed says which.
+    #[arg(long, default_value = "127.0.0.1:3001", value_parser = parse_listen)]
     listen: SocketAddr,
 
     /// Stage name, as in the events and in `/{stage}/@connections/{id}`.
@@ -97,8 +98,9 @@ struct Args {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     cleanup_interval: Duration,
 
-    /// Log level or filter (e.g. info, debug, webchat=debug); overrides LOG_LEVEL.
-    #[arg(long)]
+    /// Log level (error, warn, info, debug, trace, off) or filter (e.g. webchat=debug,info);
+    /// overrides RUST_LOG and LOG_LEVEL.
+    #[arg(long, value_parser = parse_log_level)]
     log_level: Option<String>,
 
     /// Log lines as `text` (for a terminal) or `json` (as the Lambda functions write them).
@@ -117,9 +119,68 @@ enum Format {
     Json,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// `--listen`: an address, a host and port, or a port alone (on 127.0.0.1).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let usage =
+        "give an address (127.0.0.1:3001), a host and port (localhost:3001) or a port (3001)";
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|error| format!("{text:?} is not an address to listen on ({error}); {usage}"))?
+        .collect();
+    // localhost may name ::1 and 127.0.0.1: IPv4 first, as the printed URL and wscat expect
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} names no address; {usage}"))
+}
+
+/// `--log-level`: a level, or a filter of `target=level` directives. A bare word that is not a
+/// level would silently be read as a module name and turn every other line off.
+fn parse_log_level(text: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{level:?} is not a log level: use one of {} (or a filter such as webchat=debug,info)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(text.to_owned())
+}
+
+/// A user's mistake is one line on stderr and exit status 1, never a backtrace (whatever
+/// RUST_BACKTRACE says).
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("webchat-local: cannot start: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Args::parse())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("webchat-local: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let log_filter = args
         .log_level
         .clone()
@@ -186,7 +247,17 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let stage = config.stage.clone();
-    let gateway = Gateway::bind(args.listen, config).await?;
+    let gateway = match Gateway::bind(args.listen, config).await {
+        Ok(gateway) => gateway,
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot listen on {}: the address is in use (another webchat-local, or another \
+             server, holds it). Stop that one, or listen elsewhere: --listen {} (or --listen 0 \
+             for a free port)",
+            args.listen,
+            SocketAddr::new(args.listen.ip(), args.listen.port().wrapping_add(1).max(1)),
+        ),
+        Err(error) => anyhow::bail!("cannot listen on {}: {error}", args.listen),
+    };
     let http = format!("http://{}", gateway.local_addr());
     println!("webchat-local is serving stage {stage:?}");
     println!("  chat:         {}", gateway.url());

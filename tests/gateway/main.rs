@@ -774,3 +774,98 @@ async fn the_terminal_client_prints_a_url_with_the_name_for_wscat() {
         "ws://127.0.0.1:9/?name=alice"
     );
 }
+
+/// Runs `webchat-local` with `args` (and RUST_BACKTRACE=1) to its exit; its status and stderr.
+async fn webchat_local_fails(args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("it exits")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !stderr.contains("stack backtrace") && !stderr.contains("panicked"),
+        "a user's mistake is no crash: {stderr}"
+    );
+    (output.status.code(), stderr)
+}
+
+/// Starts `webchat-local` with `args`; the `ws://` URL it prints.
+async fn webchat_local_url(args: &[&str]) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.find("ws://") {
+                return line[at..].trim().to_owned();
+            }
+        }
+        panic!("no URL printed");
+    })
+    .await
+    .expect("a URL in time")
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_named_with_what_to_do() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (status, stderr) = webchat_local_fails(&["--listen", &address]).await;
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}"))
+            && stderr.contains("in use")
+            && stderr.contains("--listen 0"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
+
+#[tokio::test]
+async fn listen_takes_a_port_alone_or_a_host_name() {
+    assert!(
+        webchat_local_url(&["--listen", "0"])
+            .await
+            .starts_with("ws://127.0.0.1:")
+    );
+    assert!(
+        webchat_local_url(&["--listen", "localhost:0"])
+            .await
+            .starts_with("ws://127.0.0.1:")
+    );
+    let (status, stderr) = webchat_local_fails(&["--listen", "no such host:99999"]).await;
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("localhost:3001"),
+        "the forms it takes: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_log_level_that_is_no_level_is_refused_with_the_levels() {
+    let (status, stderr) = webchat_local_fails(&["--log-level", "verbose"]).await;
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("\"verbose\" is not a log level") && stderr.contains("debug"),
+        "{stderr}"
+    );
+    // a filter of target=level directives is fine
+    assert!(
+        webchat_local_url(&["--listen", "0", "--log-level", "webchat=debug,warn"])
+            .await
+            .starts_with("ws://")
+    );
+}
