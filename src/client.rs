@@ -30,7 +30,7 @@ pub enum Command {
     Nothing,
 }
 
-pub const HELP: &str = "commands: /list · /broadcast <text> · /chat <connection id> <text> · /help · /quit; any other line is sent as it is";
+pub const HELP: &str = "commands: /list · /broadcast <text> · /chat <connection id> <text> · /help · /quit; any other line is broadcast (a line that starts with { is sent as it is, raw JSON)";
 
 /// Interprets one typed line.
 pub fn command(line: &str) -> Command {
@@ -39,7 +39,12 @@ pub fn command(line: &str) -> Command {
         return Command::Nothing;
     }
     let Some(shortcut) = line.strip_prefix('/') else {
-        return Command::Send(line.to_owned());
+        // raw JSON for whoever wants to speak the protocol; anything else is chat text
+        return if line.trim_start().starts_with('{') {
+            Command::Send(line.to_owned())
+        } else {
+            Command::Send(json!({"action": "broadcast", "message": line}).to_string())
+        };
     };
     let (name, rest) = shortcut
         .split_once(char::is_whitespace)
@@ -55,8 +60,90 @@ pub fn command(line: &str) -> Command {
             _ => Command::Explain("usage: /chat <connection id> <text>".into()),
         },
         "broadcast" => Command::Explain("usage: /broadcast <text>".into()),
-        _ => Command::Explain(HELP.into()),
+        "help" | "" => Command::Explain(HELP.into()),
+        unknown => Command::Explain(format!("unknown command /{unknown}; {HELP}")),
     }
+}
+
+/// The websocket URL for what a person typed: `ws://` and `wss://` as they are; `http://` and
+/// `https://` as `ws://` and `wss://`; a bare `host:port` (or `host/stage`) as `ws://`, or
+/// `wss://` for an AWS host. Anything else is refused with what to type.
+pub fn websocket_url(typed: &str) -> Result<String, String> {
+    let typed = typed.trim();
+    match typed.split_once("://") {
+        Some(("ws" | "wss", _)) => Ok(typed.to_owned()),
+        Some(("http", rest)) => Ok(format!("ws://{rest}")),
+        Some(("https", rest)) => Ok(format!("wss://{rest}")),
+        Some((scheme, _)) => Err(format!(
+            "{typed:?} is a {scheme}:// URL: webchat connect takes ws:// (webchat-local) or \
+             wss:// (a deployed stage), e.g. ws://127.0.0.1:3001"
+        )),
+        None if typed.is_empty() => Err("no URL: try ws://127.0.0.1:3001".into()),
+        None => {
+            let host = typed.split(['/', '?', ':']).next().unwrap_or_default();
+            let scheme = if host.ends_with(".amazonaws.com") {
+                "wss"
+            } else {
+                "ws"
+            };
+            Ok(format!("{scheme}://{typed}"))
+        }
+    }
+}
+
+/// A failed connect, in words that say what to do.
+pub fn explain_connect_error(url: &str, error: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    let shown = url.split('?').next().unwrap_or(url);
+    let host = shown
+        .split("://")
+        .nth(1)
+        .unwrap_or(shown)
+        .split('/')
+        .next()
+        .unwrap_or(shown);
+    match error {
+        Error::Http(response) => {
+            let status = response.status();
+            let body = response.body().as_deref().unwrap_or_default();
+            let reason = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|frame| frame["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+            if reason.is_empty() {
+                format!("{shown} refused the connection ({status})")
+            } else {
+                format!("{shown} refused the connection ({status}): {reason}")
+            }
+        }
+        Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+            "nothing is listening at {host} (connection refused): is webchat-local running? \
+             Start it with `cargo run`; it prints the URL to give here"
+        ),
+        // rustls reports a server that answers plain text to its hello as invalid data
+        Error::Tls(_) | Error::Io(_)
+            if shown.starts_with("wss://")
+                && !matches!(error, Error::Io(io) if io.kind() != std::io::ErrorKind::InvalidData) =>
+        {
+            format!(
+                "{host} did not answer TLS ({error}): webchat-local speaks plain websocket, so use \
+                 ws://{host}; wss:// is for deployed stages"
+            )
+        }
+        Error::Url(url_error) => format!("{shown} is not a URL to connect to: {url_error}"),
+        other => format!("could not connect to {shown}: {other}"),
+    }
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The person quit, or the input ended and the linger passed.
+    Quit,
+    /// The server closed the connection with this code (1000: normally).
+    Closed(u16),
+    /// The connection broke without a close.
+    Lost,
 }
 
 /// The region of an API Gateway URL (`wss://{api-id}.execute-api.{region}.amazonaws.com/...`).
@@ -171,22 +258,17 @@ pub async fn sign_with_default_credentials(
 }
 
 /// Runs a session: frames from the server are written as `< frame`, typed lines are sent. At the
-/// end of the input the session waits `linger` for answers, then closes. Returns when the
-/// server closes the connection or the session ends.
+/// end of the input the session waits `linger` for answers, then closes. Returns how it ended:
+/// when the server closes the connection, at once, whatever the input is doing.
 pub async fn session(
     url: &str,
     input: impl AsyncBufRead + Unpin,
     mut output: impl AsyncWrite + Unpin,
     linger: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     let (socket, _) = tokio_tungstenite::connect_async(url)
         .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "could not connect to {}: {error}",
-                url.split('?').next().unwrap_or(url)
-            )
-        })?;
+        .map_err(|error| anyhow::anyhow!(explain_connect_error(url, &error)))?;
     output
         .write_all(b"connected (type /help for commands)\n")
         .await?;
@@ -194,25 +276,28 @@ pub async fn session(
     let mut lines = input.lines();
     let mut input_open = true;
     let mut deadline = None::<tokio::time::Instant>;
-    loop {
+    let ended = loop {
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Ok(Message::Text(text))) => output.write_all(format!("< {text}\n").as_bytes()).await?,
                 Some(Ok(Message::Binary(bytes))) => output.write_all(format!("< ({} binary bytes)\n", bytes.len()).as_bytes()).await?,
                 Some(Ok(Message::Close(frame))) => {
-                    let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
-                    output.write_all(format!("disconnected {why}\n").as_bytes()).await?;
-                    break;
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                    output.write_all(format!("disconnected by the server: {code} {reason}\n").as_bytes()).await?;
+                    break Ended::Closed(code);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     output.write_all(format!("disconnected: {error}\n").as_bytes()).await?;
-                    break;
+                    break Ended::Lost;
                 }
-                None => break,
+                None => {
+                    output.write_all(b"disconnected: the connection was lost\n").await?;
+                    break Ended::Lost;
+                }
             },
             line = lines.next_line(), if input_open => match line? {
-                Some(line) if line.trim() == "/quit" => break,
+                Some(line) if line.trim() == "/quit" => break Ended::Quit,
                 Some(line) => match command(&line) {
                     Command::Send(frame) => sink.send(Message::text(frame)).await?,
                     Command::Explain(text) => output.write_all(format!("{text}\n").as_bytes()).await?,
@@ -223,13 +308,13 @@ pub async fn session(
                     deadline = Some(tokio::time::Instant::now() + linger);
                 }
             },
-            () = async { tokio::time::sleep_until(deadline.expect("set")).await }, if deadline.is_some() => break,
+            () = async { tokio::time::sleep_until(deadline.expect("set")).await }, if deadline.is_some() => break Ended::Quit,
         }
         output.flush().await?;
-    }
+    };
     output.flush().await?;
     let _ = sink.close().await;
-    Ok(())
+    Ok(ended)
 }
 
 #[cfg(test)]
@@ -255,11 +340,43 @@ mod tests {
             command(r#"{"action":"list"}"#),
             Command::Send(r#"{"action":"list"}"#.into())
         );
-        assert_eq!(command("plain text"), Command::Send("plain text".into()));
+        assert_eq!(
+            frame("plain text, as a chat client sends it"),
+            json!({"action": "broadcast", "message": "plain text, as a chat client sends it"})
+        );
         assert_eq!(command("   "), Command::Nothing);
         assert!(matches!(command("/chat onlyid"), Command::Explain(_)));
         assert!(matches!(command("/broadcast"), Command::Explain(_)));
-        assert!(matches!(command("/dance"), Command::Explain(_)));
+        match command("/dance") {
+            Command::Explain(text) => {
+                assert!(text.starts_with("unknown command /dance;"), "{text}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(command("/help"), Command::Explain(HELP.into()));
+    }
+
+    #[test]
+    fn a_typed_url_becomes_a_websocket_url_or_says_what_to_type() {
+        for (typed, url) in [
+            ("ws://127.0.0.1:3001", "ws://127.0.0.1:3001"),
+            (
+                "wss://a.execute-api.eu-west-1.amazonaws.com/stage",
+                "wss://a.execute-api.eu-west-1.amazonaws.com/stage",
+            ),
+            ("http://127.0.0.1:3001/", "ws://127.0.0.1:3001/"),
+            ("https://example.org/chat", "wss://example.org/chat"),
+            ("127.0.0.1:3001", "ws://127.0.0.1:3001"),
+            ("localhost:3001/local", "ws://localhost:3001/local"),
+            (
+                "a.execute-api.eu-west-1.amazonaws.com/stage",
+                "wss://a.execute-api.eu-west-1.amazonaws.com/stage",
+            ),
+        ] {
+            assert_eq!(websocket_url(typed).as_deref(), Ok(url), "{typed}");
+        }
+        let refused = websocket_url("ftp://example.org").unwrap_err();
+        assert!(refused.contains("ws://127.0.0.1:3001"), "{refused}");
     }
 
     #[test]

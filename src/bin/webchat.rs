@@ -17,16 +17,19 @@ struct Cli {
 enum Commands {
     /// Connect to a webchat stage and chat: type lines to send them, see frames as they arrive.
     ///
-    /// Shortcuts: /list, /broadcast <text>, /chat <connection id> <text>, /help, /quit; any other
-    /// line is sent as it is (e.g. raw JSON). At the end of the input (a pipe, Ctrl-D) the
-    /// session waits --linger for answers, then closes.
+    /// A line of text is broadcast. Shortcuts: /list, /broadcast <text>, /chat <connection id>
+    /// <text>, /help, /quit; a line that starts with { is sent as it is (raw JSON). At the end of
+    /// the input (a pipe, Ctrl-D) the session waits --linger for answers, then closes. When the
+    /// server closes the connection, the client exits: status 0 for a normal close (1000), 1
+    /// otherwise.
     ///
     /// For a stage with IAM auth on $connect, --iam signs the connect request with SigV4 from the
     /// standard AWS credential chain (environment, --profile / AWS_PROFILE, SSO cache, instance
     /// role); --print-url prints the signed URL for wscat instead of connecting.
     #[command(verbatim_doc_comment)]
     Connect {
-        /// ws:// or wss:// URL of the stage, e.g. wss://abc123.execute-api.eu-west-1.amazonaws.com/stage
+        /// The stage's URL: ws://127.0.0.1:3001 for webchat-local (http:// and a bare host:port
+        /// work too), wss://abc123.execute-api.eu-west-1.amazonaws.com/stage for a deployed one.
         url: String,
         /// Sign the connect request with SigV4 (for stages with iamAuth).
         #[arg(long)]
@@ -49,8 +52,28 @@ enum Commands {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("webchat: cannot start: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(Cli::parse().command)) {
+        Ok(client::Ended::Quit | client::Ended::Closed(1000)) => 0,
+        Ok(client::Ended::Closed(_) | client::Ended::Lost) => 1,
+        Err(error) => {
+            eprintln!("webchat: {error:#}");
+            1
+        }
+    };
+    // Exit now: the standard input is read on a thread that would keep the runtime (and the
+    // person) waiting for one more line after the server has gone.
+    std::process::exit(code)
+}
+
+async fn run(command: Commands) -> anyhow::Result<client::Ended> {
     let Commands::Connect {
         url,
         iam,
@@ -59,9 +82,11 @@ async fn main() -> anyhow::Result<()> {
         name,
         print_url,
         linger,
-    } = Cli::parse().command;
-    let mut url = url;
-    if let Some(name) = &name {
+    } = command;
+    let mut url = client::websocket_url(&url).map_err(|error| anyhow::anyhow!(error))?;
+    if let Some(name) = name.as_deref().filter(|name| !name.is_empty()) {
+        webchat::protocol::validate_name(Some(name))
+            .map_err(|error| anyhow::anyhow!("--name {name:?}: {}", error.message))?;
         url = client::with_name(&url, name);
     }
     if iam {
@@ -70,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if print_url {
         println!("{url}");
-        return Ok(());
+        return Ok(client::Ended::Quit);
     }
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     client::session(&url, stdin, tokio::io::stdout(), linger).await

@@ -869,3 +869,145 @@ async fn a_log_level_that_is_no_level_is_refused_with_the_levels() {
             .starts_with("ws://")
     );
 }
+
+/// `webchat connect` with `args`, `input` on its stdin, to its exit: status, stdout, stderr.
+async fn webchat_connect(args: &[&str], input: &str) -> (Option<i32>, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat"))
+        .arg("connect")
+        .args(args)
+        .args(["--linger", "300ms"])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(PATIENCE, client.wait_with_output())
+        .await
+        .expect("webchat connect exits")
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    let stderr = text(output.stderr);
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    (output.status.code(), text(output.stdout), stderr)
+}
+
+#[tokio::test]
+async fn the_terminal_client_says_why_it_could_not_connect() {
+    let gateway = spawn().await;
+    let host = gateway.addr.to_string();
+    // nothing listening
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = free.local_addr().unwrap().to_string();
+    drop(free);
+    let (status, _, stderr) = webchat_connect(&[&format!("ws://{nobody}")], "").await;
+    assert_eq!(status, Some(1));
+    assert!(
+        stderr.contains("nothing is listening") && stderr.contains("cargo run"),
+        "{stderr}"
+    );
+    // TLS to a plain server
+    let (status, _, stderr) = webchat_connect(&[&format!("wss://{host}")], "").await;
+    assert_eq!(status, Some(1));
+    assert!(stderr.contains(&format!("use ws://{host}")), "{stderr}");
+    // a name the server refuses: its reason, not a bare status
+    let (status, _, stderr) = webchat_connect(&[&format!("ws://{host}/?name=a%20b")], "").await;
+    assert_eq!(status, Some(1));
+    assert!(
+        stderr.contains("400") && stderr.contains("`name` must be"),
+        "{stderr}"
+    );
+    // and one it can check itself, before connecting
+    let (status, _, stderr) = webchat_connect(&[&host, "--name", "a b"], "").await;
+    assert_eq!(status, Some(1));
+    assert!(
+        stderr.contains("--name \"a b\"") && stderr.contains("1 to 32"),
+        "{stderr}"
+    );
+    // http:// and a bare host:port connect
+    for url in [format!("http://{host}"), host.clone()] {
+        let (status, stdout, stderr) = webchat_connect(&[&url], "/quit\n").await;
+        assert_eq!(status, Some(0), "{url}: {stderr}");
+        assert!(stdout.starts_with("connected"), "{url}: {stdout}");
+    }
+}
+
+#[tokio::test]
+async fn the_terminal_client_broadcasts_plain_text_and_names_an_unknown_command() {
+    let gateway = spawn().await;
+    let (status, stdout, _) =
+        webchat_connect(&[&gateway.url("")], "hello, plain text\n/dance\n").await;
+    assert_eq!(status, Some(0));
+    assert!(stdout.contains("unknown command /dance"), "{stdout}");
+    let broadcast = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("< "))
+        .map(|frame| serde_json::from_str::<Value>(frame).unwrap())
+        .find(|frame| frame["type"] == "broadcast")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(broadcast["message"], "hello, plain text");
+}
+
+/// `webchat connect` in a pseudo-terminal (`script`), as a person runs it: its input stays open.
+fn in_a_terminal(url: &str) -> tokio::process::Child {
+    let command = format!("{} connect '{url}'", env!("CARGO_BIN_EXE_webchat"));
+    tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux) runs the client in a pseudo-terminal")
+}
+
+/// Reads the client's output until its welcome; its connection id.
+async fn welcomed(client: &mut tokio::process::Child) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = client.stdout.as_mut().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.find("{\"type\":\"welcome\"") {
+                let welcome: Value = serde_json::from_str(line[at..].trim()).unwrap();
+                return welcome["connectionId"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("no welcome");
+    })
+    .await
+    .expect("welcomed in time")
+}
+
+#[tokio::test]
+async fn the_terminal_client_exits_when_the_server_closes_without_waiting_for_a_line() {
+    let gateway = spawn().await;
+    // a normal close (DeleteConnection: 1000): status 0
+    let mut client = in_a_terminal(&gateway.url(""));
+    let _stdin = client.stdin.take(); // open, never written: a person who types nothing
+    let id = welcomed(&mut client).await;
+    let deleted = gateway
+        .http("DELETE", &format!("/@connections/{id}"), b"")
+        .await;
+    assert_eq!(deleted.status, 204);
+    let status = tokio::time::timeout(Duration::from_secs(5), client.wait())
+        .await
+        .expect("the client exits when the server closes, not at the next Enter")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    // the server going away (1001): an abnormal end, status 1
+    let mut client = in_a_terminal(&gateway.url(""));
+    let _stdin = client.stdin.take();
+    welcomed(&mut client).await;
+    gateway.stop().await;
+    let status = tokio::time::timeout(Duration::from_secs(5), client.wait())
+        .await
+        .expect("the client exits when the server goes away")
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
