@@ -141,7 +141,16 @@ test("a hostile display name is refused by the server and explained as text", as
   await page.getByRole("button", { name: "Connect", exact: true }).click();
   await page.locator("#log li.notice", { hasText: "refused" }).waitFor();
   assert.equal(await page.locator("img").count(), 0);
-  await page.getByRole("button", { name: "Disconnect" }).click().catch(() => {});
+  await page.close();
+});
+
+test("the page checks a display name before connecting", async () => {
+  const page = await browser.newPage();
+  await page.goto(webchat.http);
+  await page.getByLabel("Display name").fill("a b");
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  assert.equal(await page.getByLabel("Display name").evaluate((input) => input.validity.patternMismatch), true);
+  assert.equal(await page.locator("#status").textContent(), "Not connected.", "no connection was tried");
   await page.close();
 });
 
