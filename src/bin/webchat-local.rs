@@ -12,7 +12,8 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 ///
 /// On one port it serves:
 ///   - the chat page on a plain GET / (open the http:// URL it prints in two tabs and chat);
-///   - websocket upgrades on `/` (the query string goes to $connect, e.g. `?name=alice`);
+///   - websocket upgrades on `/` and on `/{stage}` (a deployed URL's shape); the query string
+///     goes to $connect, e.g. `?name=alice`; a refused connect gets its reason as the body;
 ///   - the management API of API Gateway's callback URL: POST, GET and DELETE on
 ///     `/@connections/{id}` and `/{stage}/@connections/{id}`;
 ///   - API Gateway's limits: 32 KB frames and 128 KB messages (over them the socket closes with
@@ -31,7 +32,8 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 /// with --otlp-endpoint the spans are exported (OTLP/HTTP), and a connect and the post of its
 /// welcome are one trace.
 ///
-/// Logs go to stderr; the level comes from --log-level, RUST_LOG or LOG_LEVEL. Ctrl-C (or
+/// Logs go to stderr; the level comes from --log-level, RUST_LOG or LOG_LEVEL. At info: one line
+/// for every error a client is sent and every close the server makes, with its code. Ctrl-C (or
 /// SIGTERM) closes every connection (1001, running $disconnect) and exits within about 3 s.
 #[derive(Debug, Parser)]
 #[command(name = "webchat-local", version, verbatim_doc_comment)]
