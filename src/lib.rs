@@ -21,7 +21,8 @@
 //! - [`local`]: the local gateway: websocket upgrades, `@connections`, API Gateway's limits, the
 //!   welcome event path and the cleanup timer, on one port.
 //! - [`client`]: the terminal client (`webchat connect`): shortcuts, SigV4 presigning, sessions.
-//! - [`telemetry`]: logging setup shared by the binaries.
+//! - [`telemetry`]: logging setup shared by the binaries; [`tool`]: how the command-line tools
+//!   end (one line for a mistake, never a backtrace).
 //! - [`metrics`]: every summary (a broadcast, a shard job, a cleanup) as CloudWatch metrics
 //!   (Embedded Metric Format lines).
 //!
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod ports;
 pub mod protocol;
 pub mod telemetry;
+pub mod tool;
 
 /// mimalloc instead of glibc's malloc: a fan-out allocates and frees a few kilobytes per post
 /// (the SDK's request, its config layers, the HTTP buffers), and glibc's malloc/free were a

@@ -163,23 +163,11 @@ fn parse_log_level(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// A user's mistake is one line on stderr and exit status 1, never a backtrace (whatever
-/// RUST_BACKTRACE says).
-fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("webchat-local: cannot start: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(Args::parse())) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("webchat-local: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+/// A user's mistake is one line on stderr and exit status 1, never a backtrace.
+fn main() {
+    webchat::tool::exit_with("webchat-local", async {
+        run(Args::parse()).await.map(|()| 0)
+    })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -52,25 +52,14 @@ enum Commands {
     },
 }
 
-fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("webchat: cannot start: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let code = match runtime.block_on(run(Cli::parse().command)) {
-        Ok(client::Ended::Quit | client::Ended::Closed(1000)) => 0,
-        Ok(client::Ended::Closed(_) | client::Ended::Lost) => 1,
-        Err(error) => {
-            eprintln!("webchat: {error:#}");
-            1
-        }
-    };
-    // Exit now: the standard input is read on a thread that would keep the runtime (and the
-    // person) waiting for one more line after the server has gone.
-    std::process::exit(code)
+/// Exits as soon as the session ends (0, or 1 for a close other than 1000 and for a failure).
+fn main() {
+    webchat::tool::exit_with("webchat", async {
+        Ok(match run(Cli::parse().command).await? {
+            client::Ended::Quit | client::Ended::Closed(1000) => 0,
+            client::Ended::Closed(_) | client::Ended::Lost => 1,
+        })
+    })
 }
 
 async fn run(command: Commands) -> anyhow::Result<client::Ended> {
