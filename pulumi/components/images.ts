@@ -59,6 +59,9 @@ export class Images extends pulumi.ComponentResource {
           buildArgs: { HANDLER: fn, ADOT_LAYER_SHA256: args.adotLayerSha256 },
           platforms: [args.architecture === "arm64" ? "linux/arm64" : "linux/amd64"],
           push: true,
+          // A preview (the one before `pulumi up` asks to go on, too) does not compile: the
+          // compile is minutes, and it runs once, in the update. A broken build fails there.
+          buildOnPreview: false,
           tags: [pulumi.interpolate`${this.repository.repositoryUrl}:${fn}`],
           registries: [{ address: this.repository.repositoryUrl, username: token.userName, password: token.password }],
         },

@@ -128,6 +128,7 @@ describe("the webchat stack", () => {
     for (const image of images) {
       assert.deepEqual(image.inputs.platforms, ["linux/arm64"]);
       assert.equal(image.inputs.push, true);
+      assert.equal(image.inputs.buildOnPreview, false, "a preview does not compile");
       assert.match(image.inputs.dockerfile.location, /\/Dockerfile$/);
       assert.match(image.inputs.buildArgs.ADOT_LAYER_SHA256, /^[0-9a-f]{64}$/);
       assert.deepEqual(Object.keys(image.inputs.buildArgs).sort(), ["ADOT_LAYER_SHA256", "HANDLER"]);
