@@ -798,25 +798,7 @@ async fn webchat_local_fails(args: &[&str]) -> (Option<i32>, String) {
 
 /// Starts `webchat-local` with `args`; the `ws://` URL it prints.
 async fn webchat_local_url(args: &[&str]) -> String {
-    use tokio::io::AsyncBufReadExt;
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(at) = line.find("ws://") {
-                return line[at..].trim().to_owned();
-            }
-        }
-        panic!("no URL printed");
-    })
-    .await
-    .expect("a URL in time")
+    support::LocalProcess::start(args, &[]).await.url
 }
 
 #[tokio::test]

@@ -66,7 +66,7 @@ pub struct LocalProcess {
 
 #[cfg(feature = "local")]
 impl LocalProcess {
-    /// Starts the binary with `--listen 127.0.0.1:0` and `args`, `envs` added to its
+    /// Starts the binary with `args` (and `--listen 127.0.0.1:0` unless they listen), `envs` added to its
     /// environment; returns once it has printed its URL. Its stderr is dropped; its stdout is
     /// read to the end in the background.
     pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> LocalProcess {
@@ -122,8 +122,10 @@ impl LocalProcess {
         if !logged {
             command.stderr(std::process::Stdio::null());
         }
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = command
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
