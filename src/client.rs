@@ -19,6 +19,8 @@ use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::protocol::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+
 /// What a line typed in a session means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -32,8 +34,31 @@ pub enum Command {
 
 pub const HELP: &str = "commands: /list · /broadcast <text> · /chat <connection id> <text> · /help · /quit; any other line is broadcast (a line that starts with { is sent as it is, raw JSON)";
 
-/// Interprets one typed line.
+/// Interprets one typed line, and checks what would be refused before it is sent: a message over
+/// 16 KiB (`message_too_large`) or a frame over 32 KB (the server would close the connection).
 pub fn command(line: &str) -> Command {
+    match interpret(line) {
+        Command::Send(frame) if frame.len() > MAX_FRAME_BYTES => Command::Explain(format!(
+            "not sent: that frame is {} bytes, over the {MAX_FRAME_BYTES}-byte frame limit (quotes, \\ and control characters count twice or more once escaped)",
+            frame.len()
+        )),
+        Command::Send(frame) => match message_bytes(&frame) {
+            Some(bytes) if bytes > MAX_MESSAGE_BYTES => Command::Explain(format!(
+                "not sent: the message is {bytes} bytes; at most {MAX_MESSAGE_BYTES} bytes (16 KiB) go in one message"
+            )),
+            _ => Command::Send(frame),
+        },
+        other => other,
+    }
+}
+
+/// The UTF-8 length of a frame's `message`, if it has one.
+fn message_bytes(frame: &str) -> Option<usize> {
+    let value: serde_json::Value = serde_json::from_str(frame).ok()?;
+    value["message"].as_str().map(str::len)
+}
+
+fn interpret(line: &str) -> Command {
     let line = line.trim_end_matches(['\r', '\n']);
     if line.trim().is_empty() {
         return Command::Nothing;
@@ -70,8 +95,22 @@ pub fn command(line: &str) -> Command {
 /// `wss://` for an AWS host. Anything else is refused with what to type.
 pub fn websocket_url(typed: &str) -> Result<String, String> {
     let typed = typed.trim();
-    match typed.split_once("://") {
-        Some(("ws" | "wss", _)) => Ok(typed.to_owned()),
+    let split = typed
+        .split_once("://")
+        .map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest));
+    if split.is_none()
+        && let Some((scheme, _)) = typed.split_once(":/")
+        && ["ws", "wss", "http", "https"].contains(&scheme.to_ascii_lowercase().as_str())
+    {
+        return Err(format!(
+            "{typed:?} has one slash after {scheme}: did you mean {scheme}://?"
+        ));
+    }
+    match split
+        .as_ref()
+        .map(|(scheme, rest)| (scheme.as_str(), *rest))
+    {
+        Some((scheme @ ("ws" | "wss"), rest)) => Ok(format!("{scheme}://{rest}")),
         Some(("http", rest)) => Ok(format!("ws://{rest}")),
         Some(("https", rest)) => Ok(format!("wss://{rest}")),
         Some((scheme, _)) => Err(format!(
@@ -118,7 +157,7 @@ pub fn explain_connect_error(url: &str, error: &tokio_tungstenite::tungstenite::
         }
         Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
             "nothing is listening at {host} (connection refused): is webchat-local running? \
-             Start it with `cargo run`; it prints the URL to give here"
+             Start it with `cargo run --release --bin webchat-local`; it prints the URL to give here"
         ),
         // rustls reports a server that answers plain text to its hello as invalid data
         Error::Tls(_) | Error::Io(_)
@@ -273,7 +312,8 @@ pub async fn session(
         .write_all(b"connected (type /help for commands)\n")
         .await?;
     let (mut sink, mut frames) = socket.split();
-    let mut lines = input.lines();
+    // lines as bytes: one that is not UTF-8 is read as well as it can be, not the end
+    let mut lines = input.split(b'\n');
     let mut input_open = true;
     let mut deadline = None::<tokio::time::Instant>;
     let ended = loop {
@@ -296,7 +336,7 @@ pub async fn session(
                     break Ended::Lost;
                 }
             },
-            line = lines.next_line(), if input_open => match line? {
+            line = lines.next_segment(), if input_open => match line?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()) {
                 Some(line) if line.trim() == "/quit" => break Ended::Quit,
                 Some(line) => match command(&line) {
                     Command::Send(frame) => sink.send(Message::text(frame)).await?,
@@ -354,6 +394,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(command("/help"), Command::Explain(HELP.into()));
+        // what the server would refuse is not sent
+        match command(&"é".repeat(8193)) {
+            Command::Explain(text) => assert!(text.contains("16386 bytes"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+        match command(&"\"".repeat(16384)) {
+            Command::Explain(text) => assert!(text.contains("frame limit"), "{text}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -375,8 +424,11 @@ mod tests {
         ] {
             assert_eq!(websocket_url(typed).as_deref(), Ok(url), "{typed}");
         }
+        assert_eq!(websocket_url("HTTP://h:1").as_deref(), Ok("ws://h:1"));
         let refused = websocket_url("ftp://example.org").unwrap_err();
         assert!(refused.contains("ws://127.0.0.1:3001"), "{refused}");
+        let typo = websocket_url("ws:/127.0.0.1:3001").unwrap_err();
+        assert!(typo.contains("did you mean ws://"), "{typo}");
     }
 
     #[test]

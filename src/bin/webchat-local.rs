@@ -25,7 +25,7 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 ///     be owed (frames and pongs), a header timeout, a connection bound at which half-sent
 ///     requests give way, and management requests from web pages (Origin) refused.
 ///
-/// Try it: `wscat -c ws://127.0.0.1:3001` then send {"action":"broadcast","message":"hi"},
+/// Try it: `npx wscat -c ws://127.0.0.1:3001` then send {"action":"broadcast","message":"hi"},
 /// {"action":"list"} or {"action":"chat","connection":"<id>","message":"yo"}.
 ///
 /// Every event runs in a span as a Lambda invocation would, and log lines carry its trace_id;
@@ -47,20 +47,21 @@ struct Args {
     #[arg(long, default_value = "local")]
     stage: String,
 
-    /// Largest frame a client may send, in bytes (API Gateway: 32 KB).
-    #[arg(long, default_value_t = Limits::default().max_frame_bytes)]
+    /// Largest frame a client may send, in bytes (API Gateway: 32 KB; at least 1024).
+    #[arg(long, default_value_t = Limits::default().max_frame_bytes, value_parser = at_least_1_kib)]
     max_frame_bytes: usize,
 
-    /// Largest message a client may send and largest @connections body, in bytes (API Gateway: 128 KB).
-    #[arg(long, default_value_t = Limits::default().max_message_bytes)]
+    /// Largest message a client may send and largest @connections body, in bytes (API Gateway:
+    /// 128 KB; at least 1024).
+    #[arg(long, default_value_t = Limits::default().max_message_bytes, value_parser = at_least_1_kib)]
     max_message_bytes: usize,
 
     /// Close a connection whose client sent nothing for this long (API Gateway: 10 min).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = more_than_zero)]
     idle_timeout: Duration,
 
     /// Close every connection after this long (API Gateway: 2 h).
-    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2h", value_parser = more_than_zero)]
     max_connection_duration: Duration,
 
     /// Each event's time limit, like the functions' timeout in AWS (the stack's default 10 s):
@@ -145,6 +146,28 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text:?} names no address; {usage}"))
 }
 
+/// A size that can hold a chat frame at all.
+fn at_least_1_kib(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if bytes < 1024 {
+        return Err(format!(
+            "{bytes} bytes cannot hold a chat frame: give at least 1024"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A duration for a limit that closes connections: zero would close each one at once.
+fn more_than_zero(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if duration.is_zero() {
+        return Err("0 would close every connection at once: give a duration such as 10m".into());
+    }
+    Ok(duration)
+}
+
 /// `--log-level`: a level, or a filter of `target=level` directives. A bare word that is not a
 /// level would silently be read as a module name and turn every other line off.
 fn parse_log_level(text: &str) -> Result<String, String> {
@@ -171,12 +194,18 @@ fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let log_filter = args
-        .log_level
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .or_else(|| std::env::var("LOG_LEVEL").ok())
-        .unwrap_or_else(|| "info".into());
+    let log_filter = match &args.log_level {
+        Some(level) => level.clone(),
+        None => match ["RUST_LOG", "LOG_LEVEL"]
+            .into_iter()
+            .find_map(|name| std::env::var(name).ok().map(|value| (name, value)))
+        {
+            // checked as --log-level is: a bare word that is no level would turn logging off
+            Some((name, value)) => parse_log_level(&value)
+                .map_err(|error| anyhow::anyhow!("{name}={value}: {error}"))?,
+            None => "info".into(),
+        },
+    };
     let telemetry = telemetry::init(Options {
         service_name: "webchat-local".into(),
         log_filter,
@@ -253,7 +282,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  chat:         {}", gateway.url());
     println!("  chat page:    {http}/");
     println!("  @connections: {http}/@connections/{{connectionId}}");
-    println!("Connect with: wscat -c {}", gateway.url());
+    println!("Connect with: npx wscat -c {}", gateway.url());
     gateway.serve(shutdown_signal()).await?;
     telemetry.flush();
     Ok(())

@@ -238,10 +238,12 @@ impl Summary {
                         )
                     };
                 }
+                // a broadcast that reached everyone is a frame that worked: not a line at info
+                // (its counts are in the metrics)
                 if inline.deliveries.is_incomplete() {
                     inline!(warn, "broadcast incomplete");
                 } else {
-                    inline!(info, "broadcast");
+                    inline!(debug, "broadcast");
                 }
             }
             Summary::Sharded(sharded) => tracing::info!(

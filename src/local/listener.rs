@@ -82,6 +82,8 @@ pub(crate) async fn accept(
                 };
                 let Some(slot) = slot else {
                     refused += 1;
+                    // every refusal at info; a warning as their count doubles
+                    tracing::info!(%peer, limit = rules.max_connections, "connection refused: too many connections (--max-connections)");
                     if refused.is_power_of_two() {
                         tracing::warn!(limit = rules.max_connections, refused, "too many connections; closing new ones");
                     }
@@ -136,7 +138,12 @@ fn service(
         let mut app = app.clone();
         async move {
             if !admitted {
-                return Ok(StatusCode::SERVICE_UNAVAILABLE.into_response());
+                tracing::info!(%peer, "request refused: its connection gave its place to a newer one at the connection bound");
+                return Ok((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many connections: this one gave its place to a newer one; try again\n",
+                )
+                    .into_response());
             }
             tower_service::Service::call(&mut app, request).await
         }
@@ -239,7 +246,13 @@ impl Waiting {
                 .filter(|(_, hold)| hold.evict_if(BUSY))
                 .map(|(key, _)| *key)
         });
-        key.and_then(|key| arrivals.open.remove(&key)).is_some()
+        let evicted = key.and_then(|key| arrivals.open.remove(&key)).is_some();
+        if evicted {
+            tracing::info!(
+                "a connection with no request yet (or a slow one) was closed to make room at the connection bound (--max-connections)"
+            );
+        }
+        evicted
     }
 }
 

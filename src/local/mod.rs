@@ -156,9 +156,13 @@ pub(crate) async fn not_found(
          http://{host}/@connections/{{connectionId}}\n"
     );
     if request.headers().contains_key(axum::http::header::UPGRADE) {
-        tracing::info!(path, "handshake refused: no websocket at this path");
+        tracing::info!(
+            path,
+            status = 404,
+            "handshake refused: no websocket at this path"
+        );
     } else {
-        tracing::debug!(path, "not found");
+        tracing::debug!(path, status = 404, "not found");
     }
     (axum::http::StatusCode::NOT_FOUND, message).into_response()
 }

@@ -121,7 +121,7 @@ pub(crate) async fn upgrade(
     };
     if status != 200 {
         shared.registry.remove(&id);
-        return refused_connect(status, body);
+        return refused_connect(&id, status, body);
     }
 
     let limits = &shared.config.limits;
@@ -183,7 +183,11 @@ pub(crate) async fn upgrade_at_stage(
 /// `$connect` answered `status`, not 200: the handshake is refused with that status, and with the
 /// route's answer (its JSON error frame: a bad `name`, say) as the body, or a line that says what
 /// happened; the reason goes to the log too.
-fn refused_connect(status: i64, body: Option<aws_lambda_events::encodings::Body>) -> Response {
+fn refused_connect(
+    connection_id: &str,
+    status: i64,
+    body: Option<aws_lambda_events::encodings::Body>,
+) -> Response {
     let status = u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
@@ -198,7 +202,13 @@ fn refused_connect(status: i64, body: Option<aws_lambda_events::encodings::Body>
         }
         _ => format!("$connect refused the connection ({status})\n"),
     };
-    tracing::info!(status = status.as_u16(), reason = %body.trim_end(), "handshake refused");
+    tracing::info!(
+        route = "$connect",
+        connection_id,
+        status = status.as_u16(),
+        reason = %body.trim_end(),
+        "handshake refused"
+    );
     let kind = if body.starts_with('{') {
         "application/json"
     } else {
@@ -215,6 +225,11 @@ fn handshake(headers: &HeaderMap) -> Result<String, Box<Response>> {
         .get(header::SEC_WEBSOCKET_VERSION)
         .and_then(|value| value.to_str().ok());
     if version.map(str::trim) != Some("13") {
+        tracing::info!(
+            status = 426,
+            version = version.unwrap_or("none"),
+            "handshake refused: this server speaks websocket version 13"
+        );
         return Err(Box::new(
             (
                 StatusCode::UPGRADE_REQUIRED,
@@ -225,6 +240,11 @@ fn handshake(headers: &HeaderMap) -> Result<String, Box<Response>> {
         ));
     }
     let bad = |what: &str| {
+        tracing::info!(
+            status = 400,
+            reason = what,
+            "handshake refused: not a websocket upgrade"
+        );
         Box::new(
             (
                 StatusCode::BAD_REQUEST,

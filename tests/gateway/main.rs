@@ -109,6 +109,14 @@ async fn the_server_logs_one_line_for_every_client_error_and_every_close_it_make
         raw.send(&scenarios::text(frame)).await.unwrap();
         raw.next_json("error", PATIENCE).await.unwrap();
     }
+    // frames that work: nothing at info
+    let fine = json!({"action":"broadcast","message":"fine"}).to_string();
+    raw.send(&scenarios::text(&fine)).await.unwrap();
+    raw.next_json("broadcast", PATIENCE).await.unwrap();
+    raw.send(&scenarios::text(r#"{"action":"list"}"#))
+        .await
+        .unwrap();
+    raw.next_json("connections", PATIENCE).await.unwrap();
     // a frame over 32 KB: closed with 1009
     raw.send(&scenarios::text(&"y".repeat(40_000)))
         .await
@@ -156,6 +164,13 @@ async fn the_server_logs_one_line_for_every_client_error_and_every_close_it_make
         "each at info, with the connection id and the route: {client_errors:#?}"
     );
     assert_eq!(count("closed by the server"), 1, "{lines:#?}");
+    let frames_that_worked = lines
+        .iter()
+        .filter(|l| {
+            l.contains(" INFO ") && (l.contains("kind=\"inline\"") || l.contains("route=\"list\""))
+        })
+        .count();
+    assert_eq!(frames_that_worked, 0, "{lines:#?}");
     assert!(
         lines
             .iter()
@@ -834,6 +849,34 @@ async fn listen_takes_a_port_alone_or_a_host_name() {
         stderr.contains("localhost:3001"),
         "the forms it takes: {stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_log_level_in_the_environment_is_checked_too_and_zero_limits_are_refused() {
+    for name in ["RUST_LOG", "LOG_LEVEL"] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"))
+            .args(["--listen", "0"])
+            .env_remove("RUST_LOG")
+            .env_remove("LOG_LEVEL")
+            .env(name, "verbose")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}=verbose")) && stderr.contains("not a log level"),
+            "{stderr}"
+        );
+    }
+    for args in [
+        ["--idle-timeout", "0s"],
+        ["--max-connection-duration", "0"],
+        ["--max-message-bytes", "0"],
+    ] {
+        let (status, stderr) = webchat_local_fails(&args).await;
+        assert_eq!(status, Some(2), "{args:?}: {stderr}");
+    }
 }
 
 #[tokio::test]

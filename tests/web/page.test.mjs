@@ -71,6 +71,12 @@ test("a message over 16 KiB is not sent, stays in the box, and the connection st
     assert.match(await notice.textContent(), /at most 16384 bytes/);
     assert.equal(await page.getByLabel("Message to everyone").inputValue(), text, "nothing lost");
   }
+  // 16 KiB of quotes: within the message limit, but a frame over 32 KB once escaped
+  const quotes = '"'.repeat(16 * 1024);
+  await page.getByLabel("Message to everyone").fill(quotes);
+  await page.getByLabel("Message to everyone").press("Enter");
+  await page.locator("#log li.notice", { hasText: "once escaped" }).waitFor();
+  assert.equal(await page.getByLabel("Message to everyone").inputValue(), quotes, "nothing lost");
   // the same connection: no close, no second welcome
   await page.getByLabel("Message to everyone").fill("still here");
   await page.getByLabel("Message to everyone").press("Enter");
@@ -95,6 +101,25 @@ test("a chat to someone who left is marked not delivered, with the server's reas
   await line.locator(".state", { hasText: "not delivered" }).waitFor();
   assert.match(await line.textContent(), new RegExp(`no connection ${bobId.replace(/[=+]/g, "\\$&")}`));
   assert.equal(await line.evaluate((li) => li.classList.contains("failed")), true);
+  await alice.close();
+});
+
+test("when the person chosen leaves, they stay chosen and a message to them never becomes a broadcast", async () => {
+  const alice = await browser.newPage();
+  const bob = await browser.newPage();
+  await join(alice, webchat.http, "alice3");
+  await join(bob, webchat.http, "bob3");
+  await alice.getByRole("button", { name: "Refresh list" }).click();
+  await alice.getByRole("button", { name: /^bob3 / }).click();
+  await bob.close();
+  // the next list (every 5 s) says bob left; alice is told, and bob stays chosen
+  await alice.locator("#log li.notice", { hasText: "is no longer connected" }).waitFor({ timeout: 15000 });
+  assert.match(await alice.locator("#target-name").textContent(), /^bob3 .* — left$/);
+  await alice.getByLabel(/Message to/).fill("still there?");
+  await alice.getByLabel(/Message to/).press("Enter");
+  const line = alice.locator("#log li.chat", { hasText: "still there?" });
+  await line.locator(".state", { hasText: "not delivered" }).waitFor();
+  assert.equal(await alice.locator("#log li.broadcast", { hasText: "still there?" }).count(), 0);
   await alice.close();
 });
 
