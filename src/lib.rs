@@ -15,6 +15,7 @@
 //!   queue of large broadcasts, metrics, a clock.
 //! - [`adapters`]: the ports implemented: DynamoDB, EventBridge, SQS and the management API
 //!   through aws-sdk-rust for the Lambda functions; in memory for `webchat-local` and the tests.
+//! - [`auth`]: who is talking: the checks a token's claims must pass, and the identity they give.
 //! - [`config`]: the functions' configuration from the environment, validated at init.
 //! - [`lambda`]: the glue from API Gateway and EventBridge events to the domain and back; what
 //!   every Lambda binary and the local gateway run.
@@ -34,6 +35,7 @@
 //! the Lambda glue, telemetry and metrics) is in every build.
 
 pub mod adapters;
+pub mod auth;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "aws")]
