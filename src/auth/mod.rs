@@ -6,6 +6,13 @@
 //! the future and `nbf`, if any, has passed, both within a minute of skew; `token_use`, when
 //! present, is `id` or `access`; `sub` names the user. The display name is the token's `name`,
 //! else `preferred_username`, `cognito:username`, `email`, then `sub`, at most 64 characters.
+//!
+//! [`KeyCache`] keeps the issuer's signing keys across connects, refetching them for an unknown
+//! `kid` at most once a minute.
+
+mod keys;
+
+pub use keys::{FetchKeys, KeyCache, KeyError, MIN_REFETCH};
 
 use serde_json::{Map, Value};
 
