@@ -11,8 +11,10 @@
 //! `kid` at most once a minute.
 
 mod keys;
+mod verify;
 
 pub use keys::{FetchKeys, KeyCache, KeyError, MIN_REFETCH};
+pub use verify::Verifier;
 
 use serde_json::{Map, Value};
 
@@ -45,6 +47,16 @@ pub struct Identity {
 /// Why a token's claims were refused: for the log, never the client (which gets 401).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    #[error("not a JSON Web Token: {0}")]
+    Malformed(String),
+    #[error("algorithm {0} is not accepted (RS256 and ES256 only)")]
+    Algorithm(String),
+    #[error(transparent)]
+    Key(KeyError),
+    #[error("key {kid:?} is not of the kind {alg} needs")]
+    KeyMismatch { kid: String, alg: String },
+    #[error("the signature does not verify: {0}")]
+    Signature(String),
     #[error("the token has no {0:?} claim of the right type")]
     Missing(&'static str),
     #[error("issued by {found:?}, not {expected:?}")]
