@@ -34,42 +34,22 @@ pub enum Command {
 
 pub const HELP: &str = "commands: /list · /broadcast <text> · /chat <connection id> <text> · /help · /quit; any other line is broadcast (a line that starts with { is sent as it is, raw JSON)";
 
-/// Interprets one typed line, and checks what would be refused before it is sent: a message over
-/// 16 KiB (`message_too_large`) or a frame over 32 KB (the server would close the connection).
+/// Interprets one typed line, and checks what would be refused before it is sent: a frame over
+/// 32 KB (the server would close the connection) or a message over 16 KiB (`message_too_large`).
 pub fn command(line: &str) -> Command {
-    match interpret(line) {
-        Command::Send(frame) if frame.len() > MAX_FRAME_BYTES => Command::Explain(format!(
-            "not sent: that frame is {} bytes, over the {MAX_FRAME_BYTES}-byte frame limit (quotes, \\ and control characters count twice or more once escaped)",
-            frame.len()
-        )),
-        Command::Send(frame) => match message_bytes(&frame) {
-            Some(bytes) if bytes > MAX_MESSAGE_BYTES => Command::Explain(format!(
-                "not sent: the message is {bytes} bytes; at most {MAX_MESSAGE_BYTES} bytes (16 KiB) go in one message"
-            )),
-            _ => Command::Send(frame),
-        },
-        other => other,
-    }
-}
-
-/// The UTF-8 length of a frame's `message`, if it has one.
-fn message_bytes(frame: &str) -> Option<usize> {
-    let value: serde_json::Value = serde_json::from_str(frame).ok()?;
-    value["message"].as_str().map(str::len)
-}
-
-fn interpret(line: &str) -> Command {
     let line = line.trim_end_matches(['\r', '\n']);
     if line.trim().is_empty() {
         return Command::Nothing;
     }
     let Some(shortcut) = line.strip_prefix('/') else {
         // raw JSON for whoever wants to speak the protocol; anything else is chat text
-        return if line.trim_start().starts_with('{') {
-            Command::Send(line.to_owned())
-        } else {
-            Command::Send(json!({"action": "broadcast", "message": line}).to_string())
-        };
+        if line.trim_start().starts_with('{') {
+            let message = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|frame| frame["message"].as_str().map(str::len));
+            return checked(line.to_owned(), message.unwrap_or(0));
+        }
+        return said(json!({"action": "broadcast", "message": line}), line);
     };
     let (name, rest) = shortcut
         .split_once(char::is_whitespace)
@@ -77,10 +57,16 @@ fn interpret(line: &str) -> Command {
     let rest = rest.trim_start();
     match name {
         "list" => Command::Send(json!({"action": "list"}).to_string()),
-        "broadcast" if !rest.is_empty() => Command::Send(json!({"action": "broadcast", "message": rest}).to_string()),
+        "broadcast" if !rest.is_empty() => {
+            said(json!({"action": "broadcast", "message": rest}), rest)
+        }
         "chat" => match rest.split_once(char::is_whitespace) {
             Some((connection, message)) if !message.trim().is_empty() => {
-                Command::Send(json!({"action": "chat", "connection": connection, "message": message.trim_start()}).to_string())
+                let message = message.trim_start();
+                said(
+                    json!({"action": "chat", "connection": connection, "message": message}),
+                    message,
+                )
             }
             _ => Command::Explain("usage: /chat <connection id> <text>".into()),
         },
@@ -88,6 +74,28 @@ fn interpret(line: &str) -> Command {
         "help" | "" => Command::Explain(HELP.into()),
         unknown => Command::Explain(format!("unknown command /{unknown}; {HELP}")),
     }
+}
+
+/// A frame that says `message`, checked.
+fn said(frame: serde_json::Value, message: &str) -> Command {
+    checked(frame.to_string(), message.len())
+}
+
+/// `frame` to send, unless the server would refuse it: over the frame limit, or its message
+/// (`message_bytes` of UTF-8) over the message limit.
+fn checked(frame: String, message_bytes: usize) -> Command {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Command::Explain(format!(
+            "not sent: that frame is {} bytes, over the {MAX_FRAME_BYTES}-byte frame limit (quotes, \\ and control characters count twice or more once escaped)",
+            frame.len()
+        ));
+    }
+    if message_bytes > MAX_MESSAGE_BYTES {
+        return Command::Explain(format!(
+            "not sent: the message is {message_bytes} bytes; at most {MAX_MESSAGE_BYTES} bytes (16 KiB) go in one message"
+        ));
+    }
+    Command::Send(frame)
 }
 
 /// The websocket URL for what a person typed: `ws://` and `wss://` as they are; `http://` and

@@ -113,18 +113,12 @@ pub enum ErrorCode {
 }
 
 impl std::fmt::Display for ErrorCode {
-    /// The code as the frame spells it (`invalid_json`).
+    /// The code as the frame spells it (`invalid_json`): serde's spelling, so the two never differ.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::UnknownAction => "unknown_action",
-            ErrorCode::MissingField => "missing_field",
-            ErrorCode::InvalidField => "invalid_field",
-            ErrorCode::MessageTooLarge => "message_too_large",
-            ErrorCode::ConnectionNotFound => "connection_not_found",
-            ErrorCode::DeliveryIncomplete => "delivery_incomplete",
-            ErrorCode::Internal => "internal",
-        })
+        match serde_json::to_value(self) {
+            Ok(Value::String(code)) => f.write_str(&code),
+            _ => write!(f, "{self:?}"),
+        }
     }
 }
 

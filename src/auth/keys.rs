@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -43,9 +43,8 @@ pub enum KeyError {
 pub struct KeyCache<F: FetchKeys> {
     source: F,
     keys: RwLock<HashMap<String, F::Key>>,
-    fetched_at: Mutex<Option<Instant>>,
-    /// Held while a fetch is in flight: one at a time.
-    fetching: tokio::sync::Mutex<()>,
+    /// When the keys were last fetched; held while a fetch is in flight, so one at a time.
+    fetched_at: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl<F: FetchKeys> KeyCache<F> {
@@ -53,8 +52,7 @@ impl<F: FetchKeys> KeyCache<F> {
         KeyCache {
             source,
             keys: RwLock::new(HashMap::new()),
-            fetched_at: Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
+            fetched_at: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -64,23 +62,23 @@ impl<F: FetchKeys> KeyCache<F> {
         if let Some(key) = self.known(kid) {
             return Ok(key);
         }
-        let _fetching = self.fetching.lock().await;
+        let mut fetched_at = self.fetched_at.lock().await;
         // a fetch that finished while this one waited may have brought it
         if let Some(key) = self.known(kid) {
             return Ok(key);
         }
-        let last = *self.fetched_at.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(last) = last
-            && last.elapsed() < MIN_REFETCH
-        {
-            return Err(KeyError::Unknown {
-                kid: kid.to_owned(),
-                ago: last.elapsed(),
-                wait: MIN_REFETCH - last.elapsed(),
-            });
+        if let Some(last) = *fetched_at {
+            let ago = last.elapsed();
+            if ago < MIN_REFETCH {
+                return Err(KeyError::Unknown {
+                    kid: kid.to_owned(),
+                    ago,
+                    wait: MIN_REFETCH - ago,
+                });
+            }
         }
         let fetched = self.source.fetch().await;
-        *self.fetched_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *fetched_at = Some(Instant::now());
         match fetched {
             Ok(keys) => *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys,
             Err(error) => {
@@ -107,8 +105,8 @@ impl<F: FetchKeys> KeyCache<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     /// An issuer whose published keys the test sets; it counts fetches, and can be down.
     struct Issuer {

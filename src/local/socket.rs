@@ -60,13 +60,7 @@ pub(crate) async fn upgrade(
     }
     let accept = match handshake(&headers) {
         Ok(accept) => accept,
-        Err(refusal) => {
-            tracing::info!(
-                status = refusal.status().as_u16(),
-                "handshake refused: not a valid websocket upgrade"
-            );
-            return *refusal;
-        }
+        Err(refusal) => return *refusal, // logged by `handshake`, with its reason
     };
     let Some(upgrading) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (

@@ -64,6 +64,16 @@ pub struct LocalProcess {
     pub url: String,
 }
 
+/// `command` with its stderr written to a new file at `log`.
+#[cfg(feature = "local")]
+fn logging_to(
+    mut command: tokio::process::Command,
+    log: &std::path::Path,
+) -> tokio::process::Command {
+    command.stderr(std::fs::File::create(log).expect("a log file for webchat-local"));
+    command
+}
+
 #[cfg(feature = "local")]
 impl LocalProcess {
     /// Starts the binary with `args` (and `--listen 127.0.0.1:0` unless they listen), `envs` added to its
@@ -72,19 +82,18 @@ impl LocalProcess {
     pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> LocalProcess {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"));
         command.envs(envs.iter().copied());
-        LocalProcess::spawn(command, args, false).await
+        command.stderr(std::process::Stdio::null());
+        LocalProcess::spawn(command, args).await
     }
 
     /// [`LocalProcess::start`] with its stderr (its log) written to `log`.
     pub async fn start_logged(args: &[&str], log: &std::path::Path) -> LocalProcess {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"));
-        command.stderr(std::fs::File::create(log).expect("a log file for webchat-local"));
-        LocalProcess::spawn(command, args, true).await
+        let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat-local"));
+        LocalProcess::spawn(logging_to(command, log), args).await
     }
 
-    /// [`LocalProcess::start`] with at most `files` open files (RLIMIT_NOFILE, soft and hard, as
-    /// `ulimit -n` sets it in the shell that then becomes the server: the same pid), its stderr
-    /// written to `log`.
+    /// [`LocalProcess::start_logged`] with at most `files` open files (RLIMIT_NOFILE, soft and
+    /// hard, as `ulimit -n` sets it in the shell that then becomes the server: the same pid).
     pub async fn start_with_open_files(
         args: &[&str],
         files: u64,
@@ -96,9 +105,7 @@ impl LocalProcess {
             &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
             env!("CARGO_BIN_EXE_webchat-local"),
         ]);
-        let log = std::fs::File::create(log).expect("a log file for webchat-local");
-        command.stderr(log);
-        LocalProcess::spawn(command, args, true).await
+        LocalProcess::spawn(logging_to(command, log), args).await
     }
 
     /// The server's pid.
@@ -113,15 +120,8 @@ impl LocalProcess {
         host.parse().expect("a socket address in its URL")
     }
 
-    async fn spawn(
-        mut command: tokio::process::Command,
-        args: &[&str],
-        logged: bool,
-    ) -> LocalProcess {
+    async fn spawn(mut command: tokio::process::Command, args: &[&str]) -> LocalProcess {
         use tokio::io::{AsyncBufReadExt, BufReader};
-        if !logged {
-            command.stderr(std::process::Stdio::null());
-        }
         if !args.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }

@@ -6,7 +6,7 @@
 //! (429 twice, then 200).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -104,7 +104,10 @@ pub struct MemoryConnectionApi<P = Inbox> {
     peers: RwLock<HashMap<String, Arc<P>>>,
     max_payload_bytes: usize,
     scripts: Mutex<HashMap<String, VecDeque<Scripted>>>,
-    delay: Mutex<Duration>,
+    /// Whether any answer was ever scripted: webchat-local's posts never take that lock.
+    scripted: AtomicBool,
+    /// The latency of a post that is not scripted, in nanoseconds.
+    delay_nanos: AtomicU64,
     throttle: Option<Mutex<Bucket>>,
     throttled: AtomicUsize,
     recording: Option<Mutex<Recording>>,
@@ -144,7 +147,8 @@ impl<P: Peer> MemoryConnectionApi<P> {
             peers: RwLock::new(HashMap::new()),
             max_payload_bytes,
             scripts: Mutex::default(),
-            delay: Mutex::new(Duration::ZERO),
+            scripted: AtomicBool::new(false),
+            delay_nanos: AtomicU64::new(0),
             throttle: None,
             throttled: AtomicUsize::new(0),
             recording: None,
@@ -221,15 +225,18 @@ impl<P: Peer> MemoryConnectionApi<P> {
     /// The next posts to `connection_id` answer these, in order, before normal service resumes
     /// (an answer of 200 hands the post to the peer, if there is one).
     pub fn script(&self, connection_id: &str, answers: impl IntoIterator<Item = Scripted>) {
-        lock(&self.scripts)
+        let mut scripts = lock(&self.scripts);
+        scripts
             .entry(connection_id.to_owned())
             .or_default()
             .extend(answers);
+        self.scripted.store(true, Ordering::Release);
     }
 
     /// Every post that is not scripted takes this long before it answers.
     pub fn set_delay(&self, delay: Duration) {
-        *lock(&self.delay) = delay;
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.delay_nanos.store(nanos, Ordering::Relaxed);
     }
 
     /// How many posts the throttle answered 429.
@@ -302,18 +309,22 @@ impl<P: Peer> ConnectionApi for MemoryConnectionApi<P> {
         if data.len() > self.max_payload_bytes {
             return Err(ApiError::PayloadTooLarge);
         }
-        let scripted = lock(&self.scripts)
-            .get_mut(connection_id)
-            .and_then(VecDeque::pop_front);
+        let scripted = if self.scripted.load(Ordering::Acquire) {
+            lock(&self.scripts)
+                .get_mut(connection_id)
+                .and_then(VecDeque::pop_front)
+        } else {
+            None
+        };
         if let Some(answer) = scripted {
             if answer == Ok(Outcome::Done(())) {
                 self.hand_over(connection_id, data);
             }
             return answer;
         }
-        let delay = *lock(&self.delay);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        let delay = self.delay_nanos.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_nanos(delay)).await;
         }
         if let Some(bucket) = &self.throttle
             && !lock(bucket).admit()
