@@ -18,6 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
 
+// the one patience of every test: nothing here waits without a bound
+use crate::support::PATIENCE;
+
 /// What a scenario did, what it saw, and whether that is what a hardened server does.
 #[derive(Debug)]
 pub struct Report {
@@ -80,10 +83,6 @@ fn short(text: &str, width: usize) -> String {
 }
 
 // ------------------------------------------------------------------ a websocket on raw TCP
-
-/// How long a connect, a handshake or a write may take before it counts as a failure: nothing
-/// here waits without a bound.
-pub const IO_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The nonce every handshake here sends, and the accept key RFC 6455 gives for it.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -156,9 +155,9 @@ pub async fn tcp(addr: SocketAddr, rcvbuf: Option<u32>) -> std::io::Result<TcpSt
 impl Raw {
     /// Opens a websocket on `path` (`/?name=x`): the handshake only; the welcome is not read.
     pub async fn open(addr: SocketAddr, path: &str, rcvbuf: Option<u32>) -> Result<Raw, String> {
-        timeout(IO_PATIENCE, Raw::handshake(addr, path, rcvbuf))
+        timeout(PATIENCE, Raw::handshake(addr, path, rcvbuf))
             .await
-            .map_err(|_| format!("no handshake within {IO_PATIENCE:?}"))?
+            .map_err(|_| format!("no handshake within {PATIENCE:?}"))?
     }
 
     async fn handshake(addr: SocketAddr, path: &str, rcvbuf: Option<u32>) -> Result<Raw, String> {
@@ -222,9 +221,9 @@ impl Raw {
         self
     }
 
-    /// Writes `bytes`, within [`IO_PATIENCE`].
+    /// Writes `bytes`, within [`PATIENCE`].
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match timeout(IO_PATIENCE, self.stream.write_all(bytes)).await {
+        match timeout(PATIENCE, self.stream.write_all(bytes)).await {
             Ok(written) => written,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         }
