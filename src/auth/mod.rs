@@ -8,8 +8,13 @@
 //! else `preferred_username`, `cognito:username`, `email`, then `sub`, at most 64 characters.
 //!
 //! [`KeyCache`] keeps the issuer's signing keys across connects, refetching them for an unknown
-//! `kid` at most once a minute.
+//! `kid` at most once a minute; [`jwks`] fetches them through the issuer's OpenID discovery;
+//! [`issuer`] is an issuer of our own, for `webchat-local --dev-issuer` and the tests.
 
+#[cfg(feature = "local")]
+pub mod issuer;
+#[cfg(feature = "jwks")]
+pub mod jwks;
 mod keys;
 mod verify;
 
