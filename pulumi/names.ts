@@ -6,7 +6,10 @@
 // JSON file and not the module (test/language-host.test.ts runs the program that way).
 import contract from "./contract.json";
 
-export const FUNCTIONS: readonly string[] = contract.functions;
+/** The authorizer (`authorize`): a stack with JWT auth has it, beside the chat functions. */
+export const AUTHORIZER = contract.authorizer;
+/** The chat functions, which every stack has: every function but the authorizer. */
+export const FUNCTIONS: readonly string[] = contract.functions.filter((fn) => fn !== AUTHORIZER.function);
 export const ROUTES: Readonly<Record<string, string>> = contract.routes;
 export const ROUTE_SELECTION = contract.routeSelectionExpression;
 export const WELCOME = contract.welcomeEvent;

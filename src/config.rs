@@ -43,7 +43,16 @@ pub mod vars {
     /// `maxReceiveCount`): `fanout` tells the sender when a job fails on this one. Optional: 3.
     pub const SHARD_ATTEMPTS: &str = "SHARD_ATTEMPTS";
 
-    /// Every variable, required ones first.
+    /// The token issuer's URL, exactly as tokens' `iss` (the `authorize` function's; `https://`,
+    /// or `http://` to loopback).
+    pub const JWT_ISSUER: &str = "JWT_ISSUER";
+    /// What tokens must be issued for: their `aud`, or a Cognito access token's `client_id`.
+    pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+
+    /// The `authorize` function's variables, required ones first.
+    pub const AUTHORIZER: [&str; 3] = [JWT_ISSUER, JWT_AUDIENCE, LOG_LEVEL];
+
+    /// Every variable of the other functions, required ones first.
     pub const ALL: [&str; 12] = [
         CONNECTIONS_TABLE,
         EVENT_BUS_NAME,
@@ -91,6 +100,69 @@ pub enum ConfigError {
     },
 }
 
+/// The `authorize` function's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizerConfig {
+    pub issuer: crate::auth::jwks::IssuerUrl,
+    pub audience: String,
+    /// `LOG_LEVEL`; `None`: unset.
+    pub log_level: Option<String>,
+}
+
+impl AuthorizerConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        const ISSUER: &str = "the token issuer's URL, as tokens' iss (https://, or http:// to localhost), e.g. https://cognito-idp.{region}.amazonaws.com/{pool-id}";
+        let issuer = required(&lookup, vars::JWT_ISSUER, ISSUER)?;
+        let issuer =
+            crate::auth::jwks::IssuerUrl::parse(&issuer).map_err(|_| ConfigError::Invalid {
+                name: vars::JWT_ISSUER,
+                value: issuer.clone(),
+                expected: ISSUER,
+            })?;
+        let audience = required(
+            &lookup,
+            vars::JWT_AUDIENCE,
+            "the tokens' audience (aud, or a Cognito access token's client_id)",
+        )?;
+        Ok(AuthorizerConfig {
+            issuer,
+            audience,
+            log_level: log_level(&lookup)?,
+        })
+    }
+}
+
+fn required(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    expected: &'static str,
+) -> Result<String, ConfigError> {
+    lookup(name)
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+        .ok_or(ConfigError::Missing { name, expected })
+}
+
+fn log_level(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    let level = lookup(vars::LOG_LEVEL).filter(|level| !level.trim().is_empty());
+    if let Some(level) = &level
+        && tracing_subscriber::EnvFilter::try_new(level).is_err()
+    {
+        return Err(ConfigError::Invalid {
+            name: vars::LOG_LEVEL,
+            value: level.clone(),
+            expected: "a level (error, warn, info, debug, trace) or a tracing filter",
+        });
+    }
+    Ok(level)
+}
+
 impl FunctionConfig {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -99,12 +171,7 @@ impl FunctionConfig {
 
     /// Reads variables through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let required = |name: &'static str, expected: &'static str| {
-            lookup(name)
-                .map(|value| value.trim().to_owned())
-                .filter(|value| !value.is_empty())
-                .ok_or(ConfigError::Missing { name, expected })
-        };
+        let required = |name, expected| required(&lookup, name, expected);
         let connections_table =
             required(vars::CONNECTIONS_TABLE, "the DynamoDB table of connections")?;
         let event_bus_name = required(vars::EVENT_BUS_NAME, "the EventBridge bus name or ARN")?;
@@ -118,16 +185,7 @@ impl FunctionConfig {
                 expected: ENDPOINT,
             });
         }
-        let log_level = lookup(vars::LOG_LEVEL).filter(|level| !level.trim().is_empty());
-        if let Some(level) = &log_level
-            && tracing_subscriber::EnvFilter::try_new(level).is_err()
-        {
-            return Err(ConfigError::Invalid {
-                name: vars::LOG_LEVEL,
-                value: level.clone(),
-                expected: "a level (error, warn, info, debug, trace) or a tracing filter",
-            });
-        }
+        let log_level = log_level(&lookup)?;
 
         let mut settings = Settings::default();
         if let Some(concurrency) = number(
@@ -277,6 +335,46 @@ mod tests {
             "https://abc.execute-api.eu-west-1.amazonaws.com/stage/",
         ),
     ];
+
+    #[test]
+    fn the_authorizer_needs_an_issuer_it_can_trust_and_an_audience() {
+        let config = |pairs: &[(&str, &str)]| {
+            let map: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            AuthorizerConfig::from_lookup(|name| map.get(name).cloned())
+        };
+        let issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Ab";
+        let good = config(&[("JWT_ISSUER", issuer), ("JWT_AUDIENCE", "client")]).unwrap();
+        assert_eq!(good.issuer.as_str(), issuer);
+        assert_eq!(good.audience, "client");
+        assert!(matches!(
+            config(&[("JWT_AUDIENCE", "client")]),
+            Err(ConfigError::Missing {
+                name: "JWT_ISSUER",
+                ..
+            })
+        ));
+        assert!(matches!(
+            config(&[("JWT_ISSUER", issuer)]),
+            Err(ConfigError::Missing {
+                name: "JWT_AUDIENCE",
+                ..
+            })
+        ));
+        let plain = config(&[
+            ("JWT_ISSUER", "http://idp.example.com"),
+            ("JWT_AUDIENCE", "c"),
+        ]);
+        assert!(matches!(
+            plain,
+            Err(ConfigError::Invalid {
+                name: "JWT_ISSUER",
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn a_complete_environment_configures_everything_with_defaults() {

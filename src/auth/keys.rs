@@ -2,9 +2,10 @@
 //! WebSocket authorizer, so every `$connect` needs them at hand.
 //!
 //! Fetched on first use and kept. A token whose `kid` is unknown makes one refetch (the issuer
-//! rotated its keys), at most once a minute and one fetch at a time, so a stream of tokens with
-//! made-up `kid`s cannot turn into a stream of requests to the issuer. A failed fetch keeps the
-//! keys already known.
+//! rotated its keys), one fetch at a time and at most once a minute after the previous refetch
+//! (the first load does not count, so a rotation right after it is picked up at once), so a
+//! stream of tokens with made-up `kid`s cannot turn into a stream of requests to the issuer. A
+//! failed fetch keeps the keys already known, and also waits a minute before the next.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,8 +44,11 @@ pub enum KeyError {
 pub struct KeyCache<F: FetchKeys> {
     source: F,
     keys: RwLock<HashMap<String, F::Key>>,
-    /// When the keys were last fetched; held while a fetch is in flight, so one at a time.
+    /// When the keys were last refetched (or a fetch failed): the next waits a minute from it.
+    /// Held while a fetch is in flight, so one at a time.
     fetched_at: tokio::sync::Mutex<Option<Instant>>,
+    /// Whether a fetch has succeeded yet.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl<F: FetchKeys> KeyCache<F> {
@@ -53,6 +57,7 @@ impl<F: FetchKeys> KeyCache<F> {
             source,
             keys: RwLock::new(HashMap::new()),
             fetched_at: tokio::sync::Mutex::new(None),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -78,9 +83,16 @@ impl<F: FetchKeys> KeyCache<F> {
             }
         }
         let fetched = self.source.fetch().await;
-        *fetched_at = Some(Instant::now());
+        let first_load = !self.loaded.load(std::sync::atomic::Ordering::Acquire);
+        if !(first_load && fetched.is_ok()) {
+            *fetched_at = Some(Instant::now());
+        }
         match fetched {
-            Ok(keys) => *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys,
+            Ok(keys) => {
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                self.loaded
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
             Err(error) => {
                 tracing::warn!(%error, "could not fetch the issuer's keys; keeping the ones known");
                 return self.known(kid).ok_or(KeyError::Fetch(error));
@@ -162,7 +174,7 @@ mod tests {
         let issuer = Arc::new(Issuer::publishing(&["a"]));
         let cache = KeyCache::new(issuer.clone());
         cache.key("a").await.unwrap();
-        // made-up kids, one after another: no request to the issuer for any of them
+        // made-up kids, one after another: one refetch for the first, none for the others
         tokio::time::advance(Duration::from_secs(10)).await;
         for kid in ["x", "y", "z"] {
             assert!(matches!(
@@ -170,21 +182,40 @@ mod tests {
                 Err(KeyError::Unknown { .. })
             ));
         }
-        assert_eq!(issuer.fetches(), 1);
-        // the issuer rotates: after a minute, an unknown kid fetches the new keys
+        assert_eq!(issuer.fetches(), 2);
+        // the issuer rotates: a minute after that refetch, an unknown kid fetches the new keys
         issuer.set(Ok(vec!["b"]));
+        assert!(matches!(
+            cache.key("b").await,
+            Err(KeyError::Unknown { .. })
+        ));
         tokio::time::advance(MIN_REFETCH).await;
         assert_eq!(cache.key("b").await.unwrap(), "key b");
-        assert_eq!(issuer.fetches(), 2);
+        assert_eq!(issuer.fetches(), 3);
         assert!(
             matches!(cache.key("a").await, Err(KeyError::Unknown { .. })),
             "a key the issuer no longer publishes is gone"
         );
         assert_eq!(
             issuer.fetches(),
-            2,
+            3,
             "and asking for it again did not refetch"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_right_after_the_first_load_is_picked_up_at_once() {
+        let issuer = Arc::new(Issuer::publishing(&["a"]));
+        let cache = KeyCache::new(issuer.clone());
+        cache.key("a").await.unwrap();
+        issuer.set(Ok(vec!["a", "b"]));
+        assert_eq!(cache.key("b").await.unwrap(), "key b");
+        assert_eq!(cache.key("a").await.unwrap(), "key a");
+        assert!(matches!(
+            cache.key("made-up").await,
+            Err(KeyError::Unknown { .. })
+        ));
+        assert_eq!(issuer.fetches(), 2);
     }
 
     #[tokio::test(start_paused = true)]

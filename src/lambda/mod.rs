@@ -6,6 +6,7 @@
 //! events its emulated gateway builds, so the local path and the deployed path share everything
 //! above the transport.
 
+pub mod authorizer;
 pub mod events;
 #[cfg(feature = "aws")]
 pub mod runtime;
@@ -22,10 +23,12 @@ pub enum Function {
     Cleanup,
     /// Delivers the shard jobs of large broadcasts, from the shard queue.
     Fanout,
+    /// Checks the token of a `$connect` (the API's REQUEST authorizer, with JWT auth).
+    Authorize,
 }
 
 impl Function {
-    pub const ALL: [Function; 9] = [
+    pub const ALL: [Function; 10] = [
         Function::Route(RouteKey::Connect),
         Function::Route(RouteKey::Disconnect),
         Function::Route(RouteKey::Default),
@@ -35,6 +38,7 @@ impl Function {
         Function::Post,
         Function::Cleanup,
         Function::Fanout,
+        Function::Authorize,
     ];
 
     /// Its name: its binary's, its image's, and (after the stack's prefix) its function's.
@@ -44,14 +48,15 @@ impl Function {
             Function::Post => "post",
             Function::Cleanup => "cleanup",
             Function::Fanout => "fanout",
+            Function::Authorize => "authorize",
         }
     }
 
-    /// The API Gateway route it serves; `None` for `post`, `cleanup` and `fanout`.
+    /// The API Gateway route it serves; `None` for `post`, `cleanup`, `fanout` and `authorize`.
     pub fn route(self) -> Option<RouteKey> {
         match self {
             Function::Route(route) => Some(route),
-            Function::Post | Function::Cleanup | Function::Fanout => None,
+            Function::Post | Function::Cleanup | Function::Fanout | Function::Authorize => None,
         }
     }
 
@@ -262,6 +267,12 @@ where
         Function::Fanout => {
             let event = parse(event, "an SQS event")?;
             serde_json::to_value(Box::pin(shards(chat, event, deadline)).await)
+        }
+        // served by `authorizer::handle`, with no store, bus or @connections
+        Function::Authorize => {
+            return Err(HandlerError::MalformedEvent(
+                "authorize serves authorizer events, with no chat".into(),
+            ));
         }
         // Whatever the schedule sends is accepted.
         Function::Cleanup => {

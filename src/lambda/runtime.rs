@@ -5,6 +5,7 @@
 //! fetches events one at a time and hands them to the [glue](super); a handler error is reported
 //! as that invocation's error and the function goes on with the next event.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +17,17 @@ use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 use super::HandlerError;
+use super::authorizer::{self, AuthorizeError, UNAUTHORIZED};
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::eventbridge::EventBridgeBus;
 use crate::adapters::management::{ManagementApi, NoCredentials, Poster};
 use crate::adapters::sqs::SqsShardQueue;
+use crate::auth::jwks::HttpKeys;
+use crate::auth::{Expected, Verifier};
 use crate::config::{
-    DYNAMODB_ATTEMPT_TIMEOUT, DYNAMODB_ATTEMPTS, DYNAMODB_BACKOFF, DYNAMODB_MAX_BACKOFF,
-    DYNAMODB_OPERATION_TIMEOUT, DYNAMODB_RETRY_QUOTA, FunctionConfig, MANAGEMENT_CALL_TIMEOUT,
+    AuthorizerConfig, ConfigError, DYNAMODB_ATTEMPT_TIMEOUT, DYNAMODB_ATTEMPTS, DYNAMODB_BACKOFF,
+    DYNAMODB_MAX_BACKOFF, DYNAMODB_OPERATION_TIMEOUT, DYNAMODB_RETRY_QUOTA, FunctionConfig,
+    MANAGEMENT_CALL_TIMEOUT,
 };
 use crate::domain::{Chat, Deadline};
 use crate::metrics::Emf;
@@ -177,32 +182,24 @@ fn default_lambda_environment() {
     }
 }
 
-/// A function after init: its routes and its telemetry.
+/// A function after init: its name and its telemetry.
 struct Initialized {
     name: String,
-    chat: AwsChat,
     telemetry: Telemetry,
 }
 
-async fn init(function: super::Function) -> Result<Initialized, Error> {
+/// Init: the configuration `read` gives (an error is reported to `/init/error`), then telemetry
+/// at its log level.
+async fn init<C>(
+    read: impl FnOnce() -> Result<C, ConfigError>,
+    log_level: impl FnOnce(&C) -> Option<&str>,
+) -> Result<(Initialized, C), Error> {
     default_lambda_environment();
     let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "webchat".into());
-    match FunctionConfig::from_env() {
+    match read() {
         Ok(config) => {
-            let options = Options::for_lambda(&name, config.log_level.as_deref());
-            let telemetry = telemetry::init(options);
-            let mut chat = build(&config).await;
-            if let Some(namespace) = config.metrics_namespace.clone() {
-                chat.metrics = Arc::new(Emf {
-                    namespace,
-                    function: function.name(),
-                });
-            }
-            Ok(Initialized {
-                name,
-                chat,
-                telemetry,
-            })
+            let telemetry = telemetry::init(Options::for_lambda(&name, log_level(&config)));
+            Ok((Initialized { name, telemetry }, config))
         }
         Err(error) => {
             let _telemetry = telemetry::init(Options::for_lambda(&name, None));
@@ -213,6 +210,19 @@ async fn init(function: super::Function) -> Result<Initialized, Error> {
     }
 }
 
+/// Init of a chat function: its configuration, telemetry, the AWS clients.
+async fn init_chat(function: super::Function) -> Result<(Initialized, AwsChat), Error> {
+    let (initialized, config) = init(FunctionConfig::from_env, |c| c.log_level.as_deref()).await?;
+    let mut chat = build(&config).await;
+    if let Some(namespace) = config.metrics_namespace.clone() {
+        chat.metrics = Arc::new(Emf {
+            namespace,
+            function: function.name(),
+        });
+    }
+    Ok((initialized, chat))
+}
+
 /// The first invocation of an execution environment is its cold start.
 static COLD_START: AtomicBool = AtomicBool::new(true);
 
@@ -220,11 +230,14 @@ impl Initialized {
     /// Runs one invocation inside its root span, parented on the invocation's X-Ray trace header
     /// (from the Runtime API, not the process-wide `_X_AMZN_TRACE_ID`), then exports its spans
     /// before the response lets Lambda freeze the sandbox.
-    async fn invoke<T>(
+    async fn invoke<T, E>(
         &self,
         context: &lambda_runtime::Context,
-        work: impl Future<Output = Result<T, HandlerError>>,
-    ) -> Result<T, HandlerError> {
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+    {
         let span = telemetry::invocation_span(
             &self.name,
             &context.request_id,
@@ -275,18 +288,53 @@ async fn report_init_error(error_type: &str, message: &str) {
 
 /// Serves `function`'s events one at a time: what every function binary runs.
 pub async fn serve(function: super::Function) -> Result<(), Error> {
-    let initialized = &init(function).await?;
+    if function == super::Function::Authorize {
+        return serve_authorizer().await;
+    }
+    let (initialized, chat) = &init_chat(function).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         Box::pin(async move {
             let deadline = Deadline::from_epoch_millis(event.context.deadline);
-            let work = Box::pin(super::handle(
-                &initialized.chat,
-                function,
-                event.payload,
-                deadline,
-            ));
+            let work = Box::pin(super::handle(chat, function, event.payload, deadline));
             initialized.invoke(&event.context, work).await
         })
+    }))
+    .await
+}
+
+impl From<AuthorizeError> for Diagnostic {
+    fn from(error: AuthorizeError) -> Diagnostic {
+        let error_type = match &error {
+            AuthorizeError::Unauthorized => UNAUTHORIZED,
+            AuthorizeError::MalformedEvent(_) => "MalformedEvent",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// The `authorize` function: the issuer's keys, kept across invocations (API Gateway caches no
+/// WebSocket authorizer's answer), check each `$connect`'s token.
+async fn serve_authorizer() -> Result<(), Error> {
+    let (initialized, config) =
+        init(AuthorizerConfig::from_env, |c| c.log_level.as_deref()).await?;
+    let verifier = &Verifier::new(
+        HttpKeys::new(config.issuer.clone()),
+        Expected {
+            issuer: config.issuer.as_str().to_owned(),
+            audience: config.audience.clone(),
+        },
+    );
+    let initialized = &initialized;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let now = chrono::Utc::now().timestamp();
+        // a refusal is the client's doing: logged at info by `handle`, not an invocation error
+        let work =
+            async { Ok::<_, Infallible>(authorizer::handle(verifier, event.payload, now).await) };
+        let Ok(answer) = initialized.invoke(&event.context, work).await;
+        answer
     }))
     .await
 }

@@ -64,6 +64,19 @@ fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
     assert_eq!(environment["metricsNamespace"], vars::METRICS_NAMESPACE);
     assert_eq!(environment["fanoutWorkers"], vars::FANOUT_WORKERS);
     assert_eq!(environment["shardAttempts"], vars::SHARD_ATTEMPTS);
+    let authorizer = &contract["authorizer"];
+    assert_eq!(authorizer["function"], Function::Authorize.name());
+    assert_eq!(
+        authorizer["subprotocol"],
+        webchat::lambda::authorizer::SUBPROTOCOL
+    );
+    use webchat::lambda::authorizer::context;
+    assert_eq!(
+        authorizer["context"],
+        serde_json::json!([context::USER, context::NAME, context::EXP])
+    );
+    assert_eq!(authorizer["environment"]["issuer"], vars::JWT_ISSUER);
+    assert_eq!(authorizer["environment"]["audience"], vars::JWT_AUDIENCE);
     assert_eq!(contract["shards"]["function"], Function::Fanout.name());
     assert_eq!(contract["shards"]["batchSize"], 1);
 }

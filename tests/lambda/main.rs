@@ -11,6 +11,7 @@
 #![cfg(all(feature = "aws", feature = "local"))]
 
 mod adapters;
+mod authorize;
 mod contract;
 mod fake_aws;
 mod moto;
@@ -588,8 +589,13 @@ async fn missing_configuration_is_an_init_error_that_names_the_variable() {
 #[tokio::test]
 async fn every_function_starts_and_asks_for_work() {
     let stack = Stack::new().await;
+    // the authorizer's configuration is its own; the others ignore it
+    let issuer = [
+        ("JWT_ISSUER", "https://issuer.example.com".to_string()),
+        ("JWT_AUDIENCE", "webchat".to_string()),
+    ];
     for function in webchat::lambda::Function::ALL {
-        let function = stack.function(function.name()).await;
+        let function = stack.function_with(function.name(), &issuer).await;
         function.api.next_called(1).await;
     }
 }

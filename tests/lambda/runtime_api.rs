@@ -258,6 +258,7 @@ pub fn binary(function: &str) -> std::path::PathBuf {
         "post" => env!("CARGO_BIN_EXE_post"),
         "cleanup" => env!("CARGO_BIN_EXE_cleanup"),
         "fanout" => env!("CARGO_BIN_EXE_fanout"),
+        "authorize" => env!("CARGO_BIN_EXE_authorize"),
         other => panic!("no function {other}"),
     };
     built.into()
