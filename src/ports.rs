@@ -1,8 +1,8 @@
 //! Ports: what the domain needs from the world, and nothing about how it is provided.
 //!
 //! - [`ConnectionStore`]: the connection records (DynamoDB in AWS, memory locally).
-//! - [`ConnectionApi`]: API Gateway's management API (`@connections`): post and describe, what
-//!   the routes use.
+//! - [`ConnectionApi`]: API Gateway's management API (`@connections`): post, describe and
+//!   delete, what the routes use.
 //!   "The connection is gone" (HTTP 410) is an [`Outcome`], not an error: it is an ordinary event
 //!   in a chat, and the caller decides what to prune.
 //! - [`EventBus`]: EventBridge locally or in AWS.
@@ -25,6 +25,8 @@ use crate::protocol::CONNECTION_TTL_SECONDS;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionRecord {
     pub connection_id: String,
+    /// The signed-in user (the token's `sub`); `None` without sign-in.
+    pub user: Option<String>,
     pub name: Option<String>,
     pub connected_at: ConnectedAt,
     /// Epoch seconds; the table's TTL attribute.
@@ -35,10 +37,17 @@ impl ConnectionRecord {
     pub fn new(connection_id: String, name: Option<String>, connected_at: DateTime<Utc>) -> Self {
         ConnectionRecord {
             connection_id,
+            user: None,
             name,
             connected_at: ConnectedAt::new(connected_at),
             expires_at: connected_at.timestamp() + CONNECTION_TTL_SECONDS,
         }
+    }
+
+    /// The same record, of a signed-in user.
+    pub fn of_user(mut self, user: Option<String>) -> Self {
+        self.user = user;
+        self
     }
 
     /// Its id and connection time: what a route that addresses it needs.
@@ -182,6 +191,14 @@ pub trait ConnectionStore: Send + Sync + 'static {
     /// which it updates about every six hours).
     fn count_estimate(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// The live connections of a signed-in user (a Query of the table's user index in
+    /// DynamoDB: never a Scan).
+    fn connections_of(
+        &self,
+        user: &str,
+        live_at: i64,
+    ) -> impl Future<Output = Result<Vec<Recipient>, StoreError>> + Send;
+
     /// Whole records; with `live_at: None`, expired ones too (cleanup needs them).
     fn scan_records(
         &self,
@@ -240,6 +257,12 @@ pub trait ConnectionApi: Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = Result<Outcome<ConnectionInfo>, ApiError>> + Send;
+
+    /// DeleteConnection: API Gateway closes the connection (and runs `$disconnect`).
+    fn delete_connection(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send;
 }
 
 /// A shared management API is one too (the local gateway holds its registry of sockets and lends
@@ -258,6 +281,13 @@ impl<T: ConnectionApi> ConnectionApi for std::sync::Arc<T> {
         connection_id: &str,
     ) -> impl Future<Output = Result<Outcome<ConnectionInfo>, ApiError>> + Send {
         T::describe(self, connection_id)
+    }
+
+    fn delete_connection(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send {
+        T::delete_connection(self, connection_id)
     }
 }
 

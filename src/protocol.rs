@@ -27,6 +27,8 @@ pub const MAX_NAME_BYTES: usize = 32;
 /// Connection ids we are willing to look up. API Gateway's are 16 characters; the bound only keeps
 /// absurd input away from the store (DynamoDB keys may not exceed 2048 bytes).
 pub const MAX_CONNECTION_ID_BYTES: usize = 128;
+/// The longest user id (a token's `sub`) accepted, in bytes: Cognito's are 36-byte UUIDs.
+pub const MAX_USER_BYTES: usize = 256;
 
 /// A record lives for API Gateway's hard connection limit (2 h) plus a margin, so a connection
 /// whose `$disconnect` never ran is ignored on read and removed by the table's TTL.
@@ -107,6 +109,10 @@ pub enum ErrorCode {
     InvalidField,
     MessageTooLarge,
     ConnectionNotFound,
+    /// A chat to a user with no live connection.
+    UserNotFound,
+    /// A frame sent after the connection's token expired; the connection is then closed.
+    TokenExpired,
     /// A broadcast may have missed some live connections (failures, or the time limit).
     DeliveryIncomplete,
     Internal,
@@ -154,11 +160,19 @@ pub struct BroadcastRequest {
     pub message: String,
 }
 
-/// `{"action":"chat","connection":"<id>","message":"..."}`
+/// `{"action":"chat","connection":"<id>","message":"..."}` or
+/// `{"action":"chat","user":"<sub>","message":"..."}`
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatRequest {
-    pub connection: String,
+    pub to: ChatTarget,
     pub message: String,
+}
+
+/// Whom a chat is for: one connection, or every live connection of a signed-in user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatTarget {
+    Connection(String),
+    User(String),
 }
 
 impl BroadcastRequest {
@@ -173,15 +187,45 @@ impl BroadcastRequest {
 impl ChatRequest {
     pub fn parse(body: &str) -> Result<Self, ProtocolError> {
         let object = parse_object(body)?;
-        let connection = string_field(&object, "connection")?;
-        if !is_plausible_connection_id(connection) {
-            return Err(ProtocolError::new(
-                ErrorCode::InvalidField,
-                "`connection` must be a connection id as listed by {\"action\":\"list\"}",
-            ));
-        }
+        let named = |field| !matches!(object.get(field), None | Some(Value::Null));
+        let to = match (named("connection"), named("user")) {
+            (true, true) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::InvalidField,
+                    "give `connection` or `user`, not both",
+                ));
+            }
+            (false, false) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::MissingField,
+                    "`connection` (a connection id) or `user` (a user's id) is required",
+                ));
+            }
+            (true, false) => {
+                let connection = string_field(&object, "connection")?;
+                if !is_plausible_connection_id(connection) {
+                    return Err(ProtocolError::new(
+                        ErrorCode::InvalidField,
+                        "`connection` must be a connection id as listed by {\"action\":\"list\"}",
+                    ));
+                }
+                ChatTarget::Connection(connection.to_owned())
+            }
+            (false, true) => {
+                let user = string_field(&object, "user")?;
+                if user.len() > MAX_USER_BYTES {
+                    return Err(ProtocolError::new(
+                        ErrorCode::InvalidField,
+                        format!(
+                            "`user` must be a user's id, at most {MAX_USER_BYTES} bytes, as listed by {{\"action\":\"list\"}}"
+                        ),
+                    ));
+                }
+                ChatTarget::User(user.to_owned())
+            }
+        };
         Ok(ChatRequest {
-            connection: connection.to_owned(),
+            to,
             message: message_field(&object)?,
         })
     }
@@ -325,9 +369,14 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Said<'a> {
     pub from: &'a str,
-    /// A chat's target (the sender's copy says whom it reached); none in a broadcast.
+    /// A chat's target connection (the sender's copy says whom it reached); none in a broadcast.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<&'a str>,
+    /// A chat's target user, for a chat to a user (every one of their connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_user: Option<&'a str>,
+    /// The sender's user (its token's `sub`); `null` without sign-in.
+    pub user: Option<&'a str>,
     pub name: Option<&'a str>,
     pub message: &'a str,
     /// RFC 3339
@@ -339,6 +388,9 @@ pub struct Said<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionEntry {
     pub connection_id: String,
+    /// Its user (the token's `sub`); `null` without sign-in.
+    #[serde(default)]
+    pub user: Option<String>,
     pub name: Option<String>,
     /// RFC 3339
     pub connected_at: String,
@@ -354,6 +406,10 @@ pub struct ConnectionEntry {
 pub enum ServerMessage<'a> {
     Welcome {
         connection_id: &'a str,
+        /// The connection's user (the token's `sub`); `null` without sign-in.
+        user: Option<&'a str>,
+        /// The connection's display name (the token's, else `?name=`); `null` without one.
+        name: Option<&'a str>,
         message: &'a str,
     },
     Broadcast(Said<'a>),
@@ -384,6 +440,10 @@ pub fn welcome_message(connection_id: &str) -> String {
 pub struct WelcomeDetail {
     pub connection_id: String,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 const CONNECTIONS_PREFIX: &str = r#"{"type":"connections","connections":["#;
@@ -478,6 +538,8 @@ mod tests {
             ServerMessage::Broadcast(Said {
                 from: "L0SM9cOFvHcCIhw=",
                 to: None,
+                to_user: None,
+                user: None,
                 name,
                 message,
                 sent_at: "2026-11-28T08:00:00.000Z",
@@ -486,12 +548,28 @@ mod tests {
             .len()
         };
         // The figures docs/protocol.md gives, for a sender without a name.
-        assert_eq!(frame(None, &"\"".repeat(MAX_MESSAGE_BYTES)), 32_875);
-        assert_eq!(frame(None, &"\u{1}".repeat(MAX_MESSAGE_BYTES)), 98_411);
+        assert_eq!(frame(None, &"\"".repeat(MAX_MESSAGE_BYTES)), 32_887);
+        assert_eq!(frame(None, &"\u{1}".repeat(MAX_MESSAGE_BYTES)), 98_423);
         let longest = "n".repeat(MAX_NAME_BYTES);
         let controls = frame(Some(&longest), &"\u{1}".repeat(MAX_MESSAGE_BYTES));
         assert_eq!(controls, 6 * MAX_MESSAGE_BYTES + frame(Some(&longest), ""));
         assert!(controls <= MAX_PAYLOAD_BYTES, "{controls}");
+        // a signed-in sender: the longest user id and token name, each all escapes, in a chat
+        // to the longest user id
+        let user = "\u{1}".repeat(MAX_USER_BYTES);
+        let name = "\u{1}".repeat(crate::auth::MAX_TOKEN_NAME_CHARS);
+        let signed_in = ServerMessage::Chat(Said {
+            from: "L0SM9cOFvHcCIhw=",
+            to: None,
+            to_user: Some(&user),
+            user: Some(&user),
+            name: Some(&name),
+            message: &"\u{1}".repeat(MAX_MESSAGE_BYTES),
+            sent_at: "2026-11-28T08:00:00.000Z",
+        })
+        .to_json()
+        .len();
+        assert!(signed_in <= MAX_PAYLOAD_BYTES, "{signed_in}");
     }
 
     #[test]
@@ -577,11 +655,39 @@ mod tests {
             r#"{"action":"chat","connection":"L0SM9cOFvHcCIhw=","message":"Yo!"}"#,
         )
         .unwrap();
-        assert_eq!(ok.connection, "L0SM9cOFvHcCIhw=");
+        assert_eq!(ok.to, ChatTarget::Connection("L0SM9cOFvHcCIhw=".into()));
         assert_eq!(
             code_of(ChatRequest::parse(r#"{"action":"chat","message":"Yo!"}"#)),
             ErrorCode::MissingField
         );
+        let to_user = ChatRequest::parse(r#"{"action":"chat","user":"u-1","message":"Yo!"}"#);
+        assert_eq!(to_user.unwrap().to, ChatTarget::User("u-1".into()));
+        assert_eq!(
+            code_of(ChatRequest::parse(
+                r#"{"action":"chat","connection":"L0SM9cOFvHcCIhw=","user":"u-1","message":"Yo!"}"#
+            )),
+            ErrorCode::InvalidField,
+            "both"
+        );
+        assert_eq!(
+            code_of(ChatRequest::parse(
+                r#"{"action":"chat","connection":null,"user":null,"message":"Yo!"}"#
+            )),
+            ErrorCode::MissingField,
+            "neither"
+        );
+        for bad in [
+            r#""""#,
+            "7",
+            &format!("{:?}", "u".repeat(MAX_USER_BYTES + 1)),
+        ] {
+            let body = format!(r#"{{"action":"chat","user":{bad},"message":"Yo!"}}"#);
+            assert_eq!(
+                code_of(ChatRequest::parse(&body)),
+                ErrorCode::InvalidField,
+                "{bad}"
+            );
+        }
         assert_eq!(
             code_of(ChatRequest::parse(
                 r#"{"action":"chat","connection":"a b","message":"Yo!"}"#
@@ -624,22 +730,49 @@ mod tests {
     fn server_messages_have_the_contracted_shape() {
         let welcome = ServerMessage::Welcome {
             connection_id: "abc=",
+            user: None,
+            name: None,
             message: &welcome_message("abc="),
         };
         assert_eq!(
             serde_json::from_str::<Value>(&welcome.to_json()).unwrap(),
-            json!({"type":"welcome","connectionId":"abc=","message":"Welcome! - connected on abc="})
+            json!({"type":"welcome","connectionId":"abc=","user":null,"name":null,"message":"Welcome! - connected on abc="})
+        );
+        let signed_in = ServerMessage::Welcome {
+            connection_id: "abc=",
+            user: Some("u-1"),
+            name: Some("Ada Lovelace"),
+            message: &welcome_message("abc="),
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&signed_in.to_json()).unwrap(),
+            json!({"type":"welcome","connectionId":"abc=","user":"u-1","name":"Ada Lovelace","message":"Welcome! - connected on abc="})
         );
         let said = Said {
             from: "abc=",
             to: Some("def="),
+            to_user: None,
+            user: None,
             name: None,
             message: "<b>\"hi\"</b> ✓",
             sent_at: "2026-11-28T07:00:00.000Z",
         };
         assert_eq!(
             serde_json::from_str::<Value>(&ServerMessage::Chat(said).to_json()).unwrap(),
-            json!({"type":"chat","from":"abc=","to":"def=","name":null,"message":"<b>\"hi\"</b> ✓","sentAt":"2026-11-28T07:00:00.000Z"})
+            json!({"type":"chat","from":"abc=","to":"def=","user":null,"name":null,"message":"<b>\"hi\"</b> ✓","sentAt":"2026-11-28T07:00:00.000Z"})
+        );
+        let to_person = Said {
+            from: "abc=",
+            to: None,
+            to_user: Some("u-2"),
+            user: Some("u-1"),
+            name: Some("Ada"),
+            message: "hi",
+            sent_at: "2026-11-28T07:00:00.000Z",
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&ServerMessage::Chat(to_person).to_json()).unwrap(),
+            json!({"type":"chat","from":"abc=","toUser":"u-2","user":"u-1","name":"Ada","message":"hi","sentAt":"2026-11-28T07:00:00.000Z"})
         );
         for code in [
             ErrorCode::InvalidJson,
@@ -648,6 +781,8 @@ mod tests {
             ErrorCode::InvalidField,
             ErrorCode::MessageTooLarge,
             ErrorCode::ConnectionNotFound,
+            ErrorCode::UserNotFound,
+            ErrorCode::TokenExpired,
             ErrorCode::DeliveryIncomplete,
             ErrorCode::Internal,
         ] {
@@ -669,6 +804,7 @@ mod tests {
         let entries: Vec<ConnectionEntry> = (0..2000)
             .map(|i| ConnectionEntry {
                 connection_id: format!("id{i:013}="),
+                user: Some(format!("{i:08}-0000-4000-8000-000000000000")),
                 name: Some(format!("user-{i:027}")),
                 connected_at: "2026-11-28T07:00:00.000Z".into(),
             })

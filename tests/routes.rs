@@ -8,12 +8,15 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use webchat::adapters::memory::Peer;
 use webchat::adapters::memory::{
     ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryMetrics, MemoryStore, StoreCall,
 };
+use webchat::auth::Identity;
 use webchat::domain::{
-    Backoff, Chat, CleanupReport, ConnectError, Deadline, Deliveries, Settings, Summary,
+    Backoff, Chat, CleanupReport, ConnectError, Deadline, Deliveries, Sender, Settings, Summary,
 };
+use webchat::lambda::authorizer;
 use webchat::lambda::events::{self, ConnectionMeta, Kind, StageMeta};
 use webchat::lambda::{self, HandlerError};
 use webchat::ports::{ApiError, ConnectionRecord, Outcome};
@@ -92,7 +95,7 @@ fn only_error_code(chat: &TestChat, id: &str) -> String {
 async fn connect_stores_the_connection_and_publishes_its_welcome() {
     let (chat, _) = chat();
     let record = chat
-        .connect("abc=", Some("alice"), Some(start()))
+        .connect("abc=", Some("alice"), None, Some(start()))
         .await
         .unwrap();
     assert_eq!(record.name.as_deref(), Some("alice"));
@@ -105,7 +108,7 @@ async fn connect_stores_the_connection_and_publishes_its_welcome() {
     let detail: Value = serde_json::from_str(&events[0].detail).unwrap();
     assert_eq!(
         detail,
-        json!({"connectionId": "abc=", "message": "Welcome! - connected on abc="})
+        json!({"connectionId": "abc=", "message": "Welcome! - connected on abc=", "name": "alice"})
     );
 }
 
@@ -113,7 +116,7 @@ async fn connect_stores_the_connection_and_publishes_its_welcome() {
 async fn connect_refuses_an_invalid_name_and_keeps_nothing() {
     let (chat, _) = chat();
     let refused = chat
-        .connect("abc=", Some("<script>"), None)
+        .connect("abc=", Some("<script>"), None, None)
         .await
         .unwrap_err();
     assert!(matches!(refused, ConnectError::Refused(_)));
@@ -125,7 +128,7 @@ async fn connect_refuses_an_invalid_name_and_keeps_nothing() {
 async fn connect_fails_without_leaving_a_record_when_the_bus_fails() {
     let (chat, _) = chat();
     chat.bus.set_failing(Some("PutEvents failed"));
-    let failed = chat.connect("abc=", None, None).await.unwrap_err();
+    let failed = chat.connect("abc=", None, None, None).await.unwrap_err();
     assert!(matches!(failed, ConnectError::Failed(_)));
     assert!(chat.store.is_empty());
 }
@@ -135,7 +138,7 @@ async fn connect_fails_when_the_store_fails() {
     let (chat, _) = chat();
     chat.store.set_failing(Some("DynamoDB is down"));
     assert!(matches!(
-        chat.connect("abc=", None, None).await,
+        chat.connect("abc=", None, None, None).await,
         Err(ConnectError::Failed(_))
     ));
 }
@@ -145,12 +148,12 @@ async fn connect_publishes_the_welcome_before_storing_the_record() {
     // Until $connect returns, @connections answers 410 for the new connection, and a broadcast
     // that found its record would prune it: the record is written as late as possible.
     let (chat, _) = chat();
-    chat.connect("abc=", None, None).await.unwrap();
+    chat.connect("abc=", None, None, None).await.unwrap();
     let calls = chat.store.calls();
     assert_eq!(calls, vec![StoreCall::Put("abc=".into())]);
     assert_eq!(chat.bus.published().len(), 1);
     chat.bus.set_failing(Some("PutEvents failed"));
-    assert!(chat.connect("def=", None, None).await.is_err());
+    assert!(chat.connect("def=", None, None, None).await.is_err());
     assert_eq!(
         chat.store.calls().len(),
         1,
@@ -209,7 +212,7 @@ async fn broadcast_reaches_every_live_connection_across_pages_with_the_senders_n
         assert_eq!(frames.len(), 1, "{id}");
         assert_eq!(
             frames[0],
-            json!({"type":"broadcast","from":"a","name":"alice","message":"Anybody <b>home</b>? \"✓\"","sentAt":"2026-11-28T08:01:01.000Z"})
+            json!({"type":"broadcast","from":"a","user":null,"name":"alice","message":"Anybody <b>home</b>? \"✓\"","sentAt":"2026-11-28T08:01:01.000Z"})
         );
     }
     assert!(chat.api.posts_to("old").is_empty());
@@ -515,6 +518,8 @@ async fn post_delivers_the_welcome_retrying_while_the_connection_is_not_yet_esta
     let welcome = WelcomeDetail {
         connection_id: "abc=".into(),
         message: "Welcome! - connected on abc=".into(),
+        user: None,
+        name: None,
     };
     assert_eq!(
         chat.post(&welcome, Deadline::NONE).await.unwrap(),
@@ -523,7 +528,7 @@ async fn post_delivers_the_welcome_retrying_while_the_connection_is_not_yet_esta
     assert_eq!(
         frames_to(&chat, "abc="),
         vec![
-            json!({"type":"welcome","connectionId":"abc=","message":"Welcome! - connected on abc="})
+            json!({"type":"welcome","connectionId":"abc=","user":null,"name":null,"message":"Welcome! - connected on abc="})
         ]
     );
 }
@@ -535,6 +540,8 @@ async fn post_gives_up_on_a_connection_that_stays_gone() {
     let welcome = WelcomeDetail {
         connection_id: "left=".into(),
         message: "hi".into(),
+        user: None,
+        name: None,
     };
     assert_eq!(
         chat.post(&welcome, Deadline::NONE).await.unwrap(),
@@ -604,6 +611,7 @@ fn websocket_event(
         connected_at: DateTime::from_timestamp_millis(1_795_852_800_000).unwrap(),
         source_ip: None,
         user_agent: None,
+        authorizer: Default::default(),
     };
     let headers = http::HeaderMap::new();
     let kind = match route {
@@ -1009,4 +1017,263 @@ async fn a_scan_that_fails_midway_tells_the_sender_and_fails_the_invocation() {
         message.contains("could not be read to its end"),
         "{message}"
     );
+}
+
+// --- signed-in connections (the authorizer's identity) ---------------------------------------
+
+fn identity(user: &str, name: &str) -> Identity {
+    Identity {
+        user: user.into(),
+        name: name.into(),
+        // an hour after the clock's start
+        expires_at: start().timestamp() + 3600,
+    }
+}
+
+/// Stores and opens a connection of a signed-in user, as `join` does.
+fn join_as(chat: &TestChat, id: &str, who: &Identity) {
+    chat.store.insert(
+        ConnectionRecord::new(
+            id.into(),
+            Some(who.name.clone()),
+            start() - chrono::Duration::seconds(60),
+        )
+        .of_user(Some(who.user.clone())),
+    );
+    chat.api.open(id);
+}
+
+/// The event as API Gateway sends it on a connection its authorizer allowed: the context, and
+/// `principalId`, in `requestContext.authorizer`.
+fn signed_in(
+    mut event: ApiGatewayWebsocketProxyRequest,
+    who: &Identity,
+) -> ApiGatewayWebsocketProxyRequest {
+    let mut fields: std::collections::HashMap<String, Value> =
+        authorizer::context_of(who).into_iter().collect();
+    fields.insert("principalId".into(), json!(who.user));
+    fields.insert("integrationLatency".into(), json!(41));
+    event.request_context.authorizer.fields = fields;
+    event
+}
+
+#[tokio::test]
+async fn a_signed_in_connect_takes_user_and_name_from_the_token_not_the_query() {
+    let (chat, _) = chat();
+    let ada = identity("u-ada", "Ada Lovelace");
+    let mut event = signed_in(websocket_event(RouteKey::Connect, Some("a"), None), &ada);
+    // a name the query would refuse is ignored, not refused
+    event.query_string_parameters =
+        std::collections::HashMap::from([("name".to_string(), "<script>".to_string())]).into();
+    event.headers.insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_static("webchat.v1, eyJ.token"),
+    );
+    let response = lambda::websocket(&chat, RouteKey::Connect, &event, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(response.status_code, 200);
+    assert_eq!(
+        response.headers.get("sec-websocket-protocol").unwrap(),
+        "webchat.v1",
+        "the subprotocol the browser offered is echoed"
+    );
+    let record = &chat.store.records()[0];
+    assert_eq!(record.user.as_deref(), Some("u-ada"));
+    assert_eq!(record.name.as_deref(), Some("Ada Lovelace"));
+    let detail: Value = serde_json::from_str(&chat.bus.published()[0].detail).unwrap();
+    assert_eq!(detail["user"], "u-ada");
+    assert_eq!(detail["name"], "Ada Lovelace");
+    // the welcome then says who
+    let welcome: WelcomeDetail = serde_json::from_value(detail).unwrap();
+    chat.api.open("a");
+    chat.post(&welcome, Deadline::NONE).await.unwrap();
+    assert_eq!(
+        frames_to(&chat, "a")[0],
+        json!({"type":"welcome","connectionId":"a","user":"u-ada","name":"Ada Lovelace","message":"Welcome! - connected on a"})
+    );
+}
+
+#[tokio::test]
+async fn a_connect_without_the_subprotocol_gets_no_protocol_header() {
+    let (chat, _) = chat();
+    let event = websocket_event(RouteKey::Connect, Some("a"), None);
+    let response = lambda::websocket(&chat, RouteKey::Connect, &event, Deadline::NONE)
+        .await
+        .unwrap();
+    assert!(response.headers.get("sec-websocket-protocol").is_none());
+}
+
+#[tokio::test]
+async fn broadcasts_chats_and_lists_say_who_without_reading_the_store_for_the_sender() {
+    let (chat, _) = chat();
+    let ada = identity("u-ada", "Ada Lovelace");
+    let bob = identity("u-bob", "Bob");
+    join_as(&chat, "a", &ada);
+    join_as(&chat, "b", &bob);
+    join(&chat, "c", Some("carol"));
+    let event = signed_in(
+        websocket_event(
+            RouteKey::Broadcast,
+            Some("a"),
+            Some(r#"{"action":"broadcast","message":"hi"}"#),
+        ),
+        &ada,
+    );
+    lambda::websocket(&chat, RouteKey::Broadcast, &event, Deadline::NONE)
+        .await
+        .unwrap();
+    for id in ["a", "b", "c"] {
+        let frame = &frames_to(&chat, id)[0];
+        assert_eq!(frame["user"], "u-ada", "{id}");
+        assert_eq!(frame["name"], "Ada Lovelace", "{id}");
+    }
+    assert!(
+        !chat.store.calls().contains(&StoreCall::Get("a".into())),
+        "the sender's identity came from the event"
+    );
+    chat.list("c", Deadline::NONE).await.unwrap();
+    let listed = frames_to(&chat, "c").pop().unwrap();
+    let mut users: Vec<Value> = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["user"].clone())
+        .collect();
+    users.sort_by_key(Value::to_string);
+    assert_eq!(users, [json!("u-ada"), json!("u-bob"), Value::Null]);
+}
+
+#[tokio::test]
+async fn a_chat_to_a_user_reaches_each_of_their_connections_and_only_the_senders_copy() {
+    let (chat, _) = chat();
+    let ada = identity("u-ada", "Ada");
+    let bob = identity("u-bob", "Bob");
+    join_as(&chat, "ada-1", &ada);
+    join_as(&chat, "ada-2", &ada);
+    join_as(&chat, "bob-1", &bob);
+    join_as(&chat, "bob-2", &bob);
+    join_as(&chat, "bob-3", &bob);
+    chat.api.remove("bob-3"); // gone, not yet pruned
+    let sender = Sender {
+        connection_id: "ada-1",
+        identity: Some(&ada),
+    };
+    chat.chat(
+        sender,
+        r#"{"action":"chat","user":"u-bob","message":"psst"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    let expected = json!({"type":"chat","from":"ada-1","toUser":"u-bob","user":"u-ada","name":"Ada","message":"psst","sentAt":"2026-11-28T08:00:00.000Z"});
+    for id in ["bob-1", "bob-2", "ada-1"] {
+        assert_eq!(frames_to(&chat, id), vec![expected.clone()], "{id}");
+    }
+    assert!(
+        frames_to(&chat, "ada-2").is_empty(),
+        "the sender's other tab"
+    );
+    assert!(
+        !chat
+            .store
+            .records()
+            .iter()
+            .any(|r| r.connection_id == "bob-3"),
+        "the gone connection was pruned"
+    );
+
+    // to oneself: every own connection, the sender's once
+    chat.chat(
+        sender,
+        r#"{"action":"chat","user":"u-ada","message":"note"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(frames_to(&chat, "ada-1").len(), 2);
+    assert_eq!(frames_to(&chat, "ada-2").len(), 1);
+}
+
+#[tokio::test]
+async fn a_chat_to_a_user_with_no_live_connection_is_user_not_found() {
+    let (chat, _) = chat();
+    join(&chat, "a", None);
+    chat.chat(
+        "a",
+        r#"{"action":"chat","user":"u-nobody","message":"hello?"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(only_error_code(&chat, "a"), "user_not_found");
+}
+
+#[tokio::test]
+async fn a_chat_to_both_or_neither_is_refused_with_its_code() {
+    let (chat, _) = chat();
+    join(&chat, "a", None);
+    chat.chat(
+        "a",
+        r#"{"action":"chat","user":"u","connection":"a","message":"x"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(only_error_code(&chat, "a"), "invalid_field");
+    join(&chat, "b", None);
+    chat.chat("b", r#"{"action":"chat","message":"x"}"#, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(only_error_code(&chat, "b"), "missing_field");
+}
+
+#[tokio::test]
+async fn a_frame_after_the_token_expired_is_answered_token_expired_and_the_connection_closed() {
+    let (chat, clock) = chat();
+    let ada = identity("u-ada", "Ada");
+    join_as(&chat, "a", &ada);
+    join(&chat, "b", None);
+    clock.advance(chrono::Duration::seconds(3601));
+    for (route, body) in [
+        (
+            RouteKey::Broadcast,
+            r#"{"action":"broadcast","message":"late"}"#,
+        ),
+        (RouteKey::List, r#"{"action":"list"}"#),
+    ] {
+        let event = signed_in(websocket_event(route, Some("a"), Some(body)), &ada);
+        let response = lambda::websocket(&chat, route, &event, Deadline::NONE)
+            .await
+            .unwrap();
+        assert_eq!(response.status_code, 200);
+    }
+    assert_eq!(only_error_code(&chat, "a"), "token_expired");
+    assert!(frames_to(&chat, "b").is_empty(), "nothing was broadcast");
+    assert!(
+        chat.api.peer("a").is_none_or(|peer| peer.info().is_none()),
+        "closed"
+    );
+    // the expiry came from the event: no store read decided it
+    assert!(!chat.store.calls().contains(&StoreCall::Get("a".into())));
+}
+
+#[tokio::test]
+async fn a_frame_at_the_tokens_last_second_still_goes_through() {
+    let (chat, clock) = chat();
+    let ada = identity("u-ada", "Ada");
+    join_as(&chat, "a", &ada);
+    clock.advance(chrono::Duration::seconds(3600));
+    let event = signed_in(
+        websocket_event(
+            RouteKey::Broadcast,
+            Some("a"),
+            Some(r#"{"action":"broadcast","message":"just in time"}"#),
+        ),
+        &ada,
+    );
+    lambda::websocket(&chat, RouteKey::Broadcast, &event, Deadline::NONE)
+        .await
+        .unwrap();
+    assert_eq!(frames_to(&chat, "a")[0]["message"], "just in time");
 }

@@ -27,10 +27,19 @@ pub mod attributes {
     pub const CONNECTED_AT: &str = "connectedAt";
     /// Epoch seconds (a number): the TTL attribute.
     pub const EXPIRES_AT: &str = "expiresAt";
+    /// The signed-in user, the token's `sub` (a string), absent without sign-in: the partition
+    /// key of [`USER_INDEX`].
+    pub const USER: &str = "userId";
+    /// The global secondary index by [`USER`] (sparse: only signed-in connections are in it),
+    /// projecting `connectedAt` and `expiresAt`: a chat to a user is one Query of it.
+    pub const USER_INDEX: &str = "byUser";
 }
-use attributes::{CONNECTED_AT, CONNECTION_ID, EXPIRES_AT, NAME};
+use attributes::{CONNECTED_AT, CONNECTION_ID, EXPIRES_AT, NAME, USER, USER_INDEX};
 
 type Item = HashMap<String, AttributeValue>;
+
+/// Pages of a user's connections read at most (each up to 1 MB of index items).
+const MAX_USER_PAGES: usize = 10;
 
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -126,7 +135,34 @@ fn to_item(record: &ConnectionRecord) -> Item {
     if let Some(name) = &record.name {
         item.insert(NAME.to_owned(), AttributeValue::S(name.clone()));
     }
+    if let Some(user) = &record.user {
+        item.insert(USER.to_owned(), AttributeValue::S(user.clone()));
+    }
     item
+}
+
+/// A live recipient from an item projected to its id, `connectedAt` and `expiresAt`; `None` for
+/// one expired at `live_at` or not written by this code.
+fn recipient(item: &Item, live_at: i64) -> Option<Recipient> {
+    let expires_at: i64 = item.get(EXPIRES_AT)?.as_n().ok()?.parse().ok()?;
+    let connection_id = item.get(CONNECTION_ID)?.as_s().ok()?.clone();
+    // A record this code did not write may lack a valid `connectedAt`: still deliver to it, as
+    // to an old connection (a 410 from it is then pruned).
+    let connected_at = ConnectedAt::stored(
+        item.get(CONNECTED_AT)
+            .and_then(|value| value.as_s().ok())
+            .cloned(),
+    );
+    if !connected_at.is_valid() {
+        tracing::warn!(
+            connection_id,
+            "a connection item without a valid connectedAt"
+        );
+    }
+    (live_at < expires_at).then_some(Recipient {
+        connection_id,
+        connected_at,
+    })
 }
 
 /// An item as a record; `None` (and a warning) for an item this code did not write.
@@ -136,6 +172,7 @@ fn from_item(item: &Item) -> Option<ConnectionRecord> {
         let connected_at = ConnectedAt::stored(text(CONNECTED_AT).cloned());
         Some(ConnectionRecord {
             connection_id: text(CONNECTION_ID)?.clone(),
+            user: text(USER).cloned(),
             name: text(NAME).cloned(),
             connected_at: connected_at.is_valid().then_some(connected_at)?,
             expires_at: item.get(EXPIRES_AT)?.as_n().ok()?.parse().ok()?,
@@ -250,29 +287,44 @@ impl ConnectionStore for DynamoStore {
             .await?;
         let items = items
             .iter()
-            .filter_map(|item| {
-                let expires_at: i64 = item.get(EXPIRES_AT)?.as_n().ok()?.parse().ok()?;
-                let connection_id = item.get(CONNECTION_ID)?.as_s().ok()?.clone();
-                // A record this code did not write may lack a valid `connectedAt`: still deliver
-                // to it, as to an old connection (a 410 from it is then pruned).
-                let connected_at = ConnectedAt::stored(
-                    item.get(CONNECTED_AT)
-                        .and_then(|value| value.as_s().ok())
-                        .cloned(),
-                );
-                if !connected_at.is_valid() {
-                    tracing::warn!(
-                        connection_id,
-                        "a connection item without a valid connectedAt"
-                    );
-                }
-                (live_at < expires_at).then_some(Recipient {
-                    connection_id,
-                    connected_at,
-                })
-            })
+            .filter_map(|item| recipient(item, live_at))
             .collect();
         Ok(Page { items, next })
+    }
+
+    async fn connections_of(&self, user: &str, live_at: i64) -> Result<Vec<Recipient>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        // a user has a handful of connections; the bound keeps a pathological one finite
+        for _ in 0..MAX_USER_PAGES {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(USER_INDEX)
+                .key_condition_expression(format!("#{USER} = :user"))
+                .filter_expression(format!("#{EXPIRES_AT} > :now"))
+                .expression_attribute_names(format!("#{USER}"), USER)
+                .expression_attribute_names(format!("#{EXPIRES_AT}"), EXPIRES_AT)
+                .expression_attribute_values(":user", AttributeValue::S(user.to_owned()))
+                .expression_attribute_values(":now", AttributeValue::N(live_at.to_string()))
+                .set_exclusive_start_key(start.take())
+                .send();
+            let output = call(aws_span("DynamoDB", "Query"), query)
+                .await
+                .map_err(store_error)?;
+            found.extend(
+                output
+                    .items()
+                    .iter()
+                    .filter_map(|item| recipient(item, live_at)),
+            );
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     async fn scan_records(
@@ -285,7 +337,7 @@ impl ConnectionStore for DynamoStore {
                 live_at,
                 Segment::WHOLE,
                 cursor,
-                &[CONNECTION_ID, NAME, CONNECTED_AT, EXPIRES_AT],
+                &[CONNECTION_ID, USER, NAME, CONNECTED_AT, EXPIRES_AT],
             )
             .await?;
         let items = items

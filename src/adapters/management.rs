@@ -303,6 +303,20 @@ impl ConnectionApi for ManagementApi {
         .await
     }
 
+    async fn delete_connection(&self, connection_id: &str) -> Result<Outcome<()>, ApiError> {
+        let delete = self.client.delete_connection().connection_id(connection_id);
+        traced(
+            "DeleteConnection",
+            Box::pin(async move {
+                match delete.send().await {
+                    Ok(_) => Ok(Outcome::Done(())),
+                    Err(error) => classify(error),
+                }
+            }),
+        )
+        .await
+    }
+
     async fn describe(&self, connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
         let get = self.client.get_connection().connection_id(connection_id);
         traced(

@@ -114,6 +114,13 @@ pub fn check(
     let user = text("sub")
         .filter(|sub| !sub.is_empty())
         .ok_or(Refusal::Missing("sub"))?;
+    if user.len() > crate::protocol::MAX_USER_BYTES {
+        return Err(Refusal::Malformed(format!(
+            "sub is {} bytes; at most {} are accepted",
+            user.len(),
+            crate::protocol::MAX_USER_BYTES
+        )));
+    }
     Ok(Identity {
         user: user.to_owned(),
         name: display_name(claims, user),

@@ -120,6 +120,30 @@ impl Default for Settings {
     }
 }
 
+/// Who sent a frame: its connection, and the identity its token gave (`None` without sign-in,
+/// where the display name is the one stored at `$connect`).
+#[derive(Clone, Copy, Debug)]
+pub struct Sender<'a> {
+    pub connection_id: &'a str,
+    pub identity: Option<&'a crate::auth::Identity>,
+}
+
+/// A connection id alone: a sender without sign-in.
+impl<'a> From<&'a str> for Sender<'a> {
+    fn from(connection_id: &'a str) -> Self {
+        Sender {
+            connection_id,
+            identity: None,
+        }
+    }
+}
+
+impl<'a> From<&'a String> for Sender<'a> {
+    fn from(connection_id: &'a String) -> Self {
+        Sender::from(connection_id.as_str())
+    }
+}
+
 /// The routes, bound to their ports.
 pub struct Chat<S, A, B> {
     pub store: S,

@@ -13,12 +13,13 @@ use super::deadline::{CutOff, until};
 use super::delivery::{Ended, Gone, Sweep, Swept, paginate};
 use super::retry::Pacer;
 use super::summary::{CleanupReport, InlineBroadcast, Summary};
-use super::{COUNTING_TARGET, Chat, Deadline, RouteError, text};
+use super::{COUNTING_TARGET, Chat, Deadline, RouteError, Sender, text};
+use crate::auth::Identity;
 use crate::ports::{
     BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome, Segment, rfc3339,
 };
 use crate::protocol::{
-    BroadcastRequest, ChatRequest, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE,
+    BroadcastRequest, ChatRequest, ChatTarget, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE,
     MAX_FRAME_BYTES, ProtocolError, Said, ServerMessage, WELCOME_DETAIL_TYPE, WelcomeDetail,
     default_route_error, validate_name, welcome_message,
 };
@@ -43,7 +44,9 @@ enum Checked {
 
 impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// `$connect`: validate the display name, publish the welcome event, store the connection.
-    /// `connected_at` is API Gateway's; the clock's time is used when the event lacks it.
+    /// `connected_at` is API Gateway's; the clock's time is used when the event lacks it. With
+    /// an `identity` (the authorizer's), the user and name are the token's and `name` (the
+    /// client's `?name=`) is ignored.
     ///
     /// The record is written last on purpose. API Gateway establishes the connection only when
     /// `$connect` returns, and until then `@connections` answers 410 for it: a broadcast that
@@ -54,14 +57,21 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         &self,
         connection_id: &str,
         name: Option<&str>,
+        identity: Option<&Identity>,
         connected_at: Option<DateTime<Utc>>,
     ) -> Result<ConnectionRecord, ConnectError> {
-        let name = validate_name(name).map_err(ConnectError::Refused)?;
+        let (user, name) = match identity {
+            Some(identity) => (Some(identity.user.clone()), Some(identity.name.clone())),
+            None => (None, validate_name(name).map_err(ConnectError::Refused)?),
+        };
         let connected_at = connected_at.unwrap_or_else(|| self.clock.now());
-        let record = ConnectionRecord::new(connection_id.to_owned(), name, connected_at);
+        let record =
+            ConnectionRecord::new(connection_id.to_owned(), name, connected_at).of_user(user);
         let detail = WelcomeDetail {
             connection_id: connection_id.to_owned(),
             message: welcome_message(connection_id),
+            user: record.user.clone(),
+            name: record.name.clone(),
         };
         let event = BusEvent {
             source: EVENT_SOURCE.to_owned(),
@@ -75,7 +85,12 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             .put(record.clone())
             .await
             .map_err(RouteError::from)?;
-        tracing::info!(connection_id, name = record.name.as_deref(), "connected");
+        tracing::info!(
+            connection_id,
+            user = record.user.as_deref(),
+            name = record.name.as_deref(),
+            "connected"
+        );
         Ok(record)
     }
 
@@ -105,12 +120,14 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// With a shard queue, the first Scan page decides who delivers: if it holds every
     /// connection, this function does; if the table goes on, the broadcast is split into scan
     /// segments, one job each, and workers deliver them ([`Chat::shard`]).
-    pub async fn broadcast(
+    pub async fn broadcast<'s>(
         &self,
-        sender: &str,
+        sender: impl Into<Sender<'s>>,
         body: &str,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
+        let caller = sender.into();
+        let sender = caller.connection_id;
         let request = match BroadcastRequest::parse(body) {
             Ok(request) => request,
             Err(error) => return self.tell(sender, error, deadline).await,
@@ -118,10 +135,12 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let frame = self
             .or_tell_internal(sender, deadline, async {
                 let now = self.clock.now();
-                let name = self.name_of(sender, now).await?;
+                let (user, name) = self.who(caller, now).await?;
                 Ok(ServerMessage::Broadcast(Said {
                     from: sender,
                     to: None,
+                    to_user: None,
+                    user: user.as_deref(),
                     name: name.as_deref(),
                     message: &request.message,
                     sent_at: &rfc3339(now),
@@ -179,6 +198,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             while let Some(record) = records.try_next().await? {
                 let entry = ConnectionEntry {
                     connection_id: record.connection_id,
+                    user: record.user,
                     name: record.name,
                     connected_at: rfc3339(record.connected_at.time()),
                 };
@@ -201,57 +221,164 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         .await
     }
 
-    /// `chat`: deliver the message to one connection; tell the sender if it is unknown, gone or
-    /// still connecting.
-    pub async fn chat(
+    /// `chat`: deliver the message to one connection, or to every live connection of a user;
+    /// tell the sender if the target is unknown, gone or still connecting.
+    pub async fn chat<'s>(
         &self,
-        sender: &str,
+        sender: impl Into<Sender<'s>>,
         body: &str,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
+        let caller = sender.into();
+        let sender = caller.connection_id;
         let request = match ChatRequest::parse(body) {
             Ok(request) => request,
             Err(error) => return self.tell(sender, error, deadline).await,
         };
         self.or_tell_internal(sender, deadline, async {
             let now = self.clock.now();
-            let target = &request.connection;
-            let Some(record) = self.store.get(target, now.timestamp()).await? else {
-                return self.tell(sender, text::not_found(target), deadline).await;
-            };
-            let name = self.name_of(sender, now).await?;
-            let frame = Bytes::from(
-                ServerMessage::Chat(Said {
-                    from: sender,
-                    to: Some(target),
-                    name: name.as_deref(),
-                    message: &request.message,
-                    sent_at: &rfc3339(now),
-                })
-                .to_json(),
-            );
-            let cut_off = self.work_cut_off(deadline);
-            match self.post_to(target, &frame, cut_off).await? {
-                // The sender gets the same frame: its copy says the message was delivered (a
-                // chat to oneself is delivered once).
-                Outcome::Done(()) if target == sender => Ok(()),
-                Outcome::Done(()) => {
-                    tracing::debug!(connection_id = sender, to = %target, "chat delivered");
-                    self.reply(sender, frame, deadline).await
+            match &request.to {
+                ChatTarget::Connection(target) => {
+                    self.chat_to_connection(caller, target, &request.message, now, deadline)
+                        .await
                 }
-                Outcome::Gone => match self.gone(&record.recipient(), now).await? {
-                    Gone::Connecting => {
-                        tracing::debug!(connection_id = sender, to = %target, "chat target still connecting; kept");
-                        self.tell(sender, text::still_connecting(target), deadline).await
-                    }
-                    Gone::Pruned | Gone::Changed => {
-                        tracing::debug!(connection_id = sender, to = %target, "chat target gone; pruned");
-                        self.tell(sender, text::not_found(target), deadline).await
-                    }
-                },
+                ChatTarget::User(user) => {
+                    self.chat_to_user(caller, user, &request.message, now, deadline)
+                        .await
+                }
             }
         })
         .await
+    }
+
+    async fn chat_to_connection(
+        &self,
+        caller: Sender<'_>,
+        target: &str,
+        message: &str,
+        now: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        let sender = caller.connection_id;
+        let Some(record) = self.store.get(target, now.timestamp()).await? else {
+            return self.tell(sender, text::not_found(target), deadline).await;
+        };
+        let (user, name) = self.who(caller, now).await?;
+        let frame = Bytes::from(
+            ServerMessage::Chat(Said {
+                from: sender,
+                to: Some(target),
+                to_user: None,
+                user: user.as_deref(),
+                name: name.as_deref(),
+                message,
+                sent_at: &rfc3339(now),
+            })
+            .to_json(),
+        );
+        let cut_off = self.work_cut_off(deadline);
+        match self.post_to(target, &frame, cut_off).await? {
+            // The sender gets the same frame: its copy says the message was delivered (a chat to
+            // oneself is delivered once).
+            Outcome::Done(()) if target == sender => Ok(()),
+            Outcome::Done(()) => {
+                tracing::debug!(connection_id = sender, to = %target, "chat delivered");
+                self.reply(sender, frame, deadline).await
+            }
+            Outcome::Gone => match self.gone(&record.recipient(), now).await? {
+                Gone::Connecting => {
+                    tracing::debug!(connection_id = sender, to = %target, "chat target still connecting; kept");
+                    self.tell(sender, text::still_connecting(target), deadline)
+                        .await
+                }
+                Gone::Pruned | Gone::Changed => {
+                    tracing::debug!(connection_id = sender, to = %target, "chat target gone; pruned");
+                    self.tell(sender, text::not_found(target), deadline).await
+                }
+            },
+        }
+    }
+
+    /// A chat to a person: every live connection of `target` (their tabs, devices) gets it, and
+    /// the sender a copy unless it is one of them. The sender's other connections get nothing
+    /// unless they are the target's.
+    async fn chat_to_user(
+        &self,
+        caller: Sender<'_>,
+        target: &str,
+        message: &str,
+        now: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        let sender = caller.connection_id;
+        let recipients = self.store.connections_of(target, now.timestamp()).await?;
+        if recipients.is_empty() {
+            return self
+                .tell(sender, text::user_not_found(target), deadline)
+                .await;
+        }
+        let (user, name) = self.who(caller, now).await?;
+        let frame = Bytes::from(
+            ServerMessage::Chat(Said {
+                from: sender,
+                to: None,
+                to_user: Some(target),
+                user: user.as_deref(),
+                name: name.as_deref(),
+                message,
+                sent_at: &rfc3339(now),
+            })
+            .to_json(),
+        );
+        let cut_off = self.work_cut_off(deadline);
+        let (mut delivered, mut connecting, mut to_sender) = (0usize, 0usize, false);
+        for recipient in &recipients {
+            match self
+                .post_to(&recipient.connection_id, &frame, cut_off)
+                .await?
+            {
+                Outcome::Done(()) => {
+                    delivered += 1;
+                    to_sender |= recipient.connection_id == sender;
+                }
+                Outcome::Gone => {
+                    if matches!(self.gone(recipient, now).await?, Gone::Connecting) {
+                        connecting += 1;
+                    }
+                }
+            }
+        }
+        tracing::debug!(
+            connection_id = sender,
+            to_user = target,
+            delivered,
+            connecting,
+            "chat to a user"
+        );
+        match (delivered, to_sender) {
+            (0, _) if connecting > 0 => {
+                self.tell(sender, text::user_still_connecting(target), deadline)
+                    .await
+            }
+            (0, _) => {
+                self.tell(sender, text::user_not_found(target), deadline)
+                    .await
+            }
+            (_, true) => Ok(()),
+            (_, false) => self.reply(sender, frame, deadline).await,
+        }
+    }
+
+    /// `token_expired`: the sender's token expired before this frame. It is told, then closed
+    /// (DeleteConnection; its `$disconnect` removes the record).
+    pub async fn expired(&self, sender: &str, deadline: Deadline) -> Result<(), RouteError> {
+        self.tell(sender, text::token_expired(), deadline).await?;
+        let cut_off = self.cut_off(deadline);
+        match until(cut_off, self.api.delete_connection(sender)).await?? {
+            Outcome::Done(()) => tracing::info!(connection_id = sender, "closed: token expired"),
+            Outcome::Gone => tracing::debug!(connection_id = sender, "token expired; already gone"),
+        }
+        Ok(())
     }
 
     /// `post`: deliver the welcome event to its connection. An early welcome can beat API
@@ -265,6 +392,8 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let frame = Bytes::from(
             ServerMessage::Welcome {
                 connection_id: &welcome.connection_id,
+                user: welcome.user.as_deref(),
+                name: welcome.name.as_deref(),
                 message: &welcome.message,
             }
             .to_json(),
@@ -378,13 +507,21 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         })
     }
 
-    async fn name_of(
+    /// The sender's user and display name: its token's (no store read), else the name stored at
+    /// `$connect`.
+    async fn who(
         &self,
-        connection_id: &str,
+        caller: Sender<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>, RouteError> {
-        let record = self.store.get(connection_id, now.timestamp()).await?;
-        Ok(record.and_then(|record| record.name))
+    ) -> Result<(Option<String>, Option<String>), RouteError> {
+        if let Some(identity) = caller.identity {
+            return Ok((Some(identity.user.clone()), Some(identity.name.clone())));
+        }
+        let record = self
+            .store
+            .get(caller.connection_id, now.timestamp())
+            .await?;
+        Ok((None, record.and_then(|record| record.name)))
     }
 
     /// Tells the sender what it got wrong (one log line at info: the invocation's span names the

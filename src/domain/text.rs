@@ -87,3 +87,30 @@ pub(crate) fn shard_abandoned(job: &ShardJob, attempts: u32) -> String {
     )
     .to_frame()
 }
+
+/// What the sender of a chat to a user is told when the user has no live connection.
+pub(crate) fn user_not_found(user: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::UserNotFound,
+        format!(
+            "no live connection of user {user:?}: they may have signed out; send {{\"action\":\"list\"}} to see who is here"
+        ),
+    )
+}
+
+/// What the sender of a chat to a user is told when each of their connections is still
+/// connecting.
+pub(crate) fn user_still_connecting(user: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::UserNotFound,
+        format!("user {user:?} is still connecting: try again in a moment"),
+    )
+}
+
+/// What a connection whose token expired is told before it is closed.
+pub(crate) fn token_expired() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::TokenExpired,
+        "your sign-in has expired: sign in again and reconnect",
+    )
+}

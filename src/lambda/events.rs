@@ -36,6 +36,9 @@ pub struct ConnectionMeta {
     pub connected_at: DateTime<Utc>,
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// What the `$connect` authorizer gave (`principalId` and its context), in every event's
+    /// `requestContext.authorizer`; empty without one.
+    pub authorizer: HashMap<String, Value>,
 }
 
 /// Where the gateway runs, as API Gateway names it in every event.
@@ -83,6 +86,7 @@ pub fn websocket_event(
     context.message_direction = Some("IN".into());
     context.identity.source_ip = connection.source_ip.clone();
     context.identity.user_agent = connection.user_agent.clone();
+    context.authorizer.fields = connection.authorizer.clone();
 
     let mut event = ApiGatewayWebsocketProxyRequest::default();
     event.is_base64_encoded = false;
@@ -179,6 +183,7 @@ mod tests {
             connected_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
             source_ip: Some("127.0.0.1".into()),
             user_agent: Some("wscat".into()),
+            authorizer: Default::default(),
         }
     }
 

@@ -74,7 +74,7 @@ use base64::Engine;
 use chrono::DateTime;
 use serde_json::Value;
 
-use crate::domain::{Chat, CleanupReport, ConnectError, Deadline, RouteError};
+use crate::domain::{Chat, CleanupReport, ConnectError, Deadline, RouteError, Sender};
 use crate::ports::{ConnectionApi, ConnectionStore, EventBus, ShardJob};
 use crate::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE, WelcomeDetail};
 
@@ -111,14 +111,46 @@ where
     let span = tracing::Span::current();
     span.record("route", route.as_str());
     span.record("connection_id", connection_id);
+    // the authorizer's context, on every route of a signed-in connection
+    let identity = authorizer::identity_in(&event.request_context.authorizer.fields);
+    let sender = Sender {
+        connection_id,
+        identity: identity.as_ref(),
+    };
+    let message_route = !matches!(route, RouteKey::Connect | RouteKey::Disconnect);
+    if let Some(identity) = &identity
+        && message_route
+        && chat.clock.now().timestamp() > identity.expires_at
+    {
+        chat.expired(connection_id, deadline).await?;
+        return Ok(response(200, None));
+    }
     match route {
         RouteKey::Connect => {
             let name = event.query_string_parameters.first("name");
             let connected_at = Some(event.request_context.connected_at)
                 .filter(|millis| *millis > 0)
                 .and_then(DateTime::from_timestamp_millis);
-            return match chat.connect(connection_id, name, connected_at).await {
-                Ok(_) => Ok(response(200, None)),
+            let connected = chat
+                .connect(connection_id, name, identity.as_ref(), connected_at)
+                .await;
+            return match connected {
+                Ok(_) => {
+                    let mut answer = response(200, None);
+                    // a browser that offered the subprotocol fails the handshake unless echoed
+                    let offered = event
+                        .headers
+                        .get(authorizer::PROTOCOL_HEADER)
+                        .and_then(|value| value.to_str().ok())
+                        .is_some_and(authorizer::offers_subprotocol);
+                    if offered {
+                        answer.headers.insert(
+                            authorizer::PROTOCOL_HEADER,
+                            http::HeaderValue::from_static(authorizer::SUBPROTOCOL),
+                        );
+                    }
+                    Ok(answer)
+                }
                 Err(ConnectError::Refused(error)) => Ok(response(400, Some(error.to_frame()))),
                 Err(ConnectError::Failed(error)) => Err(error.into()),
             };
@@ -129,15 +161,9 @@ where
             chat.default(connection_id, &frame, binary, deadline)
                 .await?
         }
-        RouteKey::Broadcast => {
-            chat.broadcast(connection_id, &body_text(event), deadline)
-                .await?
-        }
+        RouteKey::Broadcast => chat.broadcast(sender, &body_text(event), deadline).await?,
         RouteKey::List => chat.list(connection_id, deadline).await?,
-        RouteKey::Chat => {
-            chat.chat(connection_id, &body_text(event), deadline)
-                .await?
-        }
+        RouteKey::Chat => chat.chat(sender, &body_text(event), deadline).await?,
     }
     Ok(response(200, None))
 }

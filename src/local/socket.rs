@@ -77,6 +77,7 @@ pub(crate) async fn upgrade(
             .get(header::USER_AGENT)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
+        authorizer: Default::default(),
     };
     let event = websocket_event(
         &shared.stage,

@@ -60,7 +60,7 @@ async fn a_new_connection_is_welcomed_with_its_own_id() {
     assert_eq!(id.len(), 16, "API Gateway style id: {id}");
     assert_eq!(
         welcome,
-        json!({"type":"welcome","connectionId":id,"message":format!("Welcome! - connected on {id}")})
+        json!({"type":"welcome","connectionId":id,"user":null,"name":null,"message":format!("Welcome! - connected on {id}")})
     );
 }
 
@@ -237,9 +237,10 @@ async fn broadcast_reaches_everyone_including_the_sender_verbatim() {
         let frame = client.next_of_type("broadcast").await;
         assert_eq!(frame["from"], alice_id.as_str());
         assert_eq!(frame["name"], "alice");
+        assert_eq!(frame["user"], Value::Null, "no sign-in here");
         assert_eq!(frame["message"], text);
         assert!(is_rfc3339(&frame["sentAt"]), "{frame}");
-        assert_eq!(frame.as_object().unwrap().len(), 5, "{frame}");
+        assert_eq!(frame.as_object().unwrap().len(), 6, "{frame}");
     }
 }
 

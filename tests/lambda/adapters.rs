@@ -242,3 +242,36 @@ async fn management_api(endpoint: &str) -> ManagementApi {
         .await;
     webchat::lambda::runtime::build_with(sdk, &config).api
 }
+
+#[tokio::test]
+async fn the_dynamodb_store_finds_a_users_live_connections_by_its_index() {
+    let store = store(None).await;
+    let of = |id: &str, user: &str, age: i64| record(id, age).of_user(Some(user.into()));
+    store.put(of("ada-1=", "u-ada", 10)).await.unwrap();
+    store.put(of("ada-2=", "u-ada", 20)).await.unwrap();
+    store.put(of("bob-1=", "u-bob", 10)).await.unwrap();
+    store.put(record("anon=", 10)).await.unwrap();
+    // connected three hours ago: past its expiry, still in the table until TTL removes it
+    store.put(of("ada-old=", "u-ada", 3 * 3600)).await.unwrap();
+    let now = Utc::now().timestamp();
+    let mut found: Vec<String> = store
+        .connections_of("u-ada", now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.connection_id)
+        .collect();
+    found.sort();
+    assert_eq!(found, ["ada-1=", "ada-2="]);
+    assert!(
+        store
+            .connections_of("u-nobody", now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // the user is stored with the record, and read back
+    let ada = store.get("ada-1=", now).await.unwrap().unwrap();
+    assert_eq!(ada.user.as_deref(), Some("u-ada"));
+    assert_eq!(store.get("anon=", now).await.unwrap().unwrap().user, None);
+}

@@ -14,6 +14,7 @@ mod adapters;
 mod authorize;
 mod contract;
 mod fake_aws;
+mod identity;
 mod moto;
 mod otlp;
 mod runtime_api;
@@ -254,7 +255,7 @@ async fn connect_stores_the_connection_and_publishes_the_welcome() {
     let detail: Value = serde_json::from_str(entry["Detail"].as_str().unwrap()).unwrap();
     assert_eq!(
         detail,
-        json!({"connectionId": "L0SM9cOFvHcCIhw=", "message": "Welcome! - connected on L0SM9cOFvHcCIhw="})
+        json!({"connectionId": "L0SM9cOFvHcCIhw=", "message": "Welcome! - connected on L0SM9cOFvHcCIhw=", "name": "alice"})
     );
 }
 
@@ -473,7 +474,7 @@ async fn post_delivers_the_welcome_after_the_connection_is_established() {
     assert_eq!(
         frames(stack.fake.delivered_to("new=")),
         vec![
-            json!({"type":"welcome","connectionId":"new=","message":"Welcome! - connected on new="})
+            json!({"type":"welcome","connectionId":"new=","user":null,"name":null,"message":"Welcome! - connected on new="})
         ]
     );
 }

@@ -10,8 +10,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
+use webchat::adapters::dynamodb::attributes;
 
 static MOTO: OnceLock<String> = OnceLock::new();
 
@@ -81,7 +83,8 @@ pub async fn client_and_table() -> (aws_sdk_dynamodb::Client, String) {
     (client, table)
 }
 
-/// Creates a table shaped as the stack's (key `connectionId`, on demand); returns its name.
+/// Creates a table shaped as the stack's (key `connectionId`, on demand, the index by user
+/// projecting what a chat to a user reads); returns its name.
 pub async fn table(client: &aws_sdk_dynamodb::Client) -> String {
     let name = format!("connections-{:012x}", fastrand::u64(..) >> 16);
     client
@@ -94,10 +97,37 @@ pub async fn table(client: &aws_sdk_dynamodb::Client) -> String {
                 .build()
                 .unwrap(),
         )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attributes::USER)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
         .key_schema(
             KeySchemaElement::builder()
                 .attribute_name("connectionId")
                 .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(attributes::USER_INDEX)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(attributes::USER)
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .unwrap(),
+                )
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .non_key_attributes(attributes::CONNECTED_AT)
+                        .non_key_attributes(attributes::EXPIRES_AT)
+                        .build(),
+                )
                 .build()
                 .unwrap(),
         )

@@ -335,6 +335,10 @@ impl<P: Peer> ConnectionApi for MemoryConnectionApi<P> {
         Ok(self.hand_over(connection_id, data))
     }
 
+    async fn delete_connection(&self, connection_id: &str) -> Result<Outcome<()>, ApiError> {
+        Ok(self.delete(connection_id))
+    }
+
     async fn describe(&self, connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {
         if let Some(recording) = &self.recording {
             lock(recording).describes.push(connection_id.to_owned());

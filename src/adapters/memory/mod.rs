@@ -43,6 +43,7 @@ pub enum StoreCall {
     ScanRecipients,
     CountEstimate,
     ScanRecords,
+    ConnectionsOf(String),
 }
 
 /// Connection records in a `BTreeMap`, paginated like a DynamoDB Scan (by key, `page_size` a page).
@@ -218,6 +219,18 @@ impl ConnectionStore for MemoryStore {
             .get(connection_id)
             .filter(|r| r.is_live_at(live_at))
             .cloned())
+    }
+
+    async fn connections_of(&self, user: &str, live_at: i64) -> Result<Vec<Recipient>, StoreError> {
+        let state = self.begin(StoreCall::ConnectionsOf(user.to_owned()))?;
+        let mut found: Vec<Recipient> = state
+            .records
+            .values()
+            .filter(|r| r.user.as_deref() == Some(user) && r.is_live_at(live_at))
+            .map(ConnectionRecord::recipient)
+            .collect();
+        found.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+        Ok(found)
     }
 
     async fn delete(&self, connection_id: &str) -> Result<(), StoreError> {
