@@ -21,6 +21,11 @@ impl<F: FetchKeys<Key = Jwk>> Verifier<F> {
         }
     }
 
+    /// What tokens must have been issued for.
+    pub fn expected(&self) -> &Expected {
+        &self.expected
+    }
+
     /// The identity `token` gives at `now` (seconds since the epoch), or why it gives none.
     pub async fn verify(&self, token: &str, now: i64) -> Result<Identity, Refusal> {
         let header =

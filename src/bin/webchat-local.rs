@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use webchat::local::{Config, Gateway, Limits};
+use webchat::local::{Auth, Config, Gateway, Limits};
 use webchat::telemetry::{self, Export, LogFormat, Options};
 
 /// Runs webchat locally: the same route handlers the Lambda functions run, behind an emulation of
@@ -27,6 +27,13 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 ///
 /// Try it: `npx wscat -c ws://127.0.0.1:3001` then send {"action":"broadcast","message":"hi"},
 /// {"action":"list"} or {"action":"chat","connection":"<id>","message":"yo"}.
+///
+/// Sign-in, as the stack's `authorize` function does it: with --dev-issuer, webchat-local is its
+/// own OpenID issuer (GET /dev/token?name=ada mints a one-hour token, for this machine only);
+/// with --jwt-issuer and --jwt-audience, tokens of that issuer (Cognito, or any OIDC provider).
+/// A connect then needs a token, as `?token=` or after `webchat.v1` in Sec-WebSocket-Protocol;
+/// without one it gets 401. Names come from the token; chat a person with
+/// {"action":"chat","user":"<their user id>","message":"hi"}.
 ///
 /// Every event runs in a span as a Lambda invocation would, and log lines carry its trace_id;
 /// with --otlp-endpoint the spans are exported (OTLP/HTTP), and a connect and the post of its
@@ -101,6 +108,20 @@ struct Args {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     cleanup_interval: Duration,
 
+    /// Sign-in with tokens of this OpenID issuer (its iss; https://, or http:// on localhost):
+    /// its keys come from <URL>/.well-known/openid-configuration. Needs --jwt-audience.
+    #[arg(long, value_name = "URL", requires = "jwt_audience", value_parser = parse_issuer)]
+    jwt_issuer: Option<webchat::auth::jwks::IssuerUrl>,
+
+    /// The audience tokens must be for: their aud, or a Cognito access token's client_id.
+    #[arg(long, value_name = "AUD", requires = "jwt_issuer")]
+    jwt_audience: Option<String>,
+
+    /// Sign-in with webchat-local as its own issuer: a key made at start, discovery and JWKS on
+    /// this port, and GET /dev/token?name=NAME (from this machine only) for a one-hour token.
+    #[arg(long, conflicts_with_all = ["jwt_issuer", "jwt_audience"])]
+    dev_issuer: bool,
+
     /// Log level (error, warn, info, debug, trace, off) or filter (e.g. webchat=debug,info);
     /// overrides RUST_LOG and LOG_LEVEL.
     #[arg(long, value_parser = parse_log_level)]
@@ -144,6 +165,11 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .or(addresses.first())
         .copied()
         .ok_or_else(|| format!("{text:?} names no address; {usage}"))
+}
+
+/// `--jwt-issuer`: an issuer keys can be fetched from safely.
+fn parse_issuer(text: &str) -> Result<webchat::auth::jwks::IssuerUrl, String> {
+    webchat::auth::jwks::IssuerUrl::parse(text)
 }
 
 /// A size that can hold a chat frame at all.
@@ -243,6 +269,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             post_rate: Some(args.post_rate).filter(|rate| *rate > 0),
             ..Default::default()
         },
+        auth: match (args.jwt_issuer, args.jwt_audience, args.dev_issuer) {
+            (Some(issuer), Some(audience), _) => Some(Auth::Issuer { issuer, audience }),
+            (_, _, true) => Some(Auth::Dev),
+            _ => None,
+        },
         ..Config::default()
     };
     // A client must be able to be owed at least one message of the largest size.
@@ -282,7 +313,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  chat:         {}", gateway.url());
     println!("  chat page:    {http}/");
     println!("  @connections: {http}/@connections/{{connectionId}}");
-    println!("Connect with: npx wscat -c {}", gateway.url());
+    match (gateway.dev_issuer(), gateway.sign_in()) {
+        (Some(_), _) => {
+            let token = format!("$(curl -s '{http}/dev/token?name=ada')");
+            println!(
+                "Sign-in: webchat-local is its own issuer (--dev-issuer); a connect needs a token"
+            );
+            println!("  a token:      curl -s '{http}/dev/token?name=ada'");
+            println!("  chat page:    {http}/ (sign in with a name; two tabs, two people)");
+            println!(
+                "Connect with: npx wscat -c \"{}/?token={token}\"",
+                gateway.url()
+            );
+        }
+        (None, Some((issuer, audience))) => {
+            println!("Sign-in: tokens of {issuer} for {audience}; a connect needs one");
+            println!("  chat page:    {http}/ (paste a token, or add #token=<token> to the URL)");
+            println!(
+                "Connect with: npx wscat -c \"{}/?token=<token>\"",
+                gateway.url()
+            );
+        }
+        (None, None) => println!("Connect with: npx wscat -c {}", gateway.url()),
+    }
     gateway.serve(shutdown_signal()).await?;
     telemetry.flush();
     Ok(())

@@ -13,6 +13,7 @@
 //! ([`MemoryQueue`], with its dead-letter queue and event source mapping), whose jobs `fanout`
 //! delivers, as the stack's SQS queue and event source mapping do.
 
+mod auth;
 mod listener;
 mod management;
 mod registry;
@@ -31,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 pub use crate::adapters::memory::QueueSettings;
+pub use auth::{Auth, DEV_AUDIENCE};
 pub use registry::Registry;
 
 use crate::adapters::memory::{self, MemoryEventBus, MemoryQueue, MemoryStore};
@@ -92,6 +94,9 @@ pub struct Config {
     pub scan_page_size: usize,
     /// The shard queue's event source mapping and redrive policy.
     pub queue: QueueSettings,
+    /// Sign-in: every connect authorized by a token, as the stack's `authorize` function does;
+    /// `None`: anyone connects (with `?name=`).
+    pub auth: Option<Auth>,
 }
 
 impl Default for Config {
@@ -109,6 +114,7 @@ impl Default for Config {
             settings: Settings::default(),
             scan_page_size: 1000,
             queue: QueueSettings::default(),
+            auth: None,
         }
     }
 }
@@ -129,6 +135,8 @@ pub(crate) struct Shared {
     closing: tokio_util::sync::CancellationToken,
     /// The shard queue (SQS in memory), whose event source mapping hands jobs to `fanout`.
     queue: Arc<MemoryQueue>,
+    /// The `$connect` authorizer, with sign-in.
+    authorizer: Option<auth::Authorizer>,
 }
 
 impl Shared {
@@ -201,6 +209,11 @@ impl Gateway {
             stage: config.stage.clone(),
             domain_name: local.to_string(),
         };
+        let authorizer = config
+            .auth
+            .as_ref()
+            .map(|auth| auth::Authorizer::new(auth, local))
+            .transpose()?;
         let shared = Arc::new(Shared {
             chat,
             registry,
@@ -209,6 +222,7 @@ impl Gateway {
             tracker: TaskTracker::new(),
             closing: tokio_util::sync::CancellationToken::new(),
             queue,
+            authorizer,
         });
         Ok(Gateway {
             listener,
@@ -226,6 +240,17 @@ impl Gateway {
     /// The URL to give a websocket client.
     pub fn url(&self) -> String {
         format!("ws://{}", self.local_addr())
+    }
+
+    /// With sign-in, the issuer and audience tokens must have: `(issuer, audience)`.
+    pub fn sign_in(&self) -> Option<(&str, &str)> {
+        let authorizer = self.shared.authorizer.as_ref()?;
+        Some((authorizer.issuer(), authorizer.audience()))
+    }
+
+    /// With `--dev-issuer`, the gateway's own issuer (tests mint their tokens with it).
+    pub fn dev_issuer(&self) -> Option<Arc<crate::auth::issuer::LocalIssuer>> {
+        self.shared.authorizer.as_ref()?.dev.clone()
     }
 
     /// Serves until `shutdown` completes, then closes every socket (1001, running `$disconnect`
@@ -263,8 +288,13 @@ impl Gateway {
                     .post(management::post)
                     .delete(management::delete),
             )
-            .fallback(not_found)
-            .with_state(shared.clone());
+            .route("/dev/token", get(auth::dev_token));
+        let app = match shared.authorizer.as_ref().and_then(|a| a.dev.as_ref()) {
+            Some(dev) => app.merge(dev.router()),
+            None => app,
+        }
+        .fallback(not_found)
+        .with_state(shared.clone());
         let rules = listener::Rules {
             max_connections: shared
                 .config

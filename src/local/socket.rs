@@ -69,7 +69,7 @@ pub(crate) async fn upgrade(
         )
             .into_response();
     };
-    let connection = ConnectionMeta {
+    let mut connection = ConnectionMeta {
         connection_id: gateway_id(),
         connected_at: Utc::now(),
         source_ip: Some(peer.ip().to_string()),
@@ -79,6 +79,29 @@ pub(crate) async fn upgrade(
             .map(str::to_owned),
         authorizer: Default::default(),
     };
+    if let Some(authorizer) = &shared.authorizer {
+        let method_arn = format!(
+            "arn:aws:execute-api:local:123456789012:{}/{}/$connect",
+            shared.stage.api_id, shared.stage.stage
+        );
+        let id = connection.connection_id.clone();
+        let work = async {
+            Ok::<_, lambda::HandlerError>(
+                authorizer
+                    .authorize(&id, &headers, &query, method_arn)
+                    .await,
+            )
+        };
+        match invoke(Function::Authorize, &gateway_id(), None, work).await {
+            Ok(Ok(identity)) => connection.authorizer = super::auth::request_context(&identity),
+            Ok(Err(denied)) => {
+                // as API Gateway: 401, nothing registered, nothing stored; why, in the log
+                tracing::info!(connection_id = %id, status = 401, reason = %denied, "handshake refused: unauthorized");
+                return super::auth::unauthorized();
+            }
+            Err(_) => return super::auth::unauthorized(),
+        }
+    }
     let event = websocket_event(
         &shared.stage,
         &connection,
@@ -110,9 +133,16 @@ pub(crate) async fn upgrade(
         work,
     )
     .await;
-    let (status, body) = match answer {
-        Ok(response) => (response.status_code, response.body),
-        Err(_) => (500, None), // logged in the invocation's span
+    let (status, body, protocol) = match answer {
+        Ok(response) => {
+            // the subprotocol $connect's answer names goes into the handshake, as in AWS
+            let protocol = response
+                .headers
+                .get(header::SEC_WEBSOCKET_PROTOCOL)
+                .cloned();
+            (response.status_code, response.body, protocol)
+        }
+        Err(_) => (500, None, None), // logged in the invocation's span
     };
     if status != 200 {
         shared.registry.remove(&id);
@@ -148,7 +178,7 @@ pub(crate) async fn upgrade(
         }
         drop(slot);
     });
-    (
+    let mut switching = (
         StatusCode::SWITCHING_PROTOCOLS,
         [
             (header::UPGRADE, "websocket".to_owned()),
@@ -156,7 +186,13 @@ pub(crate) async fn upgrade(
             (header::SEC_WEBSOCKET_ACCEPT, accept),
         ],
     )
-        .into_response()
+        .into_response();
+    if let Some(protocol) = protocol {
+        switching
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    switching
 }
 
 /// `GET /{stage}`: the shape of a deployed URL (`wss://…/stage`), served as `/` when the stage is

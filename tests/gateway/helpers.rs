@@ -20,6 +20,8 @@ use crate::support::poll_until_async;
 
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// With `--dev-issuer`, the gateway's own issuer.
+    pub issuer: Option<std::sync::Arc<webchat::auth::issuer::LocalIssuer>>,
     shutdown: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -33,12 +35,14 @@ pub async fn spawn_with(config: Config) -> TestGateway {
         .await
         .expect("bind");
     let addr = gateway.local_addr();
+    let issuer = gateway.dev_issuer();
     let (shutdown, signal) = oneshot::channel();
     let served = tokio::spawn(gateway.serve(async {
         let _ = signal.await;
     }));
     TestGateway {
         addr,
+        issuer,
         shutdown: Some(shutdown),
         served: Some(served),
     }
@@ -55,6 +59,44 @@ impl TestGateway {
             .await
             .expect("websocket handshake");
         Client { ws }
+    }
+
+    /// Connects offering `protocols` in `Sec-WebSocket-Protocol`, as a browser's
+    /// `new WebSocket(url, protocols)` does: the handshake's answer, or its refusal's status.
+    pub async fn connect_offering(
+        &self,
+        query: &str,
+        protocols: &str,
+    ) -> Result<(Client, Option<String>), u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = self.url(query).into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        match connect_async(request).await {
+            Ok((ws, response)) => {
+                let echoed = response
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                Ok((Client { ws }, echoed))
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(other) => panic!("handshake: {other}"),
+        }
+    }
+
+    /// The status a handshake to `query` is refused with (panics if it is accepted).
+    pub async fn refused(&self, query: &str) -> u16 {
+        match connect_async(self.url(query)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                response.status().as_u16()
+            }
+            Ok(_) => panic!("the handshake was accepted"),
+            Err(other) => panic!("handshake: {other}"),
+        }
     }
 
     /// Connects and waits for the welcome; returns the client and its connection id.

@@ -8,6 +8,7 @@
 mod helpers;
 mod hostile;
 mod scenarios;
+mod signin;
 #[path = "../support/mod.rs"]
 mod support;
 
