@@ -49,6 +49,13 @@ fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
     }
     assert_eq!(contract["table"]["key"], attributes::CONNECTION_ID);
     assert_eq!(contract["table"]["ttlAttribute"], attributes::EXPIRES_AT);
+    let index = &contract["table"]["userIndex"];
+    assert_eq!(index["name"], attributes::USER_INDEX);
+    assert_eq!(index["key"], attributes::USER);
+    assert_eq!(
+        index["projected"],
+        serde_json::json!([attributes::CONNECTED_AT, attributes::EXPIRES_AT])
+    );
     let environment = &contract["environment"];
     assert_eq!(environment["table"], vars::CONNECTIONS_TABLE);
     assert_eq!(environment["eventBus"], vars::EVENT_BUS_NAME);
