@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::lambda::authorizer::SUBPROTOCOL;
 use crate::protocol::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
 /// What a line typed in a session means.
@@ -32,7 +33,7 @@ pub enum Command {
     Nothing,
 }
 
-pub const HELP: &str = "commands: /list · /broadcast <text> · /chat <connection id> <text> · /help · /quit; any other line is broadcast (a line that starts with { is sent as it is, raw JSON)";
+pub const HELP: &str = "commands: /list · /broadcast <text> · /chat <connection id> <text> · /to <user id> <text> (a signed-in person, on every connection of theirs) · /help · /quit; any other line is broadcast (a line that starts with { is sent as it is, raw JSON)";
 
 /// Interprets one typed line, and checks what would be refused before it is sent: a frame over
 /// 32 KB (the server would close the connection) or a message over 16 KiB (`message_too_large`).
@@ -69,6 +70,16 @@ pub fn command(line: &str) -> Command {
                 )
             }
             _ => Command::Explain("usage: /chat <connection id> <text>".into()),
+        },
+        "to" => match rest.split_once(char::is_whitespace) {
+            Some((user, message)) if !message.trim().is_empty() => {
+                let message = message.trim_start();
+                said(
+                    json!({"action": "chat", "user": user, "message": message}),
+                    message,
+                )
+            }
+            _ => Command::Explain("usage: /to <user id> <text>".into()),
         },
         "broadcast" => Command::Explain("usage: /broadcast <text>".into()),
         "help" | "" => Command::Explain(HELP.into()),
@@ -139,7 +150,11 @@ pub fn websocket_url(typed: &str) -> Result<String, String> {
 }
 
 /// A failed connect, in words that say what to do.
-pub fn explain_connect_error(url: &str, error: &tokio_tungstenite::tungstenite::Error) -> String {
+pub fn explain_connect_error(
+    url: &str,
+    signed_in: bool,
+    error: &tokio_tungstenite::tungstenite::Error,
+) -> String {
     use tokio_tungstenite::tungstenite::Error;
     let shown = url.split('?').next().unwrap_or(url);
     let host = shown
@@ -150,6 +165,21 @@ pub fn explain_connect_error(url: &str, error: &tokio_tungstenite::tungstenite::
         .next()
         .unwrap_or(shown);
     match error {
+        Error::Http(response) if response.status() == 401 => {
+            if signed_in {
+                format!(
+                    "{shown} refused the token (401 Unauthorized): it may have expired, or be for \
+                     another issuer or audience; get a new one (webchat-local --dev-issuer: curl \
+                     -s 'http://{host}/dev/token?name=you')"
+                )
+            } else {
+                format!(
+                    "{shown} needs sign-in (401 Unauthorized): give a token with --token or \
+                     WEBCHAT_TOKEN (webchat-local --dev-issuer: --token \"$(curl -s \
+                     'http://{host}/dev/token?name=you')\")"
+                )
+            }
+        }
         Error::Http(response) => {
             let status = response.status();
             let body = response.body().as_deref().unwrap_or_default();
@@ -203,6 +233,11 @@ pub fn region_of(url: &str) -> Option<String> {
 
 /// Adds `name` to the connect URL's query string (and the `/` path a bare host lacks).
 pub fn with_name(url: &str, name: &str) -> String {
+    with_parameter(url, "name", name)
+}
+
+/// `url` with `key=value` added to its query string, the value percent-encoded.
+pub fn with_parameter(url: &str, key: &str, value: &str) -> String {
     let bare_host = url
         .split_once("://")
         .is_some_and(|(_, rest)| !rest.contains(['/', '?']));
@@ -212,7 +247,7 @@ pub fn with_name(url: &str, name: &str) -> String {
         url.to_owned()
     };
     let separator = if url.contains('?') { '&' } else { '?' };
-    let encoded: String = name
+    let encoded: String = value
         .bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -221,7 +256,7 @@ pub fn with_name(url: &str, name: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect();
-    format!("{url}{separator}name={encoded}")
+    format!("{url}{separator}{key}={encoded}")
 }
 
 /// Presigns a `wss://` (or `https://`) connect URL with SigV4 in the query string, valid for
@@ -306,16 +341,31 @@ pub async fn sign_with_default_credentials(
 
 /// Runs a session: frames from the server are written as `< frame`, typed lines are sent. At the
 /// end of the input the session waits `linger` for answers, then closes. Returns how it ended:
-/// when the server closes the connection, at once, whatever the input is doing.
+/// when the server closes the connection, at once, whatever the input is doing. A `token` signs
+/// in as a browser does: in `Sec-WebSocket-Protocol`, after `webchat.v1` (so it is in no URL).
 pub async fn session(
     url: &str,
+    token: Option<&str>,
     input: impl AsyncBufRead + Unpin,
     mut output: impl AsyncWrite + Unpin,
     linger: Duration,
 ) -> anyhow::Result<Ended> {
-    let (socket, _) = tokio_tungstenite::connect_async(url)
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url
+        .into_client_request()
+        .map_err(|error| anyhow::anyhow!(explain_connect_error(url, false, &error)))?;
+    if let Some(token) = token {
+        let offered = format!("{SUBPROTOCOL}, {token}");
+        let value = offered.parse().map_err(|_| {
+            anyhow::anyhow!("the token has characters no header can carry: is it a JWT?")
+        })?;
+        request
+            .headers_mut()
+            .insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request)
         .await
-        .map_err(|error| anyhow::anyhow!(explain_connect_error(url, &error)))?;
+        .map_err(|error| anyhow::anyhow!(explain_connect_error(url, token.is_some(), &error)))?;
     output
         .write_all(b"connected (type /help for commands)\n")
         .await?;
@@ -371,6 +421,13 @@ mod tests {
 
     #[test]
     fn shortcuts_become_protocol_frames() {
+        assert_eq!(
+            command("/to u-1 hi there"),
+            Command::Send(
+                json!({"action": "chat", "user": "u-1", "message": "hi there"}).to_string()
+            )
+        );
+        assert!(matches!(command("/to u-1"), Command::Explain(_)));
         let frame = |line| match command(line) {
             Command::Send(frame) => serde_json::from_str::<serde_json::Value>(&frame).unwrap(),
             other => panic!("{line}: {other:?}"),

@@ -23,9 +23,13 @@ enum Commands {
     /// server closes the connection, the client exits: status 0 for a normal close (1000), 1
     /// otherwise.
     ///
-    /// For a stage with IAM auth on $connect, --iam signs the connect request with SigV4 from the
-    /// standard AWS credential chain (environment, --profile / AWS_PROFILE, SSO cache, instance
-    /// role); --print-url prints the signed URL for wscat instead of connecting.
+    /// For a stage with sign-in (JWT auth, or webchat-local --dev-issuer / --jwt-issuer), --token
+    /// (or WEBCHAT_TOKEN) gives the token: it goes in Sec-WebSocket-Protocol after webchat.v1, as
+    /// a browser sends it. /to <user id> <text> then messages a person on every connection of
+    /// theirs. For a stage with IAM auth on $connect, --iam signs the connect request with SigV4
+    /// from the standard AWS credential chain (environment, --profile / AWS_PROFILE, SSO cache,
+    /// instance role). --print-url prints the URL for wscat instead of connecting (signed, or with
+    /// ?token=).
     #[command(verbatim_doc_comment)]
     Connect {
         /// The stage's URL: ws://127.0.0.1:3001 for webchat-local (http:// and a bare host:port
@@ -40,9 +44,18 @@ enum Commands {
         /// Region for --iam (default: from the URL's host).
         #[arg(long)]
         region: Option<String>,
-        /// Display name: 1 to 32 of A-Z a-z 0-9 _ . -
+        /// Display name: 1 to 32 of A-Z a-z 0-9 _ . - (a stage with sign-in takes the token's).
         #[arg(long)]
         name: Option<String>,
+        /// A sign-in token (a JWT of the stage's issuer). webchat-local --dev-issuer mints one:
+        /// curl -s 'http://127.0.0.1:3001/dev/token?name=you'
+        #[arg(
+            long,
+            env = "WEBCHAT_TOKEN",
+            hide_env_values = true,
+            conflicts_with = "iam"
+        )]
+        token: Option<String>,
         /// Print the (signed) URL and exit, e.g. for wscat -c.
         #[arg(long)]
         print_url: bool,
@@ -69,9 +82,13 @@ async fn run(command: Commands) -> anyhow::Result<client::Ended> {
         profile,
         region,
         name,
+        token,
         print_url,
         linger,
     } = command;
+    let token = token
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty());
     let mut url = client::websocket_url(&url).map_err(|error| anyhow::anyhow!(error))?;
     if let Some(name) = name.as_deref().filter(|name| !name.is_empty()) {
         webchat::protocol::validate_name(Some(name))
@@ -83,9 +100,12 @@ async fn run(command: Commands) -> anyhow::Result<client::Ended> {
             .await?;
     }
     if print_url {
-        println!("{url}");
+        match &token {
+            Some(token) => println!("{}", client::with_parameter(&url, "token", token)),
+            None => println!("{url}"),
+        }
         return Ok(client::Ended::Quit);
     }
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    client::session(&url, stdin, tokio::io::stdout(), linger).await
+    client::session(&url, token.as_deref(), stdin, tokio::io::stdout(), linger).await
 }

@@ -898,11 +898,22 @@ async fn a_log_level_that_is_no_level_is_refused_with_the_levels() {
 }
 
 /// `webchat connect` with `args`, `input` on its stdin, to its exit: status, stdout, stderr.
-async fn webchat_connect(args: &[&str], input: &str) -> (Option<i32>, String, String) {
+pub(crate) async fn webchat_connect(args: &[&str], input: &str) -> (Option<i32>, String, String) {
+    webchat_connect_with(args, &[], input).await
+}
+
+/// [`webchat_connect`] with more environment variables.
+pub(crate) async fn webchat_connect_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &str,
+) -> (Option<i32>, String, String) {
     use tokio::io::AsyncWriteExt;
     let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat"))
         .arg("connect")
         .args(args)
+        .env_remove("WEBCHAT_TOKEN")
+        .envs(env.iter().copied())
         .args(["--linger", "300ms"])
         .env("RUST_BACKTRACE", "1")
         .stdin(std::process::Stdio::piped())

@@ -223,3 +223,43 @@ async fn with_an_issuer_of_its_own_choosing_tokens_for_its_audience_sign_in() {
         "no dev issuer"
     );
 }
+
+#[tokio::test]
+async fn the_terminal_client_signs_in_with_a_token_and_messages_a_person() {
+    use super::{webchat_connect, webchat_connect_with};
+    let gateway = signed_in_gateway().await;
+    let url = format!("ws://{}", gateway.addr);
+    let (mut bob, _) = gateway
+        .join(&format!("?token={}", token(&gateway, "bob").await))
+        .await;
+    let ada = token(&gateway, "ada").await;
+    let to_bob = format!("/to {} hello bob\n", dev_user("bob"));
+    let (status, stdout, stderr) = webchat_connect(&[&url, "--token", &ada], &to_bob).await;
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(r#""name":"ada""#),
+        "the welcome says who: {stdout}"
+    );
+    let chat = bob.next_of_type("chat").await;
+    assert_eq!(chat["message"], "hello bob");
+    assert_eq!(chat["user"], dev_user("ada"));
+    // WEBCHAT_TOKEN does the same
+    let (status, stdout, stderr) =
+        webchat_connect_with(&[&url], &[("WEBCHAT_TOKEN", &ada)], "/list\n").await;
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(stdout.contains(&dev_user("bob")), "{stdout}");
+    // without a token, or with a bad one: why, in words
+    let (status, _, stderr) = webchat_connect(&[&url], "").await;
+    assert_eq!(status, Some(1));
+    assert!(
+        stderr.contains("needs sign-in") && stderr.contains("--token"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = webchat_connect(&[&url, "--token", "a.b.c"], "").await;
+    assert_eq!(status, Some(1));
+    assert!(stderr.contains("refused the token"), "{stderr}");
+    // --print-url gives wscat the token in the query
+    let (status, stdout, _) = webchat_connect(&[&url, "--token", &ada, "--print-url"], "").await;
+    assert_eq!(status, Some(0));
+    assert_eq!(stdout.trim(), format!("{url}/?token={ada}"));
+}
