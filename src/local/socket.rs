@@ -327,10 +327,11 @@ fn not_a_websocket() -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
-            // the page's own script and styles only; it may connect to any websocket server
+            // the page's own script and styles only; it may connect to any websocket server, and ask its
+            // own server for a dev token
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src ws: wss:; base-uri 'none'; form-action 'none'",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'",
             ),
         ],
         PAGE,

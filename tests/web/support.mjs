@@ -6,11 +6,11 @@ import { chromium } from "playwright-core";
 
 const root = new URL("../..", import.meta.url).pathname;
 
-/** webchat-local on a free port; resolves to { url, http, stop }. */
-export async function startWebchat() {
+/** webchat-local on a free port, with more `args`; resolves to { url, http, stop }. */
+export async function startWebchat(args = []) {
   const targetDir = process.env.CARGO_TARGET_DIR || joinPath(root, "target");
   const binary = process.env.WEBCHAT_LOCAL || joinPath(targetDir, "release", "webchat-local");
-  const child = spawn(binary, ["--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "ignore"] });
+  const child = spawn(binary, ["--listen", "127.0.0.1:0", ...args], { stdio: ["ignore", "pipe", "ignore"] });
   const lines = createInterface({ input: child.stdout });
   const url = await new Promise((resolve, reject) => {
     child.on("error", reject);
