@@ -12,7 +12,8 @@
 //! (`SSL_CERT_FILE`, from the distroless base).
 //!
 //! Needs moto for the invocation (from `WEBCHAT_TEST_MOTO`, or `.venv/bin/moto_server`, as the
-//! tests); `@connections` and EventBridge are the tests' recording server.
+//! tests); `@connections` and EventBridge are the tests' recording server; the authorizer's
+//! issuer is webchat's own (RS256), on loopback.
 
 #[allow(dead_code)]
 #[path = "../tests/lambda/fake_aws.rs"]
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use webchat::lambda::Function;
 
-fn event(function: &str) -> Value {
+fn event(function: &str, token: &str) -> Value {
     let now = chrono::Utc::now().timestamp_millis();
     let context = |route: &str, kind: &str| {
         json!({"routeKey": route, "eventType": kind, "connectionId": "bench=", "stage": "test",
@@ -71,6 +72,12 @@ fn event(function: &str) -> Value {
                                 "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:shards",
                                 "awsRegion": "us-east-1"}]})
         }
+        "authorize" => json!({
+            "type": "REQUEST",
+            "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/stage/$connect",
+            "headers": {"Sec-WebSocket-Protocol": format!("webchat.v1, {token}")},
+            "requestContext": context("$connect", "CONNECT")
+        }),
         _ => json!({}),
     }
 }
@@ -134,6 +141,17 @@ fn main() {
         // rustls-native-certs also reads every file of /etc/ssl/certs, which on a full Debian
         // (not in the image) holds some 300 and costs about 6 ms.
         env.push(("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt".into()));
+        // the authorizer's issuer: RS256, as Cognito's, on loopback (the other functions ignore it)
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = webchat::auth::issuer::LocalIssuer::signing_with(
+            format!("http://{}", listener.local_addr().unwrap()),
+            jsonwebtoken::Algorithm::RS256,
+        );
+        let app: axum::Router = issuer.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        env.push(("JWT_ISSUER", issuer.url().to_owned()));
+        env.push(("JWT_AUDIENCE", "bench".into()));
+        let token = issuer.mint_for("bench", "bench", chrono::Utc::now().timestamp());
         println!("{runs} cold starts per function; init = process start to its first /next");
         println!(
             "{:<11} {:>12} {:>12} {:>16} {:>16} {:>20}",
@@ -155,7 +173,7 @@ fn main() {
                 rss_init = rss_init.max(peak_rss_kib(process.pid()));
             }
             let process = runtime_api::Function::start(function, &env).await;
-            let answer = process.invoke(&event(function)).await;
+            let answer = process.invoke(&event(function, &token)).await;
             assert!(
                 matches!(&answer, runtime_api::Answer::Response(body)
                     if body.get("batchItemFailures").is_none_or(|failed| failed == &json!([]))),

@@ -20,3 +20,8 @@ export const shardDeadLetterQueueUrl = outputs.shardDeadLetterQueueUrl;
 /** The CloudWatch dashboard of broadcasts, fan-outs, the queues and every function's errors. */
 export const dashboardName = outputs.dashboardName;
 export const dashboardUrl = outputs.dashboardUrl;
+/** With sign-in (webchat:jwtIssuer/jwtAudience or webchat:cognito): the tokens' issuer and
+ * audience, and how to get a token and connect with it. Null without. */
+export const jwtIssuer = outputs.jwtIssuer;
+export const jwtAudience = outputs.jwtAudience;
+export const getToken = outputs.getToken;

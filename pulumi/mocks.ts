@@ -12,6 +12,12 @@
 //   `arn:aws:lambda:{region}:{account}:event-source-mapping:{uuid}`, `functionArn` the function's
 //   ARN, `state` `Enabled`; cloudwatch Dashboard: the id is `dashboardName`, `dashboardArn`
 //   `arn:aws:cloudwatch::{account}:dashboard/{name}` (no region: dashboards are global).
+// - apigatewayv2 Authorizer: a 7-character id (`aabbccddee/1122334` imports API and authorizer),
+//   no ARN; cognito UserPool: the id is `{region}_{9 letters and digits}`, `arn`
+//   `arn:aws:cognito-idp:{region}:{account}:userpool/{id}`, `endpoint`
+//   `cognito-idp.{region}.amazonaws.com/{id}` (the Terraform provider's read: the regional
+//   hostname, a slash, the id); UserPoolClient: the id is the client id, 26 lower-case letters
+//   and digits, `clientSecret` empty without generateSecret, no ARN (the provider's docs).
 // - Auto-named resources get the logical name and a 7-character suffix, as Pulumi's auto-naming.
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "crypto";
@@ -67,6 +73,20 @@ function computed(type: string, name: string, inputs: Record<string, any>, regio
     case "aws:apigatewayv2/integration:Integration":
     case "aws:apigatewayv2/route:Route":
       id = generated(`${type}::${name}`, 7);
+      break;
+    case "aws:apigatewayv2/authorizer:Authorizer":
+      id = generated(`${type}::${name}`, 7);
+      delete out.arn;
+      break;
+    case "aws:cognito/userPool:UserPool":
+      id = `${region}_${generated(`${type}::${name}`, 9, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")}`;
+      out.arn = `arn:aws:cognito-idp:${region}:${ACCOUNT}:userpool/${id}`;
+      out.endpoint = `cognito-idp.${region}.amazonaws.com/${id}`;
+      break;
+    case "aws:cognito/userPoolClient:UserPoolClient":
+      id = generated(`${type}::${name}`, 26);
+      delete out.arn;
+      out.clientSecret = inputs.generateSecret ? generated(`secret::${name}`, 51) : "";
       break;
     case "aws:dynamodb/table:Table":
       out.arn = `arn:aws:dynamodb:${region}:${ACCOUNT}:table/${physical}`;

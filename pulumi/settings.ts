@@ -6,6 +6,11 @@ export interface Settings {
   stack: string;
   /** Require SigV4-signed (IAM) connect requests. */
   iamAuth: boolean;
+  /** Sign-in on `$connect` with tokens of an OpenID Connect issuer of the stage's choosing: the
+   * tokens' `iss`, exactly, and their `aud` (or an access token's `client_id`). */
+  jwt?: { issuer: string; audience: string };
+  /** Sign-in with a Cognito user pool and app client that the stack creates. */
+  cognito: boolean;
   /** LOG_LEVEL of the functions; Lambda's application log level follows it down to TRACE but
    * never above INFO (the metrics' EMF lines have no level: INFO to Lambda). */
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
@@ -48,6 +53,7 @@ export interface Settings {
 
 export const DEFAULTS = {
   iamAuth: false,
+  cognito: false,
   logLevel: "info",
   memory: 512,
   timeout: 10,
@@ -86,6 +92,37 @@ function integerSetting(config: pulumi.Config, key: string, fallback: number, mi
   return value;
 }
 
+/**
+ * `webchat:jwtIssuer` and `webchat:jwtAudience` (both, or neither), checked as the authorizer will
+ * use them: the issuer is an https:// URL with no query or fragment (OpenID Connect Discovery's
+ * rule for an issuer), since the authorizer fetches `<issuer>/.well-known/openid-configuration`
+ * from Lambda, where no loopback issuer can answer.
+ */
+function jwtSetting(config: pulumi.Config): Settings["jwt"] {
+  const issuer = config.get("jwtIssuer");
+  const audience = config.get("jwtAudience");
+  if (issuer === undefined && audience === undefined) return undefined;
+  if (!issuer || !audience) {
+    throw new Error(
+      "webchat:jwtIssuer and webchat:jwtAudience go together: the issuer's URL (the tokens' iss) and " +
+        "the audience (their aud, or an access token's client_id). Set both, or neither",
+    );
+  }
+  let url: URL | undefined;
+  try {
+    url = new URL(issuer);
+  } catch {
+    url = undefined;
+  }
+  if (!url || url.protocol !== "https:" || /[?#]/.test(issuer)) {
+    throw new Error(
+      `webchat:jwtIssuer must be an https:// URL without query or fragment, exactly the tokens' iss ` +
+        `(e.g. https://cognito-idp.<region>.amazonaws.com/<poolId>), not ${issuer}`,
+    );
+  }
+  return { issuer, audience };
+}
+
 export function loadSettings(): Settings {
   const config = new pulumi.Config("webchat");
   const aws = new pulumi.Config("aws");
@@ -114,9 +151,27 @@ export function loadSettings(): Settings {
     `@connections posts per second, shared by webchat:fanoutWorkers (${fanoutWorkers}) workers, at least one each`,
   );
   const scanPageSize = integerSetting(config, "scanPageSize", DEFAULTS.scanPageSize, 1, Infinity, "items a DynamoDB Scan page examines");
+  const cognito = config.getBoolean("cognito") ?? DEFAULTS.cognito;
+  if (cognito && (config.get("jwtIssuer") !== undefined || config.get("jwtAudience") !== undefined)) {
+    throw new Error(
+      "webchat:cognito makes the stack's own issuer and audience (a user pool and its app client): " +
+        "unset webchat:jwtIssuer and webchat:jwtAudience, or set webchat:cognito to false",
+    );
+  }
+  const jwt = jwtSetting(config);
+  const iamAuth = config.getBoolean("iamAuth") ?? DEFAULTS.iamAuth;
+  // $connect has one authorization type: AWS_IAM, or CUSTOM with the sign-in authorizer
+  if (iamAuth && (jwt || cognito)) {
+    throw new Error(
+      `webchat:iamAuth and sign-in (webchat:${cognito ? "cognito" : "jwtIssuer/jwtAudience"}) exclude each other: ` +
+        "$connect takes either SigV4 (AWS_IAM) or the token authorizer, not both. Set one of them",
+    );
+  }
   return {
     stack: pulumi.getStack(),
-    iamAuth: config.getBoolean("iamAuth") ?? DEFAULTS.iamAuth,
+    iamAuth,
+    jwt,
+    cognito,
     logLevel,
     memory: config.getNumber("memory") ?? DEFAULTS.memory,
     timeout: config.getNumber("timeout") ?? DEFAULTS.timeout,

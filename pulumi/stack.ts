@@ -1,15 +1,20 @@
 // The whole stack, composed from its components the way the architecture diagram reads:
 // images → functions ← table, bus, API, shard queue; API routes → functions; bus → post;
-// schedule → cleanup; shard queue → fanout; the dashboard over them all.
+// schedule → cleanup; shard queue → fanout; the dashboard over them all. With sign-in, $connect
+// passes the authorizer first, which checks tokens of the stage's issuer or of the stack's own
+// Cognito pool.
+import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { ApiRoutes, WebSocketApi } from "./components/api";
+import { ConnectAuthorizer } from "./components/authorizer";
+import { CognitoSignIn, cognitoTokenInstructions, issuerTokenInstructions } from "./components/cognito";
 import { Dashboard } from "./components/dashboard";
 import { CleanupSchedule, WelcomeBus, WelcomeDelivery } from "./components/events";
 import { Functions } from "./components/functions";
 import { Images } from "./components/images";
 import { MAX_RECEIVE_COUNT, ShardQueue, ShardWorkers } from "./components/shards";
 import { ConnectionsTable } from "./components/table";
-import { CLEANUP_FUNCTION, FUNCTIONS, ROUTES, SHARDS, WELCOME } from "./names";
+import { AUTHORIZER, CLEANUP_FUNCTION, FUNCTIONS, ROUTES, SHARDS, WELCOME } from "./names";
 import { Settings } from "./settings";
 
 export interface StackOutputs {
@@ -22,6 +27,11 @@ export interface StackOutputs {
   shardDeadLetterQueueUrl: pulumi.Output<string>;
   dashboardName: pulumi.Output<string>;
   dashboardUrl: pulumi.Output<string>;
+  /** With sign-in: the tokens' issuer and audience, and how to get a token and connect with it;
+   * null without. */
+  jwtIssuer: pulumi.Output<string | null>;
+  jwtAudience: pulumi.Output<string | null>;
+  getToken: pulumi.Output<string | null>;
 }
 
 /** The CloudWatch namespace of the stack's own metrics (METRICS_NAMESPACE). */
@@ -31,8 +41,11 @@ export function metricsNamespace(stack: string): string {
 
 /** The stack, given its settings and the SHA-256 of the ADOT layer zip the images bake in. */
 export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string>): StackOutputs {
+  // sign-in: tokens of the stack's own Cognito pool, of an issuer the stage names, or none
+  const cognito = settings.cognito ? new CognitoSignIn("signin") : undefined;
+  const tokens = cognito ? { issuer: cognito.issuer, audience: cognito.audience } : settings.jwt;
   const images = new Images("webchat", {
-    functions: FUNCTIONS,
+    functions: tokens ? [...FUNCTIONS, AUTHORIZER.function] : FUNCTIONS,
     architecture: settings.architecture,
     adotLayerSha256,
   });
@@ -57,6 +70,7 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     busArn: bus.bus.arn,
     managementEndpoint: api.managementEndpoint,
     stageArn: api.stageArn,
+    signIn: tokens !== undefined,
     logLevel: settings.logLevel,
     memory: settings.memory,
     timeout: settings.timeout,
@@ -75,10 +89,25 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
       attempts: MAX_RECEIVE_COUNT,
     },
   });
+  const authorizer = tokens
+    ? new ConnectAuthorizer("webchat", {
+        api: api.api,
+        prefix: `webchat-${settings.stack}`,
+        image: images.uris[AUTHORIZER.function],
+        issuer: tokens.issuer,
+        audience: tokens.audience,
+        logLevel: settings.logLevel,
+        memory: settings.memory,
+        timeout: settings.timeout,
+        architecture: settings.architecture,
+        logRetentionDays: settings.logRetentionDays,
+      })
+    : undefined;
   new ApiRoutes("webchat", {
     api,
     routes: Object.fromEntries(Object.entries(ROUTES).map(([routeKey, fn]) => [routeKey, functions.functions[fn]])),
     iamAuth: settings.iamAuth,
+    authorizerId: authorizer?.authorizer.id,
   });
   new WelcomeDelivery("welcome", { bus: bus.bus, post: functions.functions[WELCOME.function] });
   new CleanupSchedule("cleanup", {
@@ -95,7 +124,8 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     // dashboard names allow letters, digits, - and _; stack names . as well
     dashboardName: `webchat-${settings.stack}`.replace(/[^A-Za-z0-9_-]/g, "-"),
     namespace: metricsNamespace(settings.stack),
-    functions: FUNCTIONS.map((fn) => functions.functions[fn]),
+    // the authorizer's Errors include every refused connect: `Unauthorized` is a function error
+    functions: [...FUNCTIONS.map((fn) => functions.functions[fn]), ...(authorizer ? [authorizer.function] : [])],
     shardQueue: shards.queue,
     deadLetters: shards.deadLetters,
     postRateBudget: settings.postRateBudget,
@@ -110,5 +140,22 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     shardDeadLetterQueueUrl: shards.deadLetters.url,
     dashboardName: dashboard.dashboard.dashboardName,
     dashboardUrl: dashboard.url,
+    jwtIssuer: tokens ? pulumi.output(tokens.issuer) : pulumi.output(null),
+    jwtAudience: tokens ? pulumi.output(tokens.audience) : pulumi.output(null),
+    getToken: getToken(settings, api.url, cognito),
   };
+}
+
+/** The `getToken` output: with the stack's pool, the commands that make a user and get a token;
+ * with another issuer, which token to get; either way how to connect with it. */
+function getToken(settings: Settings, url: pulumi.Output<string>, cognito?: CognitoSignIn): pulumi.Output<string | null> {
+  if (cognito) {
+    const region = aws.getRegionOutput({}, { parent: cognito }).region;
+    return pulumi
+      .all([region, cognito.pool.id, cognito.client.id, url])
+      .apply(([region, poolId, clientId, url]) => cognitoTokenInstructions({ region, poolId, clientId, url }));
+  }
+  const jwt = settings.jwt;
+  if (jwt) return url.apply((url) => issuerTokenInstructions({ issuer: jwt.issuer, audience: jwt.audience, url }));
+  return pulumi.output(null);
 }

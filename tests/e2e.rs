@@ -7,6 +7,14 @@
 //! (`WEBCHAT_IAM=1` signs each connect with SigV4 from the standard AWS credential chain.) The
 //! tests use their own connections only, so they can run on a stage others are using.
 //!
+//! Against a stage with sign-in (JWT auth), give two people's tokens:
+//!
+//!     WEBCHAT_URL=wss://… WEBCHAT_TOKEN=<a token> WEBCHAT_TOKEN_2=<another user's token> \
+//!         cargo test --release --all-features --test e2e
+//!
+//! and locally, `WEBCHAT_SIGN_IN=dev` starts `webchat-local --dev-issuer` and signs each
+//! connection in by its name (`scripts/test` runs the suite both ways).
+//!
 //! It needs webchat-local and the terminal client: `cargo test --all-features` (without the
 //! features it compiles to nothing).
 #![cfg(all(feature = "local", feature = "client"))]
@@ -24,56 +32,131 @@ use support::{LocalProcess, PATIENCE};
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// How the stage's connections sign in.
+enum SignIn {
+    /// No sign-in: a display name in `?name=`.
+    None,
+    /// `webchat-local --dev-issuer`: a token for each name from its `/dev/token`.
+    Dev { http: String },
+    /// A deployed stage's tokens, taken in turn (`WEBCHAT_TOKEN`, `WEBCHAT_TOKEN_2`).
+    Tokens(Vec<String>),
+}
+
 struct Stage {
     url: String,
     iam: bool,
+    sign_in: SignIn,
+    /// Joins so far: which of the given tokens the next one takes.
+    joined: std::sync::atomic::AtomicUsize,
     _local: Option<LocalProcess>,
 }
 
 async fn stage() -> Stage {
     let iam = std::env::var("WEBCHAT_IAM").is_ok_and(|v| v == "1");
-    if let Ok(url) = std::env::var("WEBCHAT_URL") {
-        return Stage {
-            url,
-            iam,
-            _local: None,
-        };
-    }
-    let local = LocalProcess::start(&[], &[]).await;
+    let tokens: Vec<String> = ["WEBCHAT_TOKEN", "WEBCHAT_TOKEN_2"]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok().filter(|t| !t.is_empty()))
+        .collect();
+    let (url, sign_in, local) = match std::env::var("WEBCHAT_URL") {
+        Ok(url) if tokens.is_empty() => (url, SignIn::None, None),
+        Ok(url) => (url, SignIn::Tokens(tokens), None),
+        Err(_) if std::env::var("WEBCHAT_SIGN_IN").is_ok_and(|v| v == "dev") => {
+            let local = LocalProcess::start(&["--dev-issuer"], &[]).await;
+            let http = local.url.replacen("ws://", "http://", 1);
+            (local.url.clone(), SignIn::Dev { http }, Some(local))
+        }
+        Err(_) => {
+            let local = LocalProcess::start(&[], &[]).await;
+            (local.url.clone(), SignIn::None, Some(local))
+        }
+    };
     Stage {
-        url: local.url.clone(),
+        url,
         iam,
-        _local: Some(local),
+        sign_in,
+        joined: std::sync::atomic::AtomicUsize::new(0),
+        _local: local,
     }
 }
 
 struct Peer {
     socket: Socket,
     id: String,
+    /// From the welcome: the user (`null` without sign-in) and the name.
+    user: Value,
+    name: Value,
 }
 
 impl Stage {
-    /// Connects (with a display name) and waits for the welcome.
+    fn signed_in(&self) -> bool {
+        !matches!(self.sign_in, SignIn::None)
+    }
+
+    /// The token for a connection named `name`, on a stage with sign-in.
+    async fn token(&self, name: &str) -> Option<String> {
+        let turn = self
+            .joined
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match &self.sign_in {
+            SignIn::None => None,
+            SignIn::Dev { http } => {
+                let url = client::with_parameter(&format!("{http}/dev/token"), "name", name);
+                let body = webchat::auth::jwks::get(&url).await.expect("a dev token");
+                Some(String::from_utf8(body.to_vec()).unwrap().trim().to_owned())
+            }
+            SignIn::Tokens(tokens) => Some(tokens[turn % tokens.len()].clone()),
+        }
+    }
+
+    /// Connects (with a display name, or signed in) and waits for the welcome.
     async fn join(&self, name: &str) -> Peer {
-        let mut url = client::with_name(&self.url, name);
+        let token = self.token(name).await;
+        let mut url = match &token {
+            Some(_) => self.url.clone(),
+            None => client::with_name(&self.url, name),
+        };
         if self.iam {
             url = client::sign_with_default_credentials(&url, None, None)
                 .await
                 .expect("a signed URL");
         }
-        let (socket, _) = tokio_tungstenite::connect_async(&url)
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().unwrap();
+        if let Some(token) = &token {
+            // as a browser sends it
+            let offered = format!("webchat.v1, {token}").parse().unwrap();
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", offered);
+        }
+        let (socket, response) = tokio_tungstenite::connect_async(request)
             .await
             .expect("connect");
+        if token.is_some() {
+            assert_eq!(
+                response.headers()["sec-websocket-protocol"],
+                "webchat.v1",
+                "the subprotocol is echoed"
+            );
+        }
         let mut peer = Peer {
             socket,
             id: String::new(),
+            user: Value::Null,
+            name: Value::Null,
         };
         let welcome = peer.next_of_type("welcome").await;
         peer.id = welcome["connectionId"].as_str().unwrap().to_owned();
+        peer.user = welcome["user"].clone();
+        peer.name = welcome["name"].clone();
         assert_eq!(
             welcome["message"],
             format!("Welcome! - connected on {}", peer.id)
         );
+        assert_eq!(peer.user.is_string(), self.signed_in(), "{welcome}");
+        if matches!(self.sign_in, SignIn::None | SignIn::Dev { .. }) {
+            assert_eq!(peer.name, json!(name));
+        }
         peer
     }
 }
@@ -138,9 +221,60 @@ async fn a_connection_is_welcomed_and_listed_with_its_name() {
     assert!(
         listed
             .iter()
-            .any(|(id, n)| *id == peer.id && *n == json!(name)),
+            .any(|(id, n)| *id == peer.id && *n == peer.name),
         "{listed:?}"
     );
+    if !stage.signed_in() {
+        assert_eq!(peer.name, json!(name));
+    }
+}
+
+#[tokio::test]
+async fn frames_say_who_sent_them_signed_in_or_not() {
+    let stage = stage().await;
+    let mut alice = stage.join(&unique("alice")).await;
+    let message = unique("who");
+    alice
+        .send(&json!({"action":"broadcast","message":message}).to_string())
+        .await;
+    loop {
+        let frame = alice.next_of_type("broadcast").await;
+        if frame["message"] == message.as_str() {
+            assert_eq!(frame["user"], alice.user);
+            assert_eq!(frame["name"], alice.name);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_sign_in_a_chat_to_a_person_reaches_them_and_no_token_is_refused() {
+    let stage = stage().await;
+    if !stage.signed_in() {
+        // without sign-in there are no people to message: chat by user finds nobody
+        let mut anyone = stage.join(&unique("anyone")).await;
+        anyone
+            .send(&json!({"action":"chat","user":"nobody","message":"hi"}).to_string())
+            .await;
+        assert_eq!(anyone.error_code().await, "user_not_found");
+        return;
+    }
+    let mut alice = stage.join(&unique("alice")).await;
+    let mut bob = stage.join(&unique("bob")).await;
+    let message = unique("psst");
+    alice
+        .send(&json!({"action":"chat","user":bob.user,"message":message}).to_string())
+        .await;
+    let chat = bob.next_of_type("chat").await;
+    assert_eq!(chat["message"], message.as_str());
+    assert_eq!(chat["user"], alice.user);
+    assert_eq!(chat["toUser"], bob.user);
+    match tokio_tungstenite::connect_async(&stage.url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("a connect without a token: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -120,10 +120,28 @@ export interface ApiRoutesArgs {
   routes: Record<string, aws.lambda.Function>;
   /** Require SigV4 (AWS_IAM) on `$connect`. */
   iamAuth: boolean;
+  /** Or: the Lambda REQUEST authorizer every `$connect` must pass (CUSTOM; see authorizer.ts).
+   * The settings refuse both at once: a route has one authorization type. */
+  authorizerId?: pulumi.Input<string>;
 }
 
-/** Each route of the API to its function, through a Lambda proxy integration, with an invoke
- * permission scoped to that route of this API. */
+/** How `$connect` is authorized; the other routes run on the connection it admitted. */
+function connectAuthorization(args: ApiRoutesArgs): { authorizationType: string; authorizerId?: pulumi.Input<string> } {
+  if (args.authorizerId !== undefined) return { authorizationType: "CUSTOM", authorizerId: args.authorizerId };
+  return { authorizationType: args.iamAuth ? "AWS_IAM" : "NONE" };
+}
+
+/**
+ * Each route of the API to its function, through a Lambda proxy integration, with an invoke
+ * permission scoped to that route of this API.
+ *
+ * No route or integration response: `$connect`'s function answers the handshake through the proxy
+ * integration itself, its `Sec-WebSocket-Protocol: webchat.v1` header included, which API Gateway
+ * passes to the client as AWS's subprotocol example does with a plain Lambda proxy integration
+ * (API Gateway developer guide, "Set up a $connect route that requires a WebSocket subprotocol").
+ * Route responses only carry a message route's answer back as a frame, and the functions answer
+ * with `@connections` posts instead.
+ */
 export class ApiRoutes extends pulumi.ComponentResource {
   constructor(name: string, args: ApiRoutesArgs, opts?: pulumi.ComponentResourceOptions) {
     super("webchat:index:ApiRoutes", name, {}, opts);
@@ -151,7 +169,7 @@ export class ApiRoutes extends pulumi.ComponentResource {
           apiId: api.id,
           routeKey,
           target: pulumi.interpolate`integrations/${integration.id}`,
-          authorizationType: routeKey === "$connect" && args.iamAuth ? "AWS_IAM" : "NONE",
+          ...(routeKey === "$connect" ? connectAuthorization(args) : { authorizationType: "NONE" }),
         },
         { parent: this },
       );

@@ -4,11 +4,19 @@ import { webchat } from "../stack";
 import { installMocks, PLACEHOLDER_LAYER_SHA256, Recorded, settled, value } from "../mocks";
 
 export async function synthesize(config: Record<string, string> = {}): Promise<Recorded[]> {
+  return (await synthesizeStack(config)).recorded;
+}
+
+/** As `synthesize`, with the stack's outputs resolved too. */
+export async function synthesizeStack(
+  config: Record<string, string> = {},
+): Promise<{ recorded: Recorded[]; outputs: Record<string, unknown> }> {
   const recorded = installMocks(config);
-  const outputs = webchat(loadSettings(), PLACEHOLDER_LAYER_SHA256);
-  await value(outputs.url);
+  const stack = webchat(loadSettings(), PLACEHOLDER_LAYER_SHA256);
+  const outputs: Record<string, unknown> = {};
+  for (const [name, output] of Object.entries(stack)) outputs[name] = await value(output);
   await settled(recorded);
-  return recorded;
+  return { recorded, outputs };
 }
 
 export function ofType<T extends { type: string }>(recorded: T[], type: string): T[] {

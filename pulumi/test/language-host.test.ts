@@ -191,6 +191,39 @@ describe("the program under Pulumi's language host", () => {
     assert.equal(one(first.recorded, "aws:ecr/repository:Repository").inputs.forceDelete, true);
   });
 
+  it("exports the sign-in outputs as null by default", async () => {
+    const outputs = await first.engine.outputs();
+    // present, as null: `pulumi stack output` lists them either way
+    for (const name of ["jwtIssuer", "jwtAudience", "getToken"]) {
+      assert.ok(name in outputs, name);
+      assert.equal(outputs[name], null, name);
+    }
+  });
+
+  it("runs with sign-in by the stack's Cognito pool: the pool, its client and the authorizer, and the sign-in outputs", async () => {
+    const run = await runProgram(lambda, { "webchat:cognito": "true" });
+    assert.equal(run.code, 0, `${run.output}\n${errors(run)}`);
+    assert.equal(errors(run), "");
+    const pool = one(run.recorded, "aws:cognito/userPool:UserPool");
+    const client = one(run.recorded, "aws:cognito/userPoolClient:UserPoolClient");
+    const authorizer = one(run.recorded, "aws:apigatewayv2/authorizer:Authorizer");
+    assert.equal(ofType(run.recorded, "aws:lambda/function:Function").length, FUNCTIONS.length + 1);
+    assert.equal(ofType(run.recorded, "docker-build:index:Image").length, FUNCTIONS.length + 1);
+    const connect = ofType(run.recorded, "aws:apigatewayv2/route:Route").find((r) => r.inputs.routeKey === "$connect");
+    assert.equal(connect?.inputs.authorizerId, authorizer.id);
+    const outputs = await run.engine.outputs();
+    assert.equal(outputs.jwtIssuer, `https://cognito-idp.eu-west-1.amazonaws.com/${pool.id}`);
+    assert.equal(outputs.jwtAudience, client.id);
+    assert.match(String(outputs.getToken), new RegExp(`initiate-auth --region eu-west-1 --client-id ${client.id} `));
+  });
+
+  it("stops before creating anything when the stage sets IAM auth and sign-in, naming both settings", async () => {
+    const run = await runProgram(lambda, { "webchat:iamAuth": "true", "webchat:cognito": "true" });
+    assert.notEqual(run.code, 0);
+    assert.match(`${errors(run)}\n${run.output}`, /webchat:iamAuth and sign-in \(webchat:cognito\) exclude each other/);
+    assert.deepEqual(run.recorded.filter((r) => !r.type.startsWith("pulumi:")), []);
+  });
+
   it("looks the layer up in the layer's region with the stack's AWS profile", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "webchat-aws-"));
     const credentials = path.join(dir, "credentials");

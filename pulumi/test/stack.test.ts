@@ -5,12 +5,13 @@ import * as path from "node:path";
 import { before, describe, it } from "node:test";
 import { PERMISSIONS, SHARDING } from "../components/functions";
 import { ACCOUNT, Recorded } from "../mocks";
-import { ENV, FUNCTIONS, ROUTES, TABLE, WELCOME } from "../names";
-import { one, ofType, synthesize } from "./helpers";
+import { AUTHORIZER, ENV, FUNCTIONS, ROUTES, TABLE, WELCOME } from "../names";
+import { one, ofType, synthesizeStack } from "./helpers";
 
 let recorded: Recorded[];
+let outputs: Record<string, unknown>;
 before(async () => {
-  recorded = await synthesize({ "webchat:cleanupSchedule": "rate(7 minutes)", "webchat:memory": "1024" });
+  ({ recorded, outputs } = await synthesizeStack({ "webchat:cleanupSchedule": "rate(7 minutes)", "webchat:memory": "1024" }));
 });
 
 /** The id the (mock) provider gave the API. */
@@ -76,6 +77,26 @@ describe("the webchat stack", () => {
     assert.equal(connect?.inputs.authorizationType, "NONE");
   });
 
+  it("connects without sign-in unless the stage asks for it: no authorizer, no user pool, no sign-in outputs", () => {
+    for (const route of ofType(recorded, "aws:apigatewayv2/route:Route")) {
+      assert.equal(route.inputs.authorizerId, undefined, route.inputs.routeKey);
+    }
+    for (const type of ["aws:apigatewayv2/authorizer:Authorizer", "aws:cognito/userPool:UserPool", "aws:cognito/userPoolClient:UserPoolClient"]) {
+      assert.deepEqual(ofType(recorded, type), [], type);
+    }
+    const functions = ofType(recorded, "aws:lambda/function:Function");
+    assert.equal(functions.length, FUNCTIONS.length);
+    assert.ok(!functions.some((f) => f.inputs.name === `webchat-stage-${AUTHORIZER.function}`));
+    assert.equal(ofType(recorded, "docker-build:index:Image").length, FUNCTIONS.length);
+    assert.deepEqual([outputs.jwtIssuer, outputs.jwtAudience, outputs.getToken], [null, null, null]);
+  });
+
+  it("lets no function close a connection without sign-in: no DELETE on @connections", () => {
+    for (const policy of ofType(recorded, "aws:iam/rolePolicy:RolePolicy")) {
+      assert.doesNotMatch(policy.inputs.policy, /\/DELETE\//, policy.name);
+    }
+  });
+
   it("gives every function exactly the permissions its code uses, scoped to its resources", () => {
     const policies = ofType(recorded, "aws:iam/rolePolicy:RolePolicy").filter((p) => p.name.startsWith("webchat-"));
     assert.equal(policies.length, FUNCTIONS.length);
@@ -92,13 +113,17 @@ describe("the webchat stack", () => {
         }
       }
       const actions = (prefix: string) => statements.flatMap((s) => [s.Action].flat()).filter((a: string) => a.startsWith(prefix));
-      assert.deepEqual(actions("dynamodb:").sort(), [...PERMISSIONS[fn].dynamodb].sort(), fn);
+      // DynamoDB: the table's own actions on the table, the index's on the index, nothing else
+      const tableArn = `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${table.id}`;
+      const on = (resource: string) => statements.filter((s) => s.Resource === resource).flatMap((s) => [s.Action].flat());
+      assert.deepEqual(on(tableArn).sort(), [...PERMISSIONS[fn].dynamodb].sort(), fn);
+      assert.deepEqual(on(`${tableArn}/index/${TABLE.userIndex.name}`).sort(), [...PERMISSIONS[fn].userIndex].sort(), fn);
+      assert.equal(actions("dynamodb:").length, PERMISSIONS[fn].dynamodb.length + PERMISSIONS[fn].userIndex.length, fn);
       assert.equal(actions("events:").length > 0, PERMISSIONS[fn].putEvents, fn);
       assert.deepEqual(actions("sqs:").sort(), [...PERMISSIONS[fn].sqs].sort(), fn);
       const sqs = statements.find((s) => [s.Action].flat().some((a: string) => a.startsWith("sqs:")));
       if (sqs) assert.equal(sqs.Resource, `arn:aws:sqs:eu-west-1:${ACCOUNT}:${shardQueue().id}`, `${fn}: the shard queue only`);
-      const dynamo = statements.find((s) => [s.Action].flat().some((a: string) => a.startsWith("dynamodb:")));
-      if (dynamo) assert.match(dynamo.Resource, new RegExp(`^arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/connections-[0-9a-f]{7}$`));
+      assert.match(tableArn, new RegExp(`^arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/connections-[0-9a-f]{7}$`));
       const manage = statements.find((s) => [s.Action].flat().includes("execute-api:ManageConnections"));
       const methods = PERMISSIONS[fn].connections;
       if (methods.length === 0) {
@@ -120,6 +145,30 @@ describe("the webchat stack", () => {
     assert.equal(table.inputs.hashKey, TABLE.key);
     assert.deepEqual(table.inputs.ttl, { attributeName: TABLE.ttlAttribute, enabled: true });
     assert.equal(table.inputs.pointInTimeRecovery.enabled, true);
+  });
+
+  it("indexes connections by user: byUser on userId, projecting connectedAt and expiresAt, and only chat queries it", () => {
+    const table = one(recorded, "aws:dynamodb/table:Table");
+    assert.deepEqual(table.inputs.attributes, [
+      { name: "connectionId", type: "S" },
+      { name: "userId", type: "S" },
+    ]);
+    // exactly this: no capacity, which an index of an on-demand table does not take
+    assert.deepEqual(table.inputs.globalSecondaryIndexes, [
+      {
+        name: "byUser",
+        keySchemas: [{ attributeName: "userId", keyType: "HASH" }],
+        projectionType: "INCLUDE",
+        nonKeyAttributes: ["connectedAt", "expiresAt"],
+      },
+    ]);
+    const index = `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${table.id}/index/byUser`;
+    const querying = ofType(recorded, "aws:iam/rolePolicy:RolePolicy").filter((p) =>
+      JSON.parse(p.inputs.policy).Statement.some((s: any) => s.Resource === index),
+    );
+    assert.deepEqual(querying.map((p) => p.name), ["webchat-chat"]);
+    const [statement] = JSON.parse(querying[0].inputs.policy).Statement.filter((s: any) => s.Resource === index);
+    assert.deepEqual(statement.Action, ["dynamodb:Query"]);
   });
 
   it("builds one image per function from the Dockerfile and runs each function from its image, by digest", () => {

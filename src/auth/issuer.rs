@@ -1,5 +1,5 @@
-//! An OpenID issuer of our own, for `webchat-local --dev-issuer` and the tests: ES256 keys made
-//! at start, the discovery document and the JWKS served as Cognito serves them, and tokens minted
+//! An OpenID issuer of our own, for `webchat-local --dev-issuer` and the tests: ES256 keys (or
+//! RS256, as Cognito's) made at start, the discovery document and the JWKS served as Cognito serves them, and tokens minted
 //! on request. Never a production identity provider: anyone who can reach `/dev/token` is whoever
 //! they say, which is why webchat-local serves that to loopback clients only.
 
@@ -27,12 +27,45 @@ pub const TOKEN_SECONDS: i64 = 3600;
 /// One signing key: its id, its private half for signing, its public half as a JWK.
 struct SigningKey {
     kid: String,
+    algorithm: Algorithm,
     encoding: EncodingKey,
     jwk: Value,
 }
 
 impl SigningKey {
-    fn generate(kid: String) -> Self {
+    fn generate(kid: String, algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::RS256 => SigningKey::generate_rsa(kid),
+            _ => SigningKey::generate_ec(kid),
+        }
+    }
+
+    /// A 2048-bit RSA key, as Cognito's.
+    fn generate_rsa(kid: String) -> Self {
+        use aws_lc_rs::encoding::AsDer;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .expect("aws-lc-rs generates an RSA key");
+        let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair)
+            .expect("aws-lc-rs serializes its own key");
+        let pkcs1 = pkcs1_of(pkcs8.as_ref()).expect("a PKCS#8 RSA key holds a PKCS#1 one");
+        let encoding = EncodingKey::from_rsa_der(pkcs1);
+        let mut jwk = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, Algorithm::RS256)
+                .expect("an RSA key has a JWK"),
+        )
+        .expect("a JWK serializes");
+        jwk["kid"] = json!(kid);
+        jwk["use"] = json!("sig");
+        jwk["alg"] = json!("RS256");
+        SigningKey {
+            kid,
+            algorithm: Algorithm::RS256,
+            encoding,
+            jwk,
+        }
+    }
+
+    fn generate_ec(kid: String) -> Self {
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
             .expect("aws-lc-rs generates a P-256 key");
         let pkcs8 = pair.to_pkcs8v1().expect("aws-lc-rs serializes its own key");
@@ -49,15 +82,53 @@ impl SigningKey {
         });
         SigningKey {
             kid,
+            algorithm: Algorithm::ES256,
             encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
             jwk,
         }
     }
 }
 
+/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo` (RFC 5208: a SEQUENCE of the
+/// version, the algorithm, then the key as an OCTET STRING): jsonwebtoken signs with PKCS#1.
+fn pkcs1_of(pkcs8: &[u8]) -> Option<&[u8]> {
+    /// One DER element at the start of `der`: its tag, its contents, and what follows it.
+    fn element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = der.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (length, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let count = usize::from(first & 0x7f);
+            if count > 4 || rest.len() < count {
+                return None;
+            }
+            let length = rest[..count]
+                .iter()
+                .fold(0usize, |n, &b| (n << 8) | usize::from(b));
+            (length, &rest[count..])
+        };
+        (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+    }
+    let (0x30, info, _) = element(pkcs8)? else {
+        return None;
+    };
+    let (0x02, _version, rest) = element(info)? else {
+        return None;
+    };
+    let (0x30, _algorithm, rest) = element(rest)? else {
+        return None;
+    };
+    let (0x04, key, _) = element(rest)? else {
+        return None;
+    };
+    Some(key)
+}
+
 /// The issuer: its URL, its keys (the newest signs), and what was asked of it.
 pub struct LocalIssuer {
     url: String,
+    algorithm: Algorithm,
     keys: RwLock<Vec<SigningKey>>,
     generation: AtomicUsize,
     down: AtomicBool,
@@ -66,11 +137,18 @@ pub struct LocalIssuer {
 }
 
 impl LocalIssuer {
-    /// An issuer at `url` (its `iss`; serve [`LocalIssuer::router`] there) with one fresh key.
+    /// An issuer at `url` (its `iss`; serve [`LocalIssuer::router`] there) with one fresh ES256
+    /// key.
     pub fn new(url: impl Into<String>) -> Arc<Self> {
+        LocalIssuer::signing_with(url, Algorithm::ES256)
+    }
+
+    /// An issuer whose keys sign with `algorithm`: ES256, or RS256 as Cognito's do.
+    pub fn signing_with(url: impl Into<String>, algorithm: Algorithm) -> Arc<Self> {
         Arc::new(LocalIssuer {
             url: url.into(),
-            keys: RwLock::new(vec![SigningKey::generate("dev-1".into())]),
+            algorithm,
+            keys: RwLock::new(vec![SigningKey::generate("dev-1".into(), algorithm)]),
             generation: AtomicUsize::new(1),
             down: AtomicBool::new(false),
             discovery_requests: AtomicUsize::new(0),
@@ -90,7 +168,7 @@ impl LocalIssuer {
         }
         let keys = self.keys.read().expect("issuer keys");
         let key = keys.last().expect("an issuer has a key");
-        let mut header = Header::new(Algorithm::ES256);
+        let mut header = Header::new(key.algorithm);
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, &claims, &key.encoding).expect("ES256 signs any claims")
     }
@@ -111,7 +189,7 @@ impl LocalIssuer {
     /// A new key signs from now on; the old ones stay published. Returns the new `kid`.
     pub fn rotate(&self) -> String {
         let n = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let key = SigningKey::generate(format!("dev-{n}"));
+        let key = SigningKey::generate(format!("dev-{n}"), self.algorithm);
         let kid = key.kid.clone();
         self.keys.write().expect("issuer keys").push(key);
         kid
@@ -241,6 +319,23 @@ mod tests {
         a_minute_later().await;
         verifier.verify(&second, 1_000).await.unwrap();
         assert_eq!(issuer.requests(), (3, 2));
+    }
+
+    #[tokio::test]
+    async fn rs256_keys_as_cognito_signs_verify_too() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let issuer = LocalIssuer::signing_with(url, Algorithm::RS256);
+        let app: axum::Router = issuer.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let token = issuer.mint_for("grace", "webchat", 1_000);
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().alg,
+            Algorithm::RS256
+        );
+        assert_eq!(issuer.jwks()["keys"][0]["kty"], "RSA");
+        let identity = verifier(&issuer).verify(&token, 1_000).await.unwrap();
+        assert_eq!(identity.name, "grace");
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub struct IssuerUrl(String);
 impl IssuerUrl {
     /// `url` checked; `iss` in tokens must equal it exactly, so it is kept as given.
     pub fn parse(url: &str) -> Result<Self, String> {
-        checked(url)?;
+        let uri = checked(url)?;
+        if uri.query().is_some() {
+            return Err(format!("{url:?} has a query string; an issuer has none"));
+        }
         Ok(IssuerUrl(url.to_owned()))
     }
 
@@ -73,9 +76,6 @@ fn checked(url: &str) -> Result<Uri, String> {
             ));
         }
         _ => return Err(format!("{url:?} is not an https:// URL")),
-    }
-    if uri.query().is_some() {
-        return Err(format!("{url:?} has a query string; an issuer has none"));
     }
     Ok(uri)
 }

@@ -10,21 +10,29 @@ wscat="$root/node_modules/.bin/wscat"
 [ -x "$wscat" ] || { echo "wscat is not installed: run npm ci in $root" >&2; exit 1; }
 
 work=$(mktemp -d)
-server_pid=
+server_pid= signed_pid=
 cleanup() {
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true; fi
+  if [ -n "$signed_pid" ]; then kill "$signed_pid" 2>/dev/null; wait "$signed_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-"$binary" --listen 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-for _ in $(seq 100); do
-  url=$(grep -o 'ws://[0-9.:]*' "$work/server.out" | head -n 1 || true)
-  [ -n "$url" ] && break
-  sleep 0.1
-done
-[ -n "${url:-}" ] || { echo "webchat-local printed no ws:// URL" >&2; cat "$work/server.err" >&2; exit 1; }
+start() { # start NAME [FLAG...]: webchat-local on a free port; its URL in $url, its pid in $pid
+  local name=$1
+  shift
+  "$binary" --listen 127.0.0.1:0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  pid=$!
+  url=
+  for _ in $(seq 100); do
+    url=$(grep -o 'ws://[0-9.:]*' "$work/$name.out" | head -n 1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { echo "webchat-local printed no ws:// URL" >&2; cat "$work/$name.err" >&2; exit 1; }
+}
+start server
+server_pid=$pid
 
 passed=0 failed=0
 expect() { # expect NAME FILE PATTERN: FILE has a line matching the extended regex PATTERN
@@ -46,11 +54,24 @@ sleep 2 | "$wscat" -c "$url" -x '{"action":"list"}' -w 1 >"$work/list.out" 2>&1
 sleep 2 | "$wscat" -c "$url" -x 'hello?' -w 1 >"$work/bad.out" 2>&1
 wait "$alice" || true
 
-expect "alice is welcomed" "$work/alice.out" '^\{"type":"welcome","connectionId":"[A-Za-z0-9_=-]{16}","message":"Welcome! - connected on [A-Za-z0-9_=-]{16}"\}$'
-expect "alice hears bob" "$work/alice.out" '^\{"type":"broadcast","from":"[A-Za-z0-9_=-]{16}","name":null,"message":"Anybody home\? <b>ü</b>","sentAt":"[0-9T:.-]+Z"\}$'
+expect "alice is welcomed" "$work/alice.out" '^\{"type":"welcome","connectionId":"[A-Za-z0-9_=-]{16}","user":null,"name":"alice","message":"Welcome! - connected on [A-Za-z0-9_=-]{16}"\}$'
+expect "alice hears bob" "$work/alice.out" '^\{"type":"broadcast","from":"[A-Za-z0-9_=-]{16}","user":null,"name":null,"message":"Anybody home\? <b>ü</b>","sentAt":"[0-9T:.-]+Z"\}$'
 expect "bob hears himself" "$work/bob.out" '"type":"broadcast".*"message":"Anybody home\? <b>ü</b>"'
 expect "list names alice" "$work/list.out" '^\{"type":"connections","connections":\[.*"name":"alice".*\]\}$'
 expect "bad input gets invalid_json" "$work/bad.out" '^\{"type":"error","code":"invalid_json","message":".+"\}$'
+
+# with sign-in: the start-up lines' own recipe, a token in the subprotocols, and none at all
+start signed --dev-issuer
+signed_pid=$pid
+http=${url/ws:/http:}
+expect "sign-in is explained at start" "$work/signed.out" "npx wscat -c \"$url/\?token=\\\$\(curl -s '$http/dev/token\?name=ada'\)\""
+token=$(curl -s "$http/dev/token?name=ada")
+sleep 2 | "$wscat" -c "$url/?token=$token" -x '{"action":"list"}' -w 1 >"$work/ada.out" 2>&1
+expect "ada is signed in by ?token=" "$work/ada.out" '^\{"type":"welcome","connectionId":"[A-Za-z0-9_=-]{16}","user":"dev-[0-9a-f]{16}","name":"ada",'
+sleep 2 | "$wscat" -c "$url" -s webchat.v1 -s "$(curl -s "$http/dev/token?name=bea")" -x '{"action":"list"}' -w 1 >"$work/bea.out" 2>&1
+expect "bea is signed in by the subprotocol" "$work/bea.out" '"type":"connections".*"name":"bea"'
+sleep 1 | "$wscat" -c "$url" >"$work/anonymous.out" 2>&1 || true
+expect "no token is 401" "$work/anonymous.out" '401'
 
 echo "wscat smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
