@@ -81,10 +81,13 @@ impl Options {
     /// filter at INFO or below whatever `LOG_LEVEL` says: the metrics' lines have no level, and
     /// Lambda filters them as INFO.)
     pub fn for_lambda(service_name: &str, log_level: Option<&str>) -> Options {
-        let log_filter = log_filter(
-            std::env::var("RUST_LOG").ok(),
-            log_level,
-            std::env::var("AWS_LAMBDA_LOG_LEVEL").ok(),
+        let log_filter = format!(
+            "{},{RAW_EVENTS_OFF}",
+            log_filter(
+                std::env::var("RUST_LOG").ok(),
+                log_level,
+                std::env::var("AWS_LAMBDA_LOG_LEVEL").ok(),
+            )
         );
         let text = std::env::var("AWS_LAMBDA_LOG_FORMAT")
             .is_ok_and(|format| format.eq_ignore_ascii_case("text"));
@@ -109,6 +112,11 @@ impl Options {
 
 /// A function's log filter: `RUST_LOG`, else `LOG_LEVEL`, else Lambda's level (whose FATAL is
 /// `tracing`'s error), else `info`.
+/// lambda_runtime logs every raw event at TRACE from this module (its only line): an event
+/// carries a connect's token (`Sec-WebSocket-Protocol`, `?token=`) and every message, so at
+/// `LOG_LEVEL=trace` they would reach CloudWatch. The functions log what they need themselves.
+pub const RAW_EVENTS_OFF: &str = "lambda_runtime::layers::api_response=off";
+
 fn log_filter(
     rust_log: Option<String>,
     log_level: Option<&str>,

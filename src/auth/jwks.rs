@@ -25,6 +25,9 @@ use super::FetchKeys;
 
 /// How long one request (connect, TLS, answer) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a fetch of the keys (discovery, then the JWKS) may take in all: a cold authorizer
+/// that waits longer than its timeout (the stack's 10 s) would answer 500, not 401.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(6);
 /// The largest discovery document or key set read.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
@@ -87,6 +90,30 @@ pub fn is_loopback(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A JWK set as published: each key parsed on its own, so that one of a type this code cannot
+/// use (an OKP or secp256k1 key, a type newer than jsonwebtoken) does not hide the others.
+#[derive(Deserialize)]
+struct RawKeySet {
+    keys: Vec<serde_json::Value>,
+}
+
+impl RawKeySet {
+    fn parsed(self) -> JwkSet {
+        let keys = self
+            .keys
+            .into_iter()
+            .filter_map(|key| match serde_json::from_value::<Jwk>(key) {
+                Ok(key) => Some(key),
+                Err(error) => {
+                    tracing::debug!(%error, "skipping a published key this code cannot use");
+                    None
+                }
+            })
+            .collect();
+        JwkSet { keys }
+    }
+}
+
 /// The discovery document's fields this needs.
 #[derive(Deserialize)]
 struct Discovery {
@@ -106,6 +133,17 @@ impl HttpKeys {
     }
 
     async fn fetch_keys(&self) -> Result<HashMap<String, Jwk>, String> {
+        // both requests within one bound, well inside an authorizer's timeout
+        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_unbounded())
+            .await
+            .map_err(|_| {
+                format!(
+                    "the issuer's discovery document and keys did not arrive within {FETCH_TIMEOUT:?}"
+                )
+            })?
+    }
+
+    async fn fetch_unbounded(&self) -> Result<HashMap<String, Jwk>, String> {
         let discovery_url = self.issuer.discovery();
         let body = get(&discovery_url).await?;
         let discovery: Discovery = serde_json::from_slice(&body)
@@ -119,9 +157,9 @@ impl HttpKeys {
             ));
         }
         let body = get(&discovery.jwks_uri).await?;
-        let set: JwkSet = serde_json::from_slice(&body)
+        let set: RawKeySet = serde_json::from_slice(&body)
             .map_err(|e| format!("{}: not a JWK set: {e}", discovery.jwks_uri))?;
-        Ok(signing_keys(set))
+        Ok(signing_keys(set.parsed()))
     }
 }
 
@@ -297,6 +335,20 @@ mod tests {
         let mut kids: Vec<_> = signing_keys(set).into_keys().collect();
         kids.sort();
         assert_eq!(kids, ["a", "c"]);
+    }
+
+    #[test]
+    fn a_key_of_a_type_this_code_cannot_use_does_not_hide_the_others() {
+        let published: RawKeySet = serde_json::from_value(serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "X25519", "kid": "x", "x": "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"},
+            {"kty": "ML-DSA", "kid": "pq", "pub": "AAAA"},
+            {"kty": "EC", "crv": "P-256", "kid": "a", "use": "sig",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+        ]}))
+        .unwrap();
+        let kept: Vec<_> = signing_keys(published.parsed()).into_keys().collect();
+        assert_eq!(kept, ["a"]);
     }
 
     #[tokio::test]

@@ -263,19 +263,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         let Some(record) = self.store.get(target, now.timestamp()).await? else {
             return self.tell(sender, text::not_found(target), deadline).await;
         };
-        let (user, name) = self.who(caller, now).await?;
-        let frame = Bytes::from(
-            ServerMessage::Chat(Said {
-                from: sender,
-                to: Some(target),
-                to_user: None,
-                user: user.as_deref(),
-                name: name.as_deref(),
-                message,
-                sent_at: &rfc3339(now),
-            })
-            .to_json(),
-        );
+        let frame = self
+            .chat_frame(caller, Some(target), None, message, now)
+            .await?;
         let cut_off = self.work_cut_off(deadline);
         match self.post_to(target, &frame, cut_off).await? {
             // The sender gets the same frame: its copy says the message was delivered (a chat to
@@ -317,19 +307,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 .tell(sender, text::user_not_found(target), deadline)
                 .await;
         }
-        let (user, name) = self.who(caller, now).await?;
-        let frame = Bytes::from(
-            ServerMessage::Chat(Said {
-                from: sender,
-                to: None,
-                to_user: Some(target),
-                user: user.as_deref(),
-                name: name.as_deref(),
-                message,
-                sent_at: &rfc3339(now),
-            })
-            .to_json(),
-        );
+        let frame = self
+            .chat_frame(caller, None, Some(target), message, now)
+            .await?;
         let cut_off = self.work_cut_off(deadline);
         let (mut delivered, mut connecting, mut to_sender) = (0usize, 0usize, false);
         for recipient in &recipients {
@@ -367,6 +347,30 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             (_, true) => Ok(()),
             (_, false) => self.reply(sender, frame, deadline).await,
         }
+    }
+
+    /// The `chat` frame `caller` says `message` in, to a connection or to a user.
+    async fn chat_frame(
+        &self,
+        caller: Sender<'_>,
+        to: Option<&str>,
+        to_user: Option<&str>,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Bytes, RouteError> {
+        let (user, name) = self.who(caller, now).await?;
+        Ok(Bytes::from(
+            ServerMessage::Chat(Said {
+                from: caller.connection_id,
+                to,
+                to_user,
+                user: user.as_deref(),
+                name: name.as_deref(),
+                message,
+                sent_at: &rfc3339(now),
+            })
+            .to_json(),
+        ))
     }
 
     /// `token_expired`: the sender's token expired before this frame. It is told, then closed

@@ -185,22 +185,31 @@ pub fn context_of(identity: &Identity) -> Map<String, Value> {
 }
 
 /// The identity a route finds in `requestContext.authorizer` (API Gateway may pass the context's
-/// numbers as strings); `None` where no authorizer ran.
+/// numbers as strings); `None` where no authorizer ran. It fails closed: an authorizer's answer
+/// (a `principalId`) with an `exp` that cannot be read counts as expired, never as no sign-in.
 pub fn identity_in(authorizer: &HashMap<String, Value>) -> Option<Identity> {
     let text = |key: &str| match authorizer.get(key)? {
         Value::String(text) => Some(text.clone()),
         other @ Value::Number(_) => Some(other.to_string()),
         _ => None,
     };
-    let user = text(context::USER).filter(|user| !user.is_empty())?;
+    let user = text(context::USER)
+        .or_else(|| text(PRINCIPAL_ID))
+        .filter(|user| !user.is_empty())?;
     let name = text(context::NAME).unwrap_or_else(|| user.clone());
-    let expires_at = text(context::EXP)?.parse::<f64>().ok()? as i64;
+    let expires_at = text(context::EXP)
+        .and_then(|exp| exp.parse::<f64>().ok())
+        .filter(|exp| exp.is_finite())
+        .map_or(i64::MIN, |exp| exp as i64);
     Some(Identity {
         user,
         name,
         expires_at,
     })
 }
+
+/// Where API Gateway puts the authorizer's `principalId` in a route's `requestContext.authorizer`.
+pub const PRINCIPAL_ID: &str = "principalId";
 
 #[cfg(test)]
 mod tests {
@@ -268,5 +277,11 @@ mod tests {
         authorizer.insert("principalId".into(), json!("u-1"));
         assert_eq!(identity_in(&authorizer), Some(identity));
         assert_eq!(identity_in(&HashMap::new()), None);
+        // an authorizer's answer whose exp cannot be read is expired, not signed out
+        authorizer.insert("exp".into(), json!("soon"));
+        assert_eq!(identity_in(&authorizer).unwrap().expires_at, i64::MIN);
+        authorizer.remove("exp");
+        authorizer.remove("user");
+        assert_eq!(identity_in(&authorizer).unwrap().user, "u-1");
     }
 }

@@ -115,7 +115,7 @@ impl Authorizer {
 /// context, as API Gateway passes them to every route.
 pub(crate) fn request_context(identity: &Identity) -> HashMap<String, Value> {
     let mut fields: HashMap<String, Value> = authorizer::context_of(identity).into_iter().collect();
-    fields.insert("principalId".into(), json!(identity.user));
+    fields.insert(authorizer::PRINCIPAL_ID.into(), json!(identity.user));
     fields
 }
 
@@ -135,6 +135,7 @@ pub(crate) async fn dev_token(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(dev) = shared.authorizer.as_ref().and_then(|a| a.dev.clone()) else {
         return (
@@ -143,8 +144,17 @@ pub(crate) async fn dev_token(
         )
             .into_response();
     };
-    if !peer.ip().is_loopback() {
-        tracing::info!(%peer, "dev token refused: not a loopback client");
+    // a page on another site whose name was made to resolve to 127.0.0.1 (DNS rebinding) comes
+    // from loopback too, but names its own host
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<axum::http::uri::Authority>().ok());
+    let loopback_host = host
+        .as_ref()
+        .is_some_and(|host| crate::auth::jwks::is_loopback(host.host()));
+    if !peer.ip().is_loopback() || !loopback_host {
+        tracing::info!(%peer, host = ?host.map(|h| h.to_string()), "dev token refused: not a loopback client");
         return (
             StatusCode::FORBIDDEN,
             "dev tokens are minted for clients on this machine only\n",

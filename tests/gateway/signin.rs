@@ -171,6 +171,31 @@ async fn the_dev_issuer_publishes_discovery_and_keys_and_tokens_need_a_name() {
 }
 
 #[tokio::test]
+async fn a_page_elsewhere_that_reaches_loopback_gets_no_dev_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = signed_in_gateway().await;
+    // DNS rebinding: another site's name resolved to 127.0.0.1, so the peer is loopback
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /dev/token?name=mallory HTTP/1.1\r\nhost: evil.example.com:3001\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // localhost, as a person types it, is fine
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!(
+        "GET /dev/token?name=ada HTTP/1.1\r\nhost: localhost:{}\r\nconnection: close\r\n\r\n",
+        gateway.addr.port()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
 async fn without_sign_in_there_is_no_dev_issuer_and_names_come_from_the_query() {
     let gateway = spawn().await;
     assert_eq!(

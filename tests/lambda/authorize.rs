@@ -289,6 +289,36 @@ async fn an_issuer_down_is_unauthorized_not_a_crash_and_its_known_keys_still_ser
 }
 
 #[tokio::test]
+async fn even_at_log_level_trace_no_token_reaches_the_log() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = LocalIssuer::new(format!("http://{}", listener.local_addr().unwrap()));
+    let app: axum::Router = issuer.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let function = Function::start(
+        "authorize",
+        &[
+            ("JWT_ISSUER", issuer.url().to_owned()),
+            ("JWT_AUDIENCE", AUDIENCE.to_owned()),
+            ("LOG_LEVEL", "trace".to_owned()),
+        ],
+    )
+    .await;
+    let token = issuer.mint(&claims(&issuer, "u"));
+    function.invoke(&offered(&token)).await.response();
+    assert_unauthorized(
+        function
+            .invoke(&event(None, json!({"token": "leaked.x.y"})))
+            .await,
+    );
+    let logs = function.logs().join("\n");
+    assert!(!logs.is_empty(), "it logged at trace");
+    // lambda_runtime logs each raw event at TRACE: that one line is kept out
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!logs.contains(signature), "the token is in the log");
+    assert!(!logs.contains("leaked.x.y"), "a query token is in the log");
+}
+
+#[tokio::test]
 async fn a_missing_issuer_setting_is_an_init_error_that_names_it() {
     let mut function = Function::start("authorize", &[("JWT_AUDIENCE", AUDIENCE.to_owned())]).await;
     let (error_type, body) = function.api.init_error().await;

@@ -1,6 +1,7 @@
 // Sign-in on the chat page, against webchat-local --dev-issuer in headless Chromium: two tabs as
 // two signed-in people message each other by name, one person's two tabs both get a message to
-// them, and a forged or expired token is refused at the handshake and explained.
+// them, a forged or expired token is refused at the handshake and explained (an expired one not
+// retried), and what is not a token is not sent.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { launchChromium, startWebchat } from "./support.mjs";
@@ -63,5 +64,27 @@ test("a forged token is refused at the handshake and explained", async () => {
   const notice = page.locator("#log li.notice", { hasText: "refused the sign-in" });
   await notice.waitFor();
   assert.equal(await page.locator("#status").textContent(), "Could not connect.");
+  await page.close();
+});
+
+test("a token past its exp is refused once, said to have expired, and not retried", async () => {
+  const page = await browser.newPage();
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const expired = [b64({ alg: "ES256", kid: "dev-1" }), b64({ sub: "late", exp: 1700000000 }), "c2ln"].join(".");
+  await page.goto(webchat.http);
+  await page.getByLabel("Sign-in token").fill(expired);
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await page.locator("#log li.notice", { hasText: "the token has expired" }).waitFor();
+  assert.equal(await page.locator("#status").textContent(), "Signed out: the sign-in expired.");
+  assert.equal(await page.getByRole("button", { name: "Connect", exact: true }).isEnabled(), true);
+  await page.close();
+});
+
+test("what is not a token is not sent", async () => {
+  const page = await browser.newPage();
+  await page.goto(webchat.http);
+  await page.getByLabel("Sign-in token").fill("not a token, just words");
+  await page.getByRole("button", { name: "Connect", exact: true }).click();
+  await page.locator("#status", { hasText: "That is not a token" }).waitFor();
   await page.close();
 });
