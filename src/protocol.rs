@@ -30,6 +30,14 @@ pub const MAX_CONNECTION_ID_BYTES: usize = 128;
 /// The longest user id (a token's `sub`) accepted, in bytes: Cognito's are 36-byte UUIDs.
 pub const MAX_USER_BYTES: usize = 256;
 
+/// Room names: 1 to 64 of `[A-Za-z0-9_.-]`.
+pub const MAX_ROOM_BYTES: usize = 64;
+/// The rooms one connection may be in at once.
+pub const MAX_ROOMS_PER_CONNECTION: usize = 20;
+/// A history page's size when the request names none, and the largest it may name.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+pub const MAX_HISTORY_LIMIT: u32 = 100;
+
 /// A record lives for API Gateway's hard connection limit (2 h) plus a margin, so a connection
 /// whose `$disconnect` never ran is ignored on read and removed by the table's TTL.
 pub const CONNECTION_TTL_SECONDS: i64 = 2 * 60 * 60 + 5 * 60;
@@ -111,6 +119,10 @@ pub enum ErrorCode {
     ConnectionNotFound,
     /// A chat to a user with no live connection.
     UserNotFound,
+    /// A join past the rooms one connection may be in.
+    TooManyRooms,
+    /// A leave, a room broadcast, list or history from a connection not in the room.
+    NotAMember,
     /// A frame sent after the connection's token expired; the connection is then closed.
     TokenExpired,
     /// A broadcast may have missed some live connections (failures, or the time limit).
@@ -154,10 +166,134 @@ impl ProtocolError {
     }
 }
 
-/// `{"action":"broadcast","message":"..."}`
+/// `{"action":"broadcast","message":"..."}`, to everyone, or with `"room"` to a room's members.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BroadcastRequest {
     pub message: String,
+    pub room: Option<String>,
+}
+
+/// `{"action":"join","room":"<room>","since":<seq, optional>}`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinRequest {
+    pub room: String,
+    /// The last `seq` the client has: the messages after it come as a `history` frame.
+    pub since: Option<u64>,
+}
+
+/// `{"action":"leave","room":"<room>"}`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaveRequest {
+    pub room: String,
+}
+
+/// `{"action":"list"}`, or with `"room"` a room's live members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListRequest {
+    pub room: Option<String>,
+}
+
+/// `{"action":"history","room":"<room>","before":<seq, optional>,"limit":<1..100, optional>}`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRequest {
+    pub room: String,
+    pub before: Option<u64>,
+    pub limit: u32,
+}
+
+impl JoinRequest {
+    pub fn parse(body: &str) -> Result<Self, ProtocolError> {
+        let object = parse_object(body)?;
+        Ok(JoinRequest {
+            room: room_field(&object)?,
+            since: sequence_field(&object, "since")?,
+        })
+    }
+}
+
+impl LeaveRequest {
+    pub fn parse(body: &str) -> Result<Self, ProtocolError> {
+        let object = parse_object(body)?;
+        Ok(LeaveRequest {
+            room: room_field(&object)?,
+        })
+    }
+}
+
+impl ListRequest {
+    pub fn parse(body: &str) -> Result<Self, ProtocolError> {
+        let object = parse_object(body)?;
+        Ok(ListRequest {
+            room: optional_room(&object)?,
+        })
+    }
+}
+
+impl HistoryRequest {
+    pub fn parse(body: &str) -> Result<Self, ProtocolError> {
+        let object = parse_object(body)?;
+        let limit = match sequence_field(&object, "limit")? {
+            None => DEFAULT_HISTORY_LIMIT,
+            Some(limit) if (1..=u64::from(MAX_HISTORY_LIMIT)).contains(&limit) => limit as u32,
+            Some(_) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::InvalidField,
+                    format!("`limit` must be a whole number from 1 to {MAX_HISTORY_LIMIT}"),
+                ));
+            }
+        };
+        Ok(HistoryRequest {
+            room: room_field(&object)?,
+            before: sequence_field(&object, "before")?,
+            limit,
+        })
+    }
+}
+
+/// Whether `room` is a room name: 1 to 64 of `[A-Za-z0-9_.-]`.
+pub fn is_room_name(room: &str) -> bool {
+    (1..=MAX_ROOM_BYTES).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A required `room`.
+fn room_field(object: &Map<String, Value>) -> Result<String, ProtocolError> {
+    let room = string_field(object, "room")?;
+    if !is_room_name(room) {
+        return Err(invalid_room());
+    }
+    Ok(room.to_owned())
+}
+
+/// An optional `room` (absent or `null`: none).
+fn optional_room(object: &Map<String, Value>) -> Result<Option<String>, ProtocolError> {
+    match object.get("room") {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => room_field(object).map(Some),
+    }
+}
+
+fn invalid_room() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::InvalidField,
+        format!("`room` must be 1 to {MAX_ROOM_BYTES} characters of A-Z, a-z, 0-9, _ . -"),
+    )
+}
+
+/// An optional whole number (a `seq`, a limit): absent or `null` is none; anything else that is
+/// not a non-negative integer is `invalid_field`.
+fn sequence_field(object: &Map<String, Value>, field: &str) -> Result<Option<u64>, ProtocolError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value.as_u64().map(Some).ok_or_else(|| {
+            ProtocolError::new(
+                ErrorCode::InvalidField,
+                format!("`{field}` must be a whole number, 0 or more"),
+            )
+        }),
+    }
 }
 
 /// `{"action":"chat","connection":"<id>","message":"..."}` or
@@ -180,6 +316,7 @@ impl BroadcastRequest {
         let object = parse_object(body)?;
         Ok(BroadcastRequest {
             message: message_field(&object)?,
+            room: optional_room(&object)?,
         })
     }
 }
@@ -383,6 +520,30 @@ pub struct Said<'a> {
     pub sent_at: &'a str,
 }
 
+/// A message said in a room: its `broadcast` frame (with `"type":"broadcast"`), and one entry of a
+/// `history` frame, as the room's history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomMessage {
+    pub room: String,
+    /// The room's message number: increasing, the same for every member.
+    pub seq: u64,
+    pub from: String,
+    pub user: Option<String>,
+    pub name: Option<String>,
+    pub message: String,
+    /// RFC 3339
+    pub sent_at: String,
+}
+
+/// A presence frame's `event`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceEvent {
+    Joined,
+    Left,
+}
+
 /// One row of a `connections` frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -416,6 +577,39 @@ pub enum ServerMessage<'a> {
     Chat(Said<'a>),
     Connections {
         connections: &'a [ConnectionEntry],
+    },
+    /// A room's message, to its members.
+    #[serde(rename = "broadcast")]
+    RoomBroadcast(&'a RoomMessage),
+    /// A room's live members (`list` with a room).
+    #[serde(rename = "connections")]
+    RoomConnections {
+        room: &'a str,
+        connections: &'a [ConnectionEntry],
+    },
+    Joined {
+        room: &'a str,
+        /// The room's latest `seq`, 0 if none.
+        seq: u64,
+        /// Whether the room sends presence frames (not past its presence limit).
+        presence: bool,
+    },
+    Left {
+        room: &'a str,
+    },
+    History {
+        room: &'a str,
+        /// Oldest first.
+        messages: &'a [RoomMessage],
+        /// The `before` that fetches the page older than this one; `None` when there is none.
+        next: Option<u64>,
+    },
+    Presence {
+        room: &'a str,
+        event: PresenceEvent,
+        connection_id: &'a str,
+        user: Option<&'a str>,
+        name: Option<&'a str>,
     },
     Error {
         code: ErrorCode,
@@ -709,6 +903,140 @@ mod tests {
     }
 
     #[test]
+    fn room_requests_name_a_plain_room_and_whole_numbers() {
+        let join = JoinRequest::parse(r#"{"action":"join","room":"general.1_a-b"}"#).unwrap();
+        assert_eq!((join.room.as_str(), join.since), ("general.1_a-b", None));
+        let since = JoinRequest::parse(r#"{"action":"join","room":"r","since":41}"#).unwrap();
+        assert_eq!(since.since, Some(41));
+        for bad in [
+            r#"{"action":"join","room":""}"#,
+            r#"{"action":"join","room":"a b"}"#,
+            r#"{"action":"join","room":7}"#,
+            r#"{"action":"join","room":"r","since":-1}"#,
+            r#"{"action":"join","room":"r","since":1.5}"#,
+            r#"{"action":"join","room":"r","since":"3"}"#,
+        ] {
+            assert_eq!(
+                code_of(JoinRequest::parse(bad)),
+                ErrorCode::InvalidField,
+                "{bad}"
+            );
+        }
+        let long = format!(r#"{{"action":"join","room":"{}"}}"#, "r".repeat(65));
+        assert_eq!(code_of(JoinRequest::parse(&long)), ErrorCode::InvalidField);
+        let longest = format!(r#"{{"action":"join","room":"{}"}}"#, "r".repeat(64));
+        assert!(JoinRequest::parse(&longest).is_ok());
+        assert_eq!(
+            code_of(JoinRequest::parse(r#"{"action":"join"}"#)),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            LeaveRequest::parse(r#"{"action":"leave","room":"r"}"#)
+                .unwrap()
+                .room,
+            "r"
+        );
+        let history = HistoryRequest::parse(r#"{"action":"history","room":"r"}"#).unwrap();
+        assert_eq!(
+            (history.before, history.limit),
+            (None, DEFAULT_HISTORY_LIMIT)
+        );
+        let page =
+            HistoryRequest::parse(r#"{"action":"history","room":"r","before":9,"limit":100}"#)
+                .unwrap();
+        assert_eq!((page.before, page.limit), (Some(9), 100));
+        for limit in ["0", "101", "-5", "2.5", "\"10\""] {
+            let body = format!(r#"{{"action":"history","room":"r","limit":{limit}}}"#);
+            assert_eq!(
+                code_of(HistoryRequest::parse(&body)),
+                ErrorCode::InvalidField,
+                "{limit}"
+            );
+        }
+        // room is optional for broadcast and list, checked when given
+        let everyone = BroadcastRequest::parse(r#"{"action":"broadcast","message":"m"}"#).unwrap();
+        assert_eq!(everyone.room, None);
+        let room = BroadcastRequest::parse(r#"{"action":"broadcast","room":"r","message":"m"}"#);
+        assert_eq!(room.unwrap().room.as_deref(), Some("r"));
+        assert_eq!(
+            code_of(BroadcastRequest::parse(
+                r#"{"action":"broadcast","room":"no room","message":"m"}"#
+            )),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            ListRequest::parse(r#"{"action":"list"}"#).unwrap().room,
+            None
+        );
+        assert_eq!(
+            ListRequest::parse(r#"{"action":"list","room":null}"#)
+                .unwrap()
+                .room,
+            None
+        );
+    }
+
+    #[test]
+    fn room_frames_have_the_contracted_shape() {
+        let said = RoomMessage {
+            room: "r".into(),
+            seq: 7,
+            from: "abc=".into(),
+            user: None,
+            name: Some("ada".into()),
+            message: "hi".into(),
+            sent_at: "2026-12-06T08:00:00.000Z".into(),
+        };
+        let json = |m: ServerMessage| serde_json::from_str::<Value>(&m.to_json()).unwrap();
+        assert_eq!(
+            json(ServerMessage::RoomBroadcast(&said)),
+            json!({"type":"broadcast","room":"r","seq":7,"from":"abc=","user":null,"name":"ada","message":"hi","sentAt":"2026-12-06T08:00:00.000Z"})
+        );
+        assert_eq!(
+            json(ServerMessage::Joined {
+                room: "r",
+                seq: 0,
+                presence: false
+            }),
+            json!({"type":"joined","room":"r","seq":0,"presence":false})
+        );
+        assert_eq!(
+            json(ServerMessage::Left { room: "r" }),
+            json!({"type":"left","room":"r"})
+        );
+        let history = json(ServerMessage::History {
+            room: "r",
+            messages: std::slice::from_ref(&said),
+            next: None,
+        });
+        assert_eq!(history["type"], "history");
+        assert_eq!(history["next"], Value::Null);
+        assert_eq!(history["messages"][0]["seq"], 7);
+        assert_eq!(
+            json(ServerMessage::Presence {
+                room: "r",
+                event: PresenceEvent::Joined,
+                connection_id: "abc=",
+                user: Some("u"),
+                name: None
+            }),
+            json!({"type":"presence","room":"r","event":"joined","connectionId":"abc=","user":"u","name":null})
+        );
+        assert_eq!(
+            json(ServerMessage::RoomConnections {
+                room: "r",
+                connections: &[]
+            }),
+            json!({"type":"connections","room":"r","connections":[]})
+        );
+        for code in [ErrorCode::TooManyRooms, ErrorCode::NotAMember] {
+            assert_eq!(json!(code), json!(code.to_string()));
+        }
+        assert_eq!(json!(ErrorCode::TooManyRooms), "too_many_rooms");
+        assert_eq!(json!(ErrorCode::NotAMember), "not_a_member");
+    }
+
+    #[test]
     fn names_are_short_and_plain() {
         assert_eq!(validate_name(None), Ok(None));
         assert_eq!(
@@ -847,6 +1175,10 @@ mod tests {
                 let _ = select_route(&text);
                 let _ = BroadcastRequest::parse(&text);
                 let _ = ChatRequest::parse(&text);
+                let _ = JoinRequest::parse(&text);
+                let _ = LeaveRequest::parse(&text);
+                let _ = ListRequest::parse(&text);
+                let _ = HistoryRequest::parse(&text);
                 let _ = default_route_error(text.as_bytes(), false);
                 let _ = validate_name(Some(&text));
             }
@@ -866,6 +1198,10 @@ mod tests {
                 let _ = select_route(&body);
                 let _ = BroadcastRequest::parse(&body);
                 let _ = ChatRequest::parse(&body);
+                let _ = JoinRequest::parse(&body);
+                let _ = LeaveRequest::parse(&body);
+                let _ = ListRequest::parse(&body);
+                let _ = HistoryRequest::parse(&body);
             }
         }
     }

@@ -1277,3 +1277,19 @@ async fn a_frame_at_the_tokens_last_second_still_goes_through() {
         .unwrap();
     assert_eq!(frames_to(&chat, "a")[0]["message"], "just in time");
 }
+
+#[tokio::test]
+async fn a_broadcast_to_a_room_never_reaches_anyone_outside_it() {
+    let (chat, _) = chat();
+    join(&chat, "a", None);
+    join(&chat, "b", None);
+    chat.broadcast(
+        "a",
+        r#"{"action":"broadcast","room":"lobby","message":"members only"}"#,
+        Deadline::NONE,
+    )
+    .await
+    .unwrap();
+    assert_eq!(only_error_code(&chat, "a"), "not_a_member");
+    assert!(frames_to(&chat, "b").is_empty());
+}

@@ -132,6 +132,10 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             Ok(request) => request,
             Err(error) => return self.tell(sender, error, deadline).await,
         };
+        if let Some(room) = &request.room {
+            // rooms have no members yet (issue 22 in progress): never to everyone instead
+            return self.tell(sender, text::not_a_member(room), deadline).await;
+        }
         let frame = self
             .or_tell_internal(sender, deadline, async {
                 let now = self.clock.now();

@@ -114,3 +114,13 @@ pub(crate) fn token_expired() -> ProtocolError {
         "your sign-in has expired: sign in again and reconnect",
     )
 }
+
+/// What a connection is told when it speaks in, lists or reads a room it has not joined.
+pub(crate) fn not_a_member(room: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::NotAMember,
+        format!(
+            "you are not in room {room:?}: join it first with {{\"action\":\"join\",\"room\":\"{room}\"}}"
+        ),
+    )
+}
