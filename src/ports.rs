@@ -5,6 +5,7 @@
 //!   delete, what the routes use.
 //!   "The connection is gone" (HTTP 410) is an [`Outcome`], not an error: it is an ordinary event
 //!   in a chat, and the caller decides what to prune.
+//! - [`RoomStore`]: rooms' members, each connection's rooms, rooms' message counters and history.
 //! - [`EventBus`]: EventBridge locally or in AWS.
 //! - [`ShardQueue`]: where a large broadcast's shard jobs go (SQS in AWS, a queue in memory
 //!   locally), for workers to deliver.
@@ -207,6 +208,129 @@ pub trait ConnectionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Page<ConnectionRecord>, StoreError>> + Send;
 }
 
+/// Partitions a room's membership is spread over: a room's members are read (and written) under
+/// `MEMBERSHIP_SHARDS` keys, each member under the one a hash of its connection id picks, so a
+/// room of a million never puts one DynamoDB partition past its 3 000 reads or 1 000 writes a
+/// second, and a large room's fan-out is one job per shard.
+pub const MEMBERSHIP_SHARDS: u32 = 16;
+
+/// The membership shard of `connection_id`: FNV-1a, stable across builds and machines (the
+/// shard is part of a stored key).
+pub fn membership_shard(connection_id: &str) -> u32 {
+    let hash = connection_id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % MEMBERSHIP_SHARDS
+}
+
+/// A room member: what a room's fan-out and its presence frames need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub connection_id: String,
+    pub connected_at: ConnectedAt,
+    pub user: Option<String>,
+    pub name: Option<String>,
+    /// Epoch seconds: the connection's own expiry (a member outlives no connection).
+    pub expires_at: i64,
+}
+
+impl Member {
+    /// Its id and connection time: what a fan-out addresses.
+    pub fn recipient(&self) -> Recipient {
+        Recipient {
+            connection_id: self.connection_id.clone(),
+            connected_at: self.connected_at.clone(),
+        }
+    }
+}
+
+/// What a join did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// A member now (`new`: it was not one before), with the room's member count after it.
+    Member { new: bool, members: u64 },
+    /// The connection is in as many rooms as it may be: nothing changed.
+    TooManyRooms,
+}
+
+/// A page of a room's history: up to the limit asked for, oldest first, and whether older
+/// messages remain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<crate::protocol::RoomMessage>,
+    pub more: bool,
+}
+
+/// Rooms: who is in each (spread over [`MEMBERSHIP_SHARDS`]), each connection's rooms (so leaving
+/// them all on disconnect needs no scan), each room's message counter and its history.
+pub trait RoomStore: Send + Sync + 'static {
+    /// Adds `member` to `room`, and `room` to the connection's rooms, unless it is already in
+    /// `max_rooms` others. Joining again changes nothing (`new: false`).
+    fn join(
+        &self,
+        room: &str,
+        member: Member,
+        max_rooms: usize,
+    ) -> impl Future<Output = Result<Joined, StoreError>> + Send;
+
+    /// Removes the connection from `room`; whether it was a member.
+    fn leave(
+        &self,
+        room: &str,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The rooms a connection is in.
+    fn rooms_of(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Whether the connection is a live member of `room`.
+    fn is_member(
+        &self,
+        room: &str,
+        connection_id: &str,
+        live_at: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// One page of `room`'s live members in membership shard `shard`, after `cursor` (a
+    /// connection id the previous page ended with).
+    fn members(
+        &self,
+        room: &str,
+        shard: u32,
+        cursor: Option<String>,
+        live_at: i64,
+    ) -> impl Future<Output = Result<Page<Member>, StoreError>> + Send;
+
+    /// About how many members `room` has (kept by joins and leaves; expired members count until
+    /// they are removed).
+    fn member_count(&self, room: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The room's latest `seq`, 0 if it has no message.
+    fn latest_seq(&self, room: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Numbers `message` with the room's next `seq` (an atomic counter) and keeps it until
+    /// `expires_at` (epoch seconds); returns it numbered. A failed write after the count leaves
+    /// a gap, never a repeat.
+    fn append(
+        &self,
+        message: crate::protocol::RoomMessage,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<crate::protocol::RoomMessage, StoreError>> + Send;
+
+    /// The newest `limit` messages of `room` older than `before` (all, without it), oldest
+    /// first, skipping those expired at `live_at`.
+    fn history(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: u32,
+        live_at: i64,
+    ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;
+}
+
 /// What happened to a connection we addressed: done, or gone (HTTP 410 from `@connections`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome<T> {
@@ -371,6 +495,24 @@ impl Clock for SystemClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn membership_shards_are_stable_and_spread() {
+        // part of stored keys: these values must never change
+        assert_eq!(membership_shard(""), 0x811c_9dc5 % MEMBERSHIP_SHARDS);
+        assert_eq!(
+            membership_shard("L0SM9cOFvHcCIhw="),
+            membership_shard("L0SM9cOFvHcCIhw=")
+        );
+        let mut counts = [0u32; MEMBERSHIP_SHARDS as usize];
+        for i in 0..16_000 {
+            counts[membership_shard(&format!("conn-{i:011}=")) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (800..1200).contains(&n)),
+            "{counts:?}"
+        );
+    }
 
     #[test]
     fn a_stored_connected_at_keeps_its_text_exactly_and_parses_any_rfc_3339_form() {

@@ -3,15 +3,19 @@
 //!
 //! [`MemoryConnectionApi`] is `@connections` in memory over any [`Peer`]: the local gateway's
 //! sockets, a test's inboxes, a bench's counters.
+//! [`MemoryRoomStore`] is the rooms' store, keyed as DynamoDB keys them (issue 22, in progress:
+//! no route uses it yet).
 //! [`MemoryQueue`] is SQS in memory (visibility, receive counts, a dead-letter queue) with
 //! Lambda's event source mapping ([`serve`]): the shard queue of `webchat-local`, the shard tests
 //! and the sharded bench alike.
 
 mod connections;
 mod queue;
+mod rooms;
 
 pub use connections::{Inbox, MemoryConnectionApi, Peer};
 pub use queue::{MemoryQueue, QueueSettings, Received, serve, settle, sqs_event};
+pub use rooms::MemoryRoomStore;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
