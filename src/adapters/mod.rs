@@ -16,6 +16,8 @@ pub mod eventbridge;
 pub mod management;
 pub mod memory;
 #[cfg(feature = "aws")]
+pub mod rooms;
+#[cfg(feature = "aws")]
 pub mod sigv4;
 #[cfg(feature = "aws")]
 pub mod sqs;

@@ -17,6 +17,7 @@ mod fake_aws;
 mod identity;
 mod moto;
 mod otlp;
+mod rooms;
 mod runtime_api;
 mod shards;
 #[path = "../support/mod.rs"]
