@@ -104,6 +104,15 @@ impl DynamoStore {
     }
 }
 
+/// Whether a DynamoDB call failed its condition (a conditional write that did not apply).
+pub(crate) fn condition_failed<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    error.code() == Some("ConditionalCheckFailedException")
+}
+
 fn store_error(error: impl std::error::Error) -> StoreError {
     StoreError(DisplayErrorContext(error).to_string())
 }
@@ -260,13 +269,7 @@ impl ConnectionStore for DynamoStore {
         match call(aws_span("DynamoDB", "DeleteItem"), delete).await {
             Ok(_) => Ok(true),
             // No such item, or one written since: it stays.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(error) if condition_failed(&error) => Ok(false),
             Err(error) => Err(store_error(error)),
         }
     }

@@ -20,6 +20,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use crate::adapters::dynamodb::attributes::{CONNECTED_AT, CONNECTION_ID, EXPIRES_AT, NAME, USER};
+use crate::adapters::dynamodb::condition_failed;
 use crate::ports::{
     ConnectedAt, HistoryPage, Joined, MEMBERSHIP_SHARDS, Member, Page, RoomStore, StoreError,
     membership_shard,
@@ -121,11 +122,7 @@ impl DynamoRoomStore {
         let output = call(aws_span("DynamoDB", "GetItem"), get)
             .await
             .map_err(store_error)?;
-        Ok(output
-            .item()
-            .and_then(|item| number(item, name))
-            .unwrap_or_default()
-            .max(0) as u64)
+        Ok(counter(output.item(), name))
     }
 
     /// Adds `by` to the room's counter `name`; its new value.
@@ -144,12 +141,15 @@ impl DynamoRoomStore {
         let output = call(aws_span("DynamoDB", "UpdateItem"), update)
             .await
             .map_err(store_error)?;
-        Ok(output
-            .attributes()
-            .and_then(|item| number(item, name))
-            .unwrap_or_default()
-            .max(0) as u64)
+        Ok(counter(output.attributes(), name))
     }
+}
+
+/// A counter of the `#meta` item: 0 when there is none.
+fn counter(item: Option<&Item>, name: &str) -> u64 {
+    item.and_then(|item| number(item, name))
+        .unwrap_or_default()
+        .max(0) as u64
 }
 
 fn member_item(room: &str, member: &Member) -> Item {
@@ -241,13 +241,7 @@ impl RoomStore for DynamoRoomStore {
             .send();
         let old = match call(aws_span("DynamoDB", "UpdateItem"), add).await {
             Ok(output) => output.attributes,
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                return Ok(Joined::TooManyRooms);
-            }
+            Err(error) if condition_failed(&error) => return Ok(Joined::TooManyRooms),
             Err(error) => return Err(store_error(error)),
         };
         let new = !old
@@ -300,10 +294,7 @@ impl RoomStore for DynamoRoomStore {
             .send();
         match call(aws_span("DynamoDB", "UpdateItem"), forget).await {
             Ok(_) => {}
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(error) if condition_failed(&error) => {}
             Err(error) => return Err(store_error(error)),
         }
         if removed {
