@@ -113,7 +113,8 @@ where
     error.code() == Some("ConditionalCheckFailedException")
 }
 
-fn store_error(error: impl std::error::Error) -> StoreError {
+/// A DynamoDB call's failure, with the SDK's whole context, as the store's error.
+pub(crate) fn store_error(error: impl std::error::Error) -> StoreError {
     StoreError(DisplayErrorContext(error).to_string())
 }
 

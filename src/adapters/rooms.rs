@@ -16,11 +16,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use crate::adapters::dynamodb::attributes::{CONNECTED_AT, CONNECTION_ID, EXPIRES_AT, NAME, USER};
-use crate::adapters::dynamodb::condition_failed;
+use crate::adapters::dynamodb::{condition_failed, store_error};
 use crate::ports::{
     ConnectedAt, HistoryPage, Joined, MEMBERSHIP_SHARDS, Member, Page, RoomStore, StoreError,
     membership_shard,
@@ -70,10 +69,6 @@ fn s(text: impl Into<String>) -> AttributeValue {
 
 fn n(number: impl ToString) -> AttributeValue {
     AttributeValue::N(number.to_string())
-}
-
-fn store_error(error: impl std::error::Error) -> StoreError {
-    StoreError(DisplayErrorContext(error).to_string())
 }
 
 fn text(item: &Item, name: &str) -> Option<String> {
