@@ -63,7 +63,7 @@ ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 # every function (tests/lambda/contract.rs checks it against the crate's list). benches/ is
 # copied only because Cargo reads every target the manifest declares; none of it compiles here.
 FROM toolchain AS builder
-ARG FUNCTIONS="connect disconnect default broadcast list chat post cleanup fanout authorize"
+ARG FUNCTIONS="connect disconnect default broadcast list chat join leave history post cleanup fanout authorize"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use webchat::adapters::management::ManagementApi;
-use webchat::adapters::memory::{MemoryEventBus, MemoryStore};
+use webchat::adapters::memory::{MemoryEventBus, MemoryRoomStore, MemoryStore};
 use webchat::config::FunctionConfig;
 use webchat::domain::{Chat, Deadline, Settings};
 use webchat::ports::{ConnectionApi, ConnectionRecord, SystemClock};
@@ -85,6 +85,7 @@ async fn management_api(endpoint: &str) -> ManagementApi {
         .await;
     let config = FunctionConfig::from_lookup(|name| match name {
         "CONNECTIONS_TABLE" => Some("bench".into()),
+        "ROOMS_TABLE" => Some("bench-rooms".into()),
         "EVENT_BUS_NAME" => Some("bench".into()),
         "WEBSOCKET_API_ENDPOINT" => Some(endpoint.into()),
         _ => None,
@@ -204,6 +205,7 @@ async fn run(args: Args, mut fake: Fake) {
     let api = management_api(&fake.endpoint).await;
     let mut chat = Chat {
         store,
+        rooms: MemoryRoomStore::default(),
         api,
         bus: MemoryEventBus::recording(),
         clock: Arc::new(SystemClock),

@@ -58,6 +58,10 @@ fn event(function: &str, token: &str) -> Value {
         "chat" => {
             json!({"requestContext": context("chat", "MESSAGE"), "body": r#"{"action":"chat","connection":"bench=","message":"hi"}"#, "isBase64Encoded": false})
         }
+        "join" | "leave" | "history" => {
+            let body = json!({"action": function, "room": "bench"}).to_string();
+            json!({"requestContext": context(function, "MESSAGE"), "body": body, "isBase64Encoded": false})
+        }
         "post" => {
             json!({"version": "0", "id": "1", "detail-type": "welcome", "source": "webchat", "account": "1",
                          "time": "2026-11-28T07:00:00Z", "region": "us-east-1", "resources": [],

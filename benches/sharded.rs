@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use webchat::adapters::memory::{
-    MemoryConnectionApi, MemoryEventBus, MemoryQueue, MemoryStore, Peer, QueueSettings, settle,
-    sqs_event,
+    MemoryConnectionApi, MemoryEventBus, MemoryQueue, MemoryRoomStore, MemoryStore, Peer,
+    QueueSettings, settle, sqs_event,
 };
 use webchat::domain::{Chat, Deadline, Settings};
 use webchat::lambda;
@@ -101,7 +101,7 @@ impl Peer for Counter {
 
 type SimApi = MemoryConnectionApi<Counter>;
 
-type SimChat = Chat<MemoryStore, Arc<SimApi>, MemoryEventBus>;
+type SimChat = Chat<MemoryStore, Arc<SimApi>, MemoryEventBus, MemoryRoomStore>;
 
 struct Run {
     took: Duration,
@@ -135,6 +135,7 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
     }));
     let chat: Arc<SimChat> = Arc::new(Chat {
         store,
+        rooms: MemoryRoomStore::default(),
         api: api.clone(),
         bus: MemoryEventBus::recording(),
         clock: Arc::new(SystemClock),

@@ -13,6 +13,8 @@ use crate::domain::{Backoff, Settings};
 pub mod vars {
     /// The DynamoDB table of connections.
     pub const CONNECTIONS_TABLE: &str = "CONNECTIONS_TABLE";
+    /// The DynamoDB table of rooms: members, counters and history (`pk`, `sk`).
+    pub const ROOMS_TABLE: &str = "ROOMS_TABLE";
     /// The EventBridge bus the welcome event goes to.
     pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
     /// `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`: API Gateway's management
@@ -42,6 +44,10 @@ pub mod vars {
     /// Receives of a shard job before the queue sets it aside (its redrive policy's
     /// `maxReceiveCount`): `fanout` tells the sender when a job fails on this one. Optional: 3.
     pub const SHARD_ATTEMPTS: &str = "SHARD_ATTEMPTS";
+    /// Days a room's messages are kept. Optional: 7.
+    pub const HISTORY_DAYS: &str = "HISTORY_DAYS";
+    /// Rooms of at most this many members send presence frames. Optional: 100.
+    pub const PRESENCE_LIMIT: &str = "PRESENCE_LIMIT";
 
     /// The token issuer's URL, exactly as tokens' `iss` (the `authorize` function's; `https://`,
     /// or `http://` to loopback).
@@ -53,8 +59,9 @@ pub mod vars {
     pub const AUTHORIZER: [&str; 3] = [JWT_ISSUER, JWT_AUDIENCE, LOG_LEVEL];
 
     /// Every variable of the other functions, required ones first.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 15] = [
         CONNECTIONS_TABLE,
+        ROOMS_TABLE,
         EVENT_BUS_NAME,
         WEBSOCKET_API_ENDPOINT,
         LOG_LEVEL,
@@ -66,6 +73,8 @@ pub mod vars {
         METRICS_NAMESPACE,
         FANOUT_WORKERS,
         SHARD_ATTEMPTS,
+        HISTORY_DAYS,
+        PRESENCE_LIMIT,
     ];
 }
 
@@ -73,6 +82,7 @@ pub mod vars {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionConfig {
     pub connections_table: String,
+    pub rooms_table: String,
     pub event_bus_name: String,
     pub websocket_api_endpoint: String,
     /// `LOG_LEVEL`; `None`: unset (Lambda's level, else `info`).
@@ -174,6 +184,7 @@ impl FunctionConfig {
         let required = |name, expected| required(&lookup, name, expected);
         let connections_table =
             required(vars::CONNECTIONS_TABLE, "the DynamoDB table of connections")?;
+        let rooms_table = required(vars::ROOMS_TABLE, "the DynamoDB table of rooms")?;
         let event_bus_name = required(vars::EVENT_BUS_NAME, "the EventBridge bus name or ARN")?;
         const ENDPOINT: &str =
             "the management endpoint https://{api-id}.execute-api.{region}.amazonaws.com/{stage}";
@@ -237,6 +248,22 @@ impl FunctionConfig {
         )? {
             settings.shard_attempts = attempts as u32;
         }
+        if let Some(days) = number(
+            &lookup,
+            vars::HISTORY_DAYS,
+            1..=365,
+            "a number of days from 1 to 365",
+        )? {
+            settings.history_days = days as u32;
+        }
+        if let Some(limit) = number(
+            &lookup,
+            vars::PRESENCE_LIMIT,
+            0..=10_000,
+            "a number of members from 0 (no presence frames) to 10000",
+        )? {
+            settings.presence_limit = limit as u64;
+        }
         let shard_queue_url = lookup(vars::SHARD_QUEUE_URL).filter(|url| !url.trim().is_empty());
         if let Some(url) = &shard_queue_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -253,6 +280,7 @@ impl FunctionConfig {
             shard_queue_url,
             metrics_namespace,
             connections_table,
+            rooms_table,
             event_bus_name,
             websocket_api_endpoint: endpoint.trim_end_matches('/').to_owned(),
             log_level,
@@ -327,13 +355,14 @@ mod tests {
         FunctionConfig::from_lookup(|name| map.get(name).cloned())
     }
 
-    const COMPLETE: [(&str, &str); 3] = [
+    const COMPLETE: [(&str, &str); 4] = [
         ("CONNECTIONS_TABLE", "webchat-connections"),
         ("EVENT_BUS_NAME", "webchat"),
         (
             "WEBSOCKET_API_ENDPOINT",
             "https://abc.execute-api.eu-west-1.amazonaws.com/stage/",
         ),
+        ("ROOMS_TABLE", "webchat-rooms"),
     ];
 
     #[test]
@@ -380,6 +409,7 @@ mod tests {
     fn a_complete_environment_configures_everything_with_defaults() {
         let config = config(&COMPLETE).unwrap();
         assert_eq!(config.connections_table, "webchat-connections");
+        assert_eq!(config.rooms_table, "webchat-rooms");
         assert_eq!(
             config.websocket_api_endpoint,
             "https://abc.execute-api.eu-west-1.amazonaws.com/stage"
@@ -393,6 +423,7 @@ mod tests {
     fn each_missing_variable_is_named() {
         for missing in [
             "CONNECTIONS_TABLE",
+            "ROOMS_TABLE",
             "EVENT_BUS_NAME",
             "WEBSOCKET_API_ENDPOINT",
         ] {
@@ -460,6 +491,10 @@ mod tests {
             ("FANOUT_WORKERS", "0"),
             ("FANOUT_WORKERS", "1001"),
             ("SHARD_ATTEMPTS", "0"),
+            ("HISTORY_DAYS", "0"),
+            ("HISTORY_DAYS", "366"),
+            ("PRESENCE_LIMIT", "-1"),
+            ("PRESENCE_LIMIT", "10001"),
         ] {
             let mut pairs = COMPLETE.to_vec();
             pairs.push((name, value));
@@ -478,8 +513,12 @@ mod tests {
             ("LOG_LEVEL", "debug"),
             ("FANOUT_WORKERS", "16"),
             ("SHARD_ATTEMPTS", "5"),
+            ("HISTORY_DAYS", "30"),
+            ("PRESENCE_LIMIT", "0"),
         ]);
         let config = config(&pairs).unwrap();
+        assert_eq!(config.settings.history_days, 30);
+        assert_eq!(config.settings.presence_limit, 0);
         assert_eq!(config.settings.min_segments, 16);
         assert_eq!(config.settings.shard_attempts, 5);
         assert_eq!(config.settings.posts_in_flight, 512);

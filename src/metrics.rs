@@ -118,6 +118,7 @@ mod tests {
     #[test]
     fn a_sharded_broadcast_counts_as_a_broadcast_and_a_sharded_one() {
         let summary = Summary::Sharded(ShardedBroadcast {
+            room: None,
             sender: "c=".into(),
             broadcast: "b2".into(),
             segments: 4,

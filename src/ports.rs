@@ -244,13 +244,35 @@ impl Member {
     }
 }
 
+/// A room's counters, kept on one item: its latest `seq` (0 if it has no message) and about how
+/// many members it has (kept by joins and leaves; expired members count until they are removed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoomMeta {
+    pub seq: u64,
+    pub members: u64,
+}
+
 /// What a join did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Joined {
-    /// A member now (`new`: it was not one before), with the room's member count after it.
-    Member { new: bool, members: u64 },
+    /// A member now (`new`: it was not one before), with the room's counters after it.
+    Member { new: bool, room: RoomMeta },
     /// The connection is in as many rooms as it may be: nothing changed.
     TooManyRooms,
+}
+
+/// A message numbered and kept, with the room's counters as the numbering left them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub message: crate::protocol::RoomMessage,
+    pub room: RoomMeta,
+}
+
+/// A member that left, and the room's counters after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Departed {
+    pub member: Member,
+    pub room: RoomMeta,
 }
 
 /// A page of a room's history: up to the limit asked for, oldest first, and whether older
@@ -273,12 +295,13 @@ pub trait RoomStore: Send + Sync + 'static {
         max_rooms: usize,
     ) -> impl Future<Output = Result<Joined, StoreError>> + Send;
 
-    /// Removes the connection from `room`; whether it was a member.
+    /// Removes the connection from `room`, and `room` from its rooms: the member it was and the
+    /// room's counters after it, or `None` if it was not a member.
     fn leave(
         &self,
         room: &str,
         connection_id: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Departed>, StoreError>> + Send;
 
     /// The rooms a connection is in.
     fn rooms_of(
@@ -286,13 +309,13 @@ pub trait RoomStore: Send + Sync + 'static {
         connection_id: &str,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
-    /// Whether the connection is a live member of `room`.
-    fn is_member(
+    /// The connection as a live member of `room`, if it is one.
+    fn member(
         &self,
         room: &str,
         connection_id: &str,
         live_at: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Member>, StoreError>> + Send;
 
     /// One page of `room`'s live members in membership shard `shard`, after `cursor` (a
     /// connection id the previous page ended with).
@@ -304,21 +327,16 @@ pub trait RoomStore: Send + Sync + 'static {
         live_at: i64,
     ) -> impl Future<Output = Result<Page<Member>, StoreError>> + Send;
 
-    /// About how many members `room` has (kept by joins and leaves; expired members count until
-    /// they are removed).
-    fn member_count(&self, room: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// The room's latest `seq`, 0 if it has no message.
-    fn latest_seq(&self, room: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The room's counters.
+    fn meta(&self, room: &str) -> impl Future<Output = Result<RoomMeta, StoreError>> + Send;
 
     /// Numbers `message` with the room's next `seq` (an atomic counter) and keeps it until
-    /// `expires_at` (epoch seconds); returns it numbered. A failed write after the count leaves
-    /// a gap, never a repeat.
+    /// `expires_at` (epoch seconds). A failed write after the count leaves a gap, never a repeat.
     fn append(
         &self,
         message: crate::protocol::RoomMessage,
         expires_at: i64,
-    ) -> impl Future<Output = Result<crate::protocol::RoomMessage, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
     /// The newest `limit` messages of `room` older than `before` (all, without it), oldest
     /// first, skipping those expired at `live_at`.
@@ -438,6 +456,10 @@ pub trait EventBus: Send + Sync + 'static {
 pub struct ShardJob {
     /// The broadcast it belongs to (for logs and metrics).
     pub broadcast: String,
+    /// The room it was said in: `segment` is then a membership shard of it. `None` (and absent
+    /// from the job's JSON): every connection, `segment` a scan segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
     /// Who broadcast: told if some connection in the shard may have missed the message.
     pub sender: String,
     /// The frame every recipient gets (shared by a broadcast's jobs).

@@ -58,16 +58,22 @@ pub enum RouteKey {
     Broadcast,
     List,
     Chat,
+    Join,
+    Leave,
+    History,
 }
 
 impl RouteKey {
-    pub const ALL: [RouteKey; 6] = [
+    pub const ALL: [RouteKey; 9] = [
         RouteKey::Connect,
         RouteKey::Disconnect,
         RouteKey::Default,
         RouteKey::Broadcast,
         RouteKey::List,
         RouteKey::Chat,
+        RouteKey::Join,
+        RouteKey::Leave,
+        RouteKey::History,
     ];
 
     /// The route key as API Gateway spells it (`$connect`, `broadcast`, ...).
@@ -79,6 +85,9 @@ impl RouteKey {
             RouteKey::Broadcast => "broadcast",
             RouteKey::List => "list",
             RouteKey::Chat => "chat",
+            RouteKey::Join => "join",
+            RouteKey::Leave => "leave",
+            RouteKey::History => "history",
         }
     }
 
@@ -88,6 +97,9 @@ impl RouteKey {
             "broadcast" => Some(RouteKey::Broadcast),
             "list" => Some(RouteKey::List),
             "chat" => Some(RouteKey::Chat),
+            "join" => Some(RouteKey::Join),
+            "leave" => Some(RouteKey::Leave),
+            "history" => Some(RouteKey::History),
             _ => None,
         }
     }
@@ -599,7 +611,8 @@ pub enum ServerMessage<'a> {
     },
     History {
         room: &'a str,
-        /// Oldest first.
+        /// Oldest first, each exactly its `broadcast` frame.
+        #[serde(serialize_with = "as_broadcasts")]
         messages: &'a [RoomMessage],
         /// The `before` that fetches the page older than this one; `None` when there is none.
         next: Option<u64>,
@@ -615,6 +628,15 @@ pub enum ServerMessage<'a> {
         code: ErrorCode,
         message: &'a str,
     },
+}
+
+/// A history's messages as the room's `broadcast` frames were (`"type":"broadcast"` included),
+/// so a client handles a message the same way live or from history.
+fn as_broadcasts<S: serde::Serializer>(
+    messages: &&[RoomMessage],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(messages.iter().map(ServerMessage::RoomBroadcast))
 }
 
 impl ServerMessage<'_> {
@@ -643,11 +665,48 @@ pub struct WelcomeDetail {
 const CONNECTIONS_PREFIX: &str = r#"{"type":"connections","connections":["#;
 const CONNECTIONS_SUFFIX: &str = "]}";
 
+/// A `history` frame of `messages` (oldest first) within one `@connections` payload
+/// ([`MAX_PAYLOAD_BYTES`]): the oldest are left out until it fits, and `next` then points at them
+/// (it is the oldest sent's `seq` whenever older ones remain: `more`, or left out). Returns the
+/// frame and how many messages it holds.
+pub fn history_frame(room: &str, messages: &[RoomMessage], more: bool) -> (String, usize) {
+    let sizes: Vec<usize> = messages
+        .iter()
+        .map(|message| ServerMessage::RoomBroadcast(message).to_json().len())
+        .collect();
+    // the envelope at its longest: `next` as the largest seq
+    let envelope = ServerMessage::History {
+        room,
+        messages: &[],
+        next: Some(u64::MAX),
+    }
+    .to_json()
+    .len();
+    let mut total = envelope + sizes.iter().sum::<usize>() + sizes.len().saturating_sub(1);
+    let mut first = 0;
+    while total > MAX_PAYLOAD_BYTES && first < messages.len() {
+        total -= sizes[first] + usize::from(first + 1 < messages.len());
+        first += 1;
+    }
+    let kept = &messages[first..];
+    let next = (more || first > 0)
+        .then(|| kept.first().map(|oldest| oldest.seq))
+        .flatten();
+    let frame = ServerMessage::History {
+        room,
+        messages: kept,
+        next,
+    }
+    .to_json();
+    (frame, kept.len())
+}
+
 /// Packs connection entries into `connections` frames of at most `max_bytes` each, as they arrive
 /// from a paginated scan, so a long list never needs to be held whole.
 #[derive(Debug)]
 pub struct ConnectionsPacker {
     max_bytes: usize,
+    prefix: String,
     current: String,
     entries_in_current: usize,
     frames_emitted: usize,
@@ -657,7 +716,21 @@ impl ConnectionsPacker {
     pub fn new(max_bytes: usize) -> Self {
         ConnectionsPacker {
             max_bytes,
+            prefix: CONNECTIONS_PREFIX.into(),
             current: String::from(CONNECTIONS_PREFIX),
+            entries_in_current: 0,
+            frames_emitted: 0,
+        }
+    }
+
+    /// Frames of a room's members: `{"type":"connections","room":"<room>","connections":[...]}`.
+    pub fn for_room(max_bytes: usize, room: &str) -> Self {
+        let room = serde_json::to_string(room).expect("strings always serialize");
+        let prefix = format!(r#"{{"type":"connections","room":{room},"connections":["#);
+        ConnectionsPacker {
+            max_bytes,
+            current: prefix.clone(),
+            prefix,
             entries_in_current: 0,
             frames_emitted: 0,
         }
@@ -688,7 +761,7 @@ impl ConnectionsPacker {
     }
 
     fn take_frame(&mut self) -> String {
-        let mut frame = std::mem::replace(&mut self.current, String::from(CONNECTIONS_PREFIX));
+        let mut frame = std::mem::replace(&mut self.current, self.prefix.clone());
         frame.push_str(CONNECTIONS_SUFFIX);
         self.entries_in_current = 0;
         self.frames_emitted += 1;
@@ -976,6 +1049,89 @@ mod tests {
         );
     }
 
+    fn room_message(seq: u64, text: &str) -> RoomMessage {
+        RoomMessage {
+            room: "r".into(),
+            seq,
+            from: "abc=".into(),
+            user: None,
+            name: Some("ada".into()),
+            message: text.into(),
+            sent_at: "2026-12-06T08:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_history_page_fits_one_payload_leaving_out_its_oldest_and_saying_so() {
+        let small: Vec<RoomMessage> = (1..=3).map(|seq| room_message(seq, "hi")).collect();
+        let (frame, kept) = history_frame("r", &small, false);
+        let value: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!((kept, &value["next"]), (3, &Value::Null));
+        assert_eq!(value["messages"][0]["seq"], 1);
+        let (frame, _) = history_frame("r", &small, true);
+        let value: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(
+            value["next"], 1,
+            "older ones remain: next is the oldest sent"
+        );
+        // a hundred messages of the largest size cannot fit: the newest that do are sent
+        let large = "é".repeat(MAX_MESSAGE_BYTES / 2);
+        let big: Vec<RoomMessage> = (1..=100).map(|seq| room_message(seq, &large)).collect();
+        let (frame, kept) = history_frame("r", &big, false);
+        assert!(frame.len() <= MAX_PAYLOAD_BYTES, "{}", frame.len());
+        let value: Value = serde_json::from_str(&frame).unwrap();
+        let seqs: Vec<u64> = value["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs.len(), kept);
+        assert_eq!(seqs.last(), Some(&100), "the newest are kept");
+        assert_eq!(value["next"], seqs[0], "next points at what was left out");
+        // one more would not have fitted
+        let (with_one_more, _) = history_frame("r", &big[100 - kept - 1..], false);
+        assert!(with_one_more.len() <= MAX_PAYLOAD_BYTES);
+        let one_more: Value = serde_json::from_str(&with_one_more).unwrap();
+        assert_eq!(one_more["messages"].as_array().unwrap().len(), kept);
+        let (empty, kept) = history_frame("r", &[], true);
+        assert_eq!(kept, 0);
+        assert_eq!(
+            serde_json::from_str::<Value>(&empty).unwrap(),
+            json!({"type":"history","room":"r","messages":[],"next":null})
+        );
+    }
+
+    #[test]
+    fn a_rooms_member_list_names_its_room_in_every_frame() {
+        let mut packer = ConnectionsPacker::for_room(400, "r.1");
+        let entry = |i: usize| ConnectionEntry {
+            connection_id: format!("c{i:014}="),
+            user: None,
+            name: Some(format!("n{i}")),
+            connected_at: "2026-12-06T08:00:00.000Z".into(),
+        };
+        let mut frames: Vec<String> = (0..10).filter_map(|i| packer.push(&entry(i))).collect();
+        frames.extend(packer.finish());
+        assert!(frames.len() > 1);
+        let mut listed = 0;
+        for frame in &frames {
+            assert!(frame.len() <= 400);
+            let value: Value = serde_json::from_str(frame).unwrap();
+            assert_eq!(
+                (&value["type"], &value["room"]),
+                (&json!("connections"), &json!("r.1"))
+            );
+            listed += value["connections"].as_array().unwrap().len();
+        }
+        assert_eq!(listed, 10);
+        let empty = ConnectionsPacker::for_room(400, "r").finish().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&empty).unwrap(),
+            json!({"type":"connections","room":"r","connections":[]})
+        );
+    }
+
     #[test]
     fn room_frames_have_the_contracted_shape() {
         let said = RoomMessage {
@@ -1011,7 +1167,11 @@ mod tests {
         });
         assert_eq!(history["type"], "history");
         assert_eq!(history["next"], Value::Null);
-        assert_eq!(history["messages"][0]["seq"], 7);
+        assert_eq!(
+            history["messages"][0],
+            json(ServerMessage::RoomBroadcast(&said)),
+            "each entry is the room's broadcast frame"
+        );
         assert_eq!(
             json(ServerMessage::Presence {
                 room: "r",

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use webchat::adapters::memory::Peer;
 use webchat::adapters::memory::{
-    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryMetrics, MemoryStore, StoreCall,
+    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryMetrics, MemoryRoomStore, MemoryStore,
+    StoreCall,
 };
 use webchat::auth::Identity;
 use webchat::domain::{
@@ -22,7 +23,7 @@ use webchat::lambda::{self, HandlerError};
 use webchat::ports::{ApiError, ConnectionRecord, Outcome};
 use webchat::protocol::{MAX_FRAME_BYTES, RouteKey, WelcomeDetail};
 
-type TestChat = Chat<MemoryStore, MemoryConnectionApi, MemoryEventBus>;
+type TestChat = Chat<MemoryStore, MemoryConnectionApi, MemoryEventBus, MemoryRoomStore>;
 
 fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
@@ -43,6 +44,7 @@ fn chat() -> (TestChat, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::at(start()));
     let chat = Chat {
         store: MemoryStore::recording(2),
+        rooms: MemoryRoomStore::new(2),
         api: MemoryConnectionApi::new(),
         bus: MemoryEventBus::recording(),
         clock: clock.clone(),
@@ -166,10 +168,10 @@ async fn disconnect_forgets_the_connection() {
     let (chat, _) = chat();
     join(&chat, "a", None);
     join(&chat, "b", None);
-    chat.disconnect("a").await.unwrap();
+    chat.disconnect("a", Deadline::NONE).await.unwrap();
     assert!(!chat.store.contains("a"));
     assert!(chat.store.contains("b"));
-    chat.disconnect("never-was").await.unwrap();
+    chat.disconnect("never-was", Deadline::NONE).await.unwrap();
 }
 
 #[tokio::test]
@@ -368,7 +370,11 @@ async fn a_failing_store_tells_the_sender_internal_and_reports_the_error() {
             .contains("Provisioned"),
         "internal detail must not leak"
     );
-    assert!(chat.list("a", Deadline::NONE).await.is_err());
+    assert!(
+        chat.list("a", r#"{"action":"list"}"#, Deadline::NONE)
+            .await
+            .is_err()
+    );
     assert!(
         chat.chat(
             "a",
@@ -394,7 +400,9 @@ async fn list_sends_every_live_connection_in_frames_that_each_fit() {
     let mut expired = ConnectionRecord::new("conn-0300-expired=".into(), None, start());
     expired.expires_at = start().timestamp() - 1;
     chat.store.insert(expired);
-    chat.list("conn-0000-xxxxx=", Deadline::NONE).await.unwrap();
+    chat.list("conn-0000-xxxxx=", r#"{"action":"list"}"#, Deadline::NONE)
+        .await
+        .unwrap();
     let frames = chat.api.posts_to("conn-0000-xxxxx=");
     assert!(frames.len() >= 2, "600 entries do not fit one 32 KB frame");
     let mut listed = Vec::new();
@@ -1132,7 +1140,9 @@ async fn broadcasts_chats_and_lists_say_who_without_reading_the_store_for_the_se
         !chat.store.calls().contains(&StoreCall::Get("a".into())),
         "the sender's identity came from the event"
     );
-    chat.list("c", Deadline::NONE).await.unwrap();
+    chat.list("c", r#"{"action":"list"}"#, Deadline::NONE)
+        .await
+        .unwrap();
     let listed = frames_to(&chat, "c").pop().unwrap();
     let mut users: Vec<Value> = listed["connections"]
         .as_array()

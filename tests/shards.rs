@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use webchat::adapters::memory::{
-    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryQueue, MemoryStore, QueueSettings,
-    Received, segment_of, settle, sqs_event,
+    ManualClock, MemoryConnectionApi, MemoryEventBus, MemoryQueue, MemoryRoomStore, MemoryStore,
+    QueueSettings, Received, segment_of, settle, sqs_event,
 };
 use webchat::domain::{Backoff, Chat, Deadline, Rest, Settings};
 use webchat::lambda;
 use webchat::ports::{ApiError, ConnectionRecord, Segment, ShardJob};
 
-type TestChat = Chat<MemoryStore, MemoryConnectionApi, MemoryEventBus>;
+type TestChat = Chat<MemoryStore, MemoryConnectionApi, MemoryEventBus, MemoryRoomStore>;
 
 fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
@@ -36,6 +36,7 @@ fn chat(connections: usize, page: usize, settings: Settings) -> (TestChat, Arc<M
     }));
     let chat = Chat {
         store: MemoryStore::new().with_page_size(page),
+        rooms: MemoryRoomStore::new(page),
         api: MemoryConnectionApi::new(),
         bus: MemoryEventBus::recording(),
         clock: Arc::new(ManualClock::at(start())),
@@ -100,6 +101,7 @@ const BODY: &str = r#"{"action":"broadcast","message":"hello everyone"}"#;
 fn job(segment: Segment) -> ShardJob {
     ShardJob {
         broadcast: "b".into(),
+        room: None,
         sender: "c00000=".into(),
         frame: r#"{"type":"broadcast","message":"x"}"#.into(),
         segment,

@@ -1,4 +1,4 @@
-//! Rooms on DynamoDB (issue 22, in progress: no route uses them yet). One table, `pk` and `sk`
+//! Rooms on DynamoDB. One table, `pk` and `sk`
 //! both strings, TTL on `expiresAt`:
 //!
 //! | item | `pk` | `sk` | attributes |
@@ -21,8 +21,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use crate::adapters::dynamodb::attributes::{CONNECTED_AT, CONNECTION_ID, EXPIRES_AT, NAME, USER};
 use crate::adapters::dynamodb::{condition_failed, store_error};
 use crate::ports::{
-    ConnectedAt, HistoryPage, Joined, MEMBERSHIP_SHARDS, Member, Page, RoomStore, StoreError,
-    membership_shard,
+    Appended, ConnectedAt, Departed, HistoryPage, Joined, MEMBERSHIP_SHARDS, Member, Page,
+    RoomMeta, RoomStore, StoreError, membership_shard,
 };
 use crate::protocol::RoomMessage;
 use crate::telemetry::{aws_span, call};
@@ -104,24 +104,23 @@ impl DynamoRoomStore {
     }
 
     /// The room's `#meta` item's number `name` (0 without one).
-    async fn meta(&self, room: &str, name: &str) -> Result<u64, StoreError> {
+    /// The room's counters (one read of its `#meta` item).
+    async fn read_meta(&self, room: &str) -> Result<RoomMeta, StoreError> {
         let get = self
             .client
             .get_item()
             .table_name(&self.rooms_table)
             .key(PK, s(room_pk(room)))
             .key(SK, s(META))
-            .projection_expression("#n")
-            .expression_attribute_names("#n", name)
             .send();
         let output = call(aws_span("DynamoDB", "GetItem"), get)
             .await
             .map_err(store_error)?;
-        Ok(counter(output.item(), name))
+        Ok(meta_of(output.item()))
     }
 
-    /// Adds `by` to the room's counter `name`; its new value.
-    async fn count(&self, room: &str, name: &str, by: i64) -> Result<u64, StoreError> {
+    /// Adds `by` to the room's counter `name` (an atomic ADD); the counters after it.
+    async fn count(&self, room: &str, name: &str, by: i64) -> Result<RoomMeta, StoreError> {
         let update = self
             .client
             .update_item()
@@ -131,20 +130,27 @@ impl DynamoRoomStore {
             .update_expression("ADD #n :by")
             .expression_attribute_names("#n", name)
             .expression_attribute_values(":by", n(by))
-            .return_values(ReturnValue::UpdatedNew)
+            // both counters: the item is a few bytes, and the caller wants the other one too
+            .return_values(ReturnValue::AllNew)
             .send();
         let output = call(aws_span("DynamoDB", "UpdateItem"), update)
             .await
             .map_err(store_error)?;
-        Ok(counter(output.attributes(), name))
+        Ok(meta_of(output.attributes()))
     }
 }
 
-/// A counter of the `#meta` item: 0 when there is none.
-fn counter(item: Option<&Item>, name: &str) -> u64 {
-    item.and_then(|item| number(item, name))
-        .unwrap_or_default()
-        .max(0) as u64
+/// The counters of a `#meta` item: 0 for one missing.
+fn meta_of(item: Option<&Item>) -> RoomMeta {
+    let counter = |name| {
+        item.and_then(|item| number(item, name))
+            .unwrap_or_default()
+            .max(0) as u64
+    };
+    RoomMeta {
+        seq: counter(SEQ),
+        members: counter(MEMBERS),
+    }
 }
 
 fn member_item(room: &str, member: &Member) -> Item {
@@ -253,15 +259,15 @@ impl RoomStore for DynamoRoomStore {
         call(aws_span("DynamoDB", "PutItem"), put)
             .await
             .map_err(store_error)?;
-        let members = if new {
+        let room = if new {
             self.count(room, MEMBERS, 1).await?
         } else {
-            self.meta(room, MEMBERS).await?
+            self.read_meta(room).await?
         };
-        Ok(Joined::Member { new, members })
+        Ok(Joined::Member { new, room })
     }
 
-    async fn leave(&self, room: &str, connection_id: &str) -> Result<bool, StoreError> {
+    async fn leave(&self, room: &str, connection_id: &str) -> Result<Option<Departed>, StoreError> {
         let delete = self
             .client
             .delete_item()
@@ -270,11 +276,13 @@ impl RoomStore for DynamoRoomStore {
             .key(SK, s(connection_id))
             .return_values(ReturnValue::AllOld)
             .send();
+        // the member it was, from the item as it was (no read before)
         let removed = call(aws_span("DynamoDB", "DeleteItem"), delete)
             .await
             .map_err(store_error)?
             .attributes
-            .is_some_and(|item| !item.is_empty());
+            .as_ref()
+            .and_then(member_of);
         // the record may be gone already (a disconnect): then there is nothing to update
         let forget = self
             .client
@@ -292,10 +300,11 @@ impl RoomStore for DynamoRoomStore {
             Err(error) if condition_failed(&error) => {}
             Err(error) => return Err(store_error(error)),
         }
-        if removed {
-            self.count(room, MEMBERS, -1).await?;
-        }
-        Ok(removed)
+        let Some(member) = removed else {
+            return Ok(None);
+        };
+        let room = self.count(room, MEMBERS, -1).await?;
+        Ok(Some(Departed { member, room }))
     }
 
     async fn rooms_of(&self, connection_id: &str) -> Result<Vec<String>, StoreError> {
@@ -321,12 +330,12 @@ impl RoomStore for DynamoRoomStore {
         Ok(rooms)
     }
 
-    async fn is_member(
+    async fn member(
         &self,
         room: &str,
         connection_id: &str,
         live_at: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Member>, StoreError> {
         let get = self
             .client
             .get_item()
@@ -340,8 +349,8 @@ impl RoomStore for DynamoRoomStore {
             .map_err(store_error)?;
         Ok(output
             .item()
-            .and_then(|item| number(item, EXPIRES_AT))
-            .is_some_and(|expires_at| live_at < expires_at))
+            .and_then(member_of)
+            .filter(|member| live_at < member.expires_at))
     }
 
     async fn members(
@@ -380,20 +389,17 @@ impl RoomStore for DynamoRoomStore {
         Ok(Page { items, next })
     }
 
-    async fn member_count(&self, room: &str) -> Result<u64, StoreError> {
-        self.meta(room, MEMBERS).await
-    }
-
-    async fn latest_seq(&self, room: &str) -> Result<u64, StoreError> {
-        self.meta(room, SEQ).await
+    async fn meta(&self, room: &str) -> Result<RoomMeta, StoreError> {
+        self.read_meta(room).await
     }
 
     async fn append(
         &self,
         mut message: RoomMessage,
         expires_at: i64,
-    ) -> Result<RoomMessage, StoreError> {
-        message.seq = self.count(&message.room, SEQ, 1).await?;
+    ) -> Result<Appended, StoreError> {
+        let room = self.count(&message.room, SEQ, 1).await?;
+        message.seq = room.seq;
         let put = self
             .client
             .put_item()
@@ -403,7 +409,7 @@ impl RoomStore for DynamoRoomStore {
         call(aws_span("DynamoDB", "PutItem"), put)
             .await
             .map_err(store_error)?;
-        Ok(message)
+        Ok(Appended { message, room })
     }
 
     async fn history(

@@ -60,7 +60,7 @@ pub(crate) async fn until<T>(
     }
 }
 
-impl<S, A, B> Chat<S, A, B> {
+impl<S, A, B, R> Chat<S, A, B, R> {
     /// The reserve and the stop margin for `deadline`: the settings', scaled down for an
     /// invocation given little time (a fifth and a tenth of it at most).
     fn margins(&self, deadline: Deadline) -> (Duration, Duration) {

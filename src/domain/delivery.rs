@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::TryFutureExt;
 use futures_util::future::Either;
-use futures_util::stream::{self, FuturesUnordered, Stream, StreamExt, TryStreamExt};
+use futures_util::stream::{self, BoxStream, FuturesUnordered, Stream, StreamExt, TryStreamExt};
 use tokio::time::Instant;
 
 use tracing::Instrument;
@@ -30,8 +31,8 @@ use super::deadline::{CutOff, until};
 use super::retry::{Pacer, wait_for};
 use super::{CONNECT_WINDOW, COUNTING_TARGET, Chat, Deadline, Deliveries, RouteError};
 use crate::ports::{
-    ApiError, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, Recipient, Segment,
-    StoreError,
+    ApiError, ConnectedAt, ConnectionApi, ConnectionStore, EventBus, Outcome, Page, Recipient,
+    RoomStore, Segment, StoreError,
 };
 
 /// What became of a connection that answered 410.
@@ -46,6 +47,9 @@ pub(crate) enum Gone {
 
 /// Which connections a delivery addresses and how many posts it may start.
 pub(crate) struct Sweep {
+    /// A room's members (`segment` is then [`Segment::WHOLE`], every membership shard, or one
+    /// membership shard of [`MEMBERSHIP_SHARDS`]); `None`: every connection (a scan segment).
+    pub room: Option<String>,
     pub segment: Segment,
     /// Start right after this connection id.
     pub cursor: Option<String>,
@@ -58,6 +62,7 @@ pub(crate) struct Sweep {
 impl Sweep {
     pub(crate) fn whole(first: Option<Page<Recipient>>) -> Sweep {
         Sweep {
+            room: None,
             segment: Segment::WHOLE,
             cursor: None,
             first,
@@ -182,7 +187,7 @@ fn is_newcomer(connected_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         .map_or(true, |age| age < CONNECT_WINDOW)
 }
 
-impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
+impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A, B, R> {
     /// Posts `data` to one connection, retrying throttling within the budget, and giving up at
     /// `cut_off` whatever the retries have left.
     pub(crate) async fn post_to(
@@ -234,7 +239,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     /// Posts `data` to every live connection `sweep` addresses, until the deadline's margin or
     /// its limit. Returns what happened to each connection, the Scan's error if one failed after
     /// its retries, and what is left of the segment if it stopped early.
-    pub(crate) async fn deliver(&self, data: Bytes, sweep: Sweep, deadline: Deadline) -> Swept {
+    pub(crate) async fn deliver(&self, data: Bytes, mut sweep: Sweep, deadline: Deadline) -> Swept {
         let now = self.clock.now();
         let began = Instant::now();
         // Posts start until `stop`; those in flight then (prunes included) are cut off halfway
@@ -260,24 +265,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             not_attempted = Empty,
             complete = Empty,
         );
-        let segment = sweep.segment;
-        let mut first = sweep.first;
-        let recipients = paginate(|cursor| {
-            let read = match first.take() {
-                Some(page) => Either::Left(std::future::ready(Ok(page))),
-                None => Either::Right(self.store.scan_recipients(
-                    now.timestamp(),
-                    segment,
-                    cursor.or_else(|| sweep.cursor.clone()),
-                )),
-            };
-            let scanned = &scanned;
-            async move {
-                let page = read.await?;
-                scanned.fetch_add(page.items.len(), Ordering::Relaxed);
-                Ok(page)
-            }
-        });
+        let first = sweep.first.take();
+        let recipients = self.recipients(&sweep, first, now.timestamp(), &scanned);
+        let room = sweep.room.as_deref();
         let recipients = recipients.take(sweep.limit.unwrap_or(usize::MAX));
         let pacer = Pacer::new(self.settings.post_rate);
         let pacer = pacer.as_ref();
@@ -289,7 +279,8 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 let sequence = finished.lock().unwrap().start(&recipient.connection_id);
                 let (data, throttled) = (&data, &throttled);
                 async move {
-                    let delivery = self.deliver_or_prune(&recipient, data, now, throttled, pacer);
+                    let delivery =
+                        self.deliver_or_prune(&recipient, room, data, now, throttled, pacer);
                     let delivery = until(cut_off, delivery).await.unwrap_or_else(|CutOff| {
                         let connection_id = recipient.connection_id.as_str();
                         tracing::warn!(connection_id, "delivery cut off by the deadline");
@@ -347,9 +338,55 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         }
     }
 
+    /// The connections `sweep` addresses, page after page (each page's size added to
+    /// `scanned`): a scan segment of the connections table, one membership shard of a room, or a
+    /// whole room (its shards read at once: the order does not matter to a delivery that is not
+    /// continued).
+    fn recipients<'a>(
+        &'a self,
+        sweep: &Sweep,
+        first: Option<Page<Recipient>>,
+        live_at: i64,
+        scanned: &'a AtomicUsize,
+    ) -> BoxStream<'a, Result<Recipient, StoreError>> {
+        let count = move |page: Page<Recipient>| {
+            scanned.fetch_add(page.items.len(), Ordering::Relaxed);
+            page
+        };
+        let resume = sweep.cursor.clone();
+        let Some(room) = sweep.room.clone() else {
+            let segment = sweep.segment;
+            let mut first = first;
+            return paginate(move |cursor| {
+                let read = match first.take() {
+                    Some(page) => Either::Left(std::future::ready(Ok(page))),
+                    None => Either::Right(self.store.scan_recipients(
+                        live_at,
+                        segment,
+                        cursor.or_else(|| resume.clone()),
+                    )),
+                };
+                read.map_ok(count)
+            })
+            .boxed();
+        };
+        let members = if sweep.segment == Segment::WHOLE {
+            self.room_members(&room, live_at)
+        } else {
+            self.membership_shard(room, sweep.segment.index, resume, live_at)
+        };
+        members
+            .map_ok(move |member| {
+                scanned.fetch_add(1, Ordering::Relaxed);
+                member.recipient()
+            })
+            .boxed()
+    }
+
     async fn deliver_or_prune(
         &self,
         recipient: &Recipient,
+        room: Option<&str>,
         data: &Bytes,
         now: DateTime<Utc>,
         throttled: &AtomicUsize,
@@ -363,7 +400,15 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             Ok(Outcome::Done(())) => Delivery::Delivered,
             Ok(Outcome::Gone) => match self.gone(recipient, now).await {
                 Ok(Gone::Connecting) => Delivery::Connecting,
-                Ok(Gone::Pruned | Gone::Changed) => Delivery::Pruned,
+                Ok(Gone::Pruned) => Delivery::Pruned,
+                Ok(Gone::Changed) => {
+                    // no record to prune (or another's): the membership that answered 410 goes
+                    if let Some(room) = room {
+                        self.leave_rooms(connection_id, &[room.to_owned()], now, None)
+                            .await;
+                    }
+                    Delivery::Pruned
+                }
                 Err(error) => {
                     tracing::warn!(connection_id, %error, "could not prune a gone connection");
                     Delivery::Failed
@@ -378,7 +423,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
 
     /// What to do with a connection that answered 410, for every route alike: a newcomer
     /// whose `$connect` has not returned is kept; any other record is removed, unless it
-    /// changed since it was read (a conditional delete on `connectedAt`).
+    /// changed since it was read (a conditional delete on `connectedAt`), and leaves its rooms.
     pub(crate) async fn gone(
         &self,
         recipient: &Recipient,
@@ -389,27 +434,46 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             tracing::debug!(connection_id, "410 from a newcomer still connecting; kept");
             return Ok(Gone::Connecting);
         }
+        let pruned = self
+            .prune(connection_id, &recipient.connected_at, now)
+            .await?;
+        Ok(if pruned { Gone::Pruned } else { Gone::Changed })
+    }
+
+    /// Removes a connection's record if it is still the one read (its `connectedAt`), and then
+    /// its memberships, with presence frames. The rooms are read first: the record lists them.
+    /// Whether the record was removed.
+    pub(crate) async fn prune(
+        &self,
+        connection_id: &str,
+        connected_at: &ConnectedAt,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let rooms = self.rooms.rooms_of(connection_id).await?;
         let deleted = self
             .store
-            .delete_if_connected_at(connection_id, &recipient.connected_at)
+            .delete_if_connected_at(connection_id, connected_at)
             .await?;
-        Ok(if deleted { Gone::Pruned } else { Gone::Changed })
+        if deleted {
+            self.leave_rooms(connection_id, &rooms, now, None).await;
+        }
+        Ok(deleted)
     }
 
     /// Runs `work` over the items of a stream with at most `posts_in_flight` in flight, and
     /// takes no more items once `stop` has come; the work in flight runs to its end either way.
     /// With a `pacer`, each item waits for its turn (shared with whatever else takes turns from
     /// it: the retries of throttled posts).
-    pub(crate) async fn concurrently<T, R, Fut>(
+    pub(crate) async fn concurrently<T, O, Fut>(
         &self,
         items: impl Stream<Item = Result<T, StoreError>>,
         stop: Option<Instant>,
         pacer: Option<&Pacer>,
         mut work: impl FnMut(T) -> Fut,
-        mut tally: impl FnMut(R),
+        mut tally: impl FnMut(O),
     ) -> Ended
     where
-        Fut: Future<Output = R>,
+        Fut: Future<Output = O>,
     {
         let limit = self.settings.posts_in_flight.max(1);
         let mut items = pin!(items);

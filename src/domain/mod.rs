@@ -21,6 +21,7 @@
 mod deadline;
 mod delivery;
 mod retry;
+mod rooms;
 mod routes;
 mod sharding;
 mod summary;
@@ -42,6 +43,7 @@ pub use summary::{
 };
 
 use crate::ports::{ApiError, BusError, Clock, Metrics, QueueError, ShardQueue, StoreError};
+pub use rooms::CATCH_UP_LIMIT;
 
 /// The `tracing` target of the spans that count the calls made inside them (a delivery, a
 /// cleanup) rather than have a span each: the telemetry leaves the per-connection spans inside
@@ -92,6 +94,12 @@ pub struct Settings {
     /// Receives of a shard job before the queue sets it aside (its `maxReceiveCount`): a job that
     /// fails on this one is told to its sender.
     pub shard_attempts: u32,
+    /// Rooms of at most this many members (the joining or leaving one included) send presence
+    /// frames (`PRESENCE_LIMIT`, the stack's `webchat:presenceLimit`): past it the frames would
+    /// grow with the square of the room.
+    pub presence_limit: u64,
+    /// How long a room's messages are kept (`HISTORY_DAYS`, the stack's `webchat:historyDays`).
+    pub history_days: u32,
 }
 
 impl Default for Settings {
@@ -116,6 +124,8 @@ impl Default for Settings {
             max_segments: 1_000,
             shard_posts: 20_000,
             shard_attempts: 3,
+            presence_limit: 100,
+            history_days: 7,
         }
     }
 }
@@ -145,8 +155,10 @@ impl<'a> From<&'a String> for Sender<'a> {
 }
 
 /// The routes, bound to their ports.
-pub struct Chat<S, A, B> {
+pub struct Chat<S, A, B, R> {
     pub store: S,
+    /// Rooms: members, each connection's rooms, counters and history.
+    pub rooms: R,
     pub api: A,
     pub bus: B,
     pub clock: Arc<dyn Clock>,
@@ -158,7 +170,7 @@ pub struct Chat<S, A, B> {
     pub metrics: Arc<dyn Metrics>,
 }
 
-impl<S, A, B> Chat<S, A, B> {
+impl<S, A, B, R> Chat<S, A, B, R> {
     /// Reports what a broadcast, a shard job or a cleanup did: its one log line and its metrics,
     /// both from the one value.
     pub(crate) fn report(&self, summary: Summary) {

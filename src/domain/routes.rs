@@ -5,7 +5,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
+use futures_util::{Stream, TryStreamExt};
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -16,12 +16,13 @@ use super::summary::{CleanupReport, InlineBroadcast, Summary};
 use super::{COUNTING_TARGET, Chat, Deadline, RouteError, Sender, text};
 use crate::auth::Identity;
 use crate::ports::{
-    BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome, Segment, rfc3339,
+    BusEvent, ConnectionApi, ConnectionRecord, ConnectionStore, EventBus, Outcome, RoomStore,
+    Segment, StoreError, rfc3339,
 };
 use crate::protocol::{
     BroadcastRequest, ChatRequest, ChatTarget, ConnectionEntry, ConnectionsPacker, EVENT_SOURCE,
-    MAX_FRAME_BYTES, ProtocolError, Said, ServerMessage, WELCOME_DETAIL_TYPE, WelcomeDetail,
-    default_route_error, validate_name, welcome_message,
+    ListRequest, MAX_FRAME_BYTES, ProtocolError, Said, ServerMessage, WELCOME_DETAIL_TYPE,
+    WelcomeDetail, default_route_error, validate_name, welcome_message,
 };
 
 /// Why `$connect` refused a connection.
@@ -42,7 +43,7 @@ enum Checked {
     Failed,
 }
 
-impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
+impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A, B, R> {
     /// `$connect`: validate the display name, publish the welcome event, store the connection.
     /// `connected_at` is API Gateway's; the clock's time is used when the event lacks it. With
     /// an `identity` (the authorizer's), the user and name are the token's and `name` (the
@@ -94,8 +95,27 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         Ok(record)
     }
 
-    /// `$disconnect`: forget the connection.
-    pub async fn disconnect(&self, connection_id: &str) -> Result<(), RouteError> {
+    /// `$disconnect`: leave the connection's rooms (telling their other members), then forget
+    /// it. The rooms are read first: the record lists them.
+    pub async fn disconnect(
+        &self,
+        connection_id: &str,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        let now = self.clock.now();
+        match self.rooms.rooms_of(connection_id).await {
+            Ok(rooms) => {
+                let leaving = self.leave_rooms(connection_id, &rooms, now, Some(deadline));
+                if until(self.work_cut_off(deadline), leaving).await.is_err() {
+                    tracing::warn!(
+                        connection_id,
+                        "leaving the rooms was cut off by the deadline"
+                    );
+                }
+            }
+            // the memberships expire with the connection; forgetting it matters more
+            Err(error) => tracing::warn!(connection_id, %error, "could not read the rooms"),
+        }
         self.store.delete(connection_id).await?;
         tracing::info!(connection_id, "disconnected");
         Ok(())
@@ -133,8 +153,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             Err(error) => return self.tell(sender, error, deadline).await,
         };
         if let Some(room) = &request.room {
-            // rooms have no members yet (issue 22 in progress): never to everyone instead
-            return self.tell(sender, text::not_a_member(room), deadline).await;
+            return self
+                .room_broadcast(caller, room, &request.message, deadline)
+                .await;
         }
         let frame = self
             .or_tell_internal(sender, deadline, async {
@@ -158,7 +179,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             match self.store.scan_recipients(now, Segment::WHOLE, None).await {
                 Ok(page) if page.next.is_some() => {
                     return self
-                        .shard_out(queue.as_ref(), sender, frame, deadline)
+                        .shard_out(queue.as_ref(), sender, frame, None, deadline)
                         .await;
                 }
                 Ok(page) => first = Some(page),
@@ -166,16 +187,29 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
                 Err(error) => tracing::warn!(connection_id = sender, %error, "first page"),
             }
         }
+        self.deliver_inline(sender, None, frame, Sweep::whole(first), deadline)
+            .await
+    }
+
+    /// Delivers a broadcast (to everyone, or to a `room`) from this function, reports it, and
+    /// tells the sender if someone may have missed it.
+    pub(super) async fn deliver_inline(
+        &self,
+        sender: &str,
+        room: Option<&str>,
+        frame: String,
+        sweep: Sweep,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
         let Swept {
             summary,
             took,
             error: scan_error,
             ..
-        } = self
-            .deliver(Bytes::from(frame), Sweep::whole(first), deadline)
-            .await;
+        } = self.deliver(Bytes::from(frame), sweep, deadline).await;
         self.report(Summary::Inline(InlineBroadcast {
             sender: sender.to_owned(),
+            room: room.map(str::to_owned),
             deliveries: summary,
             took,
             error: scan_error.as_ref().map(ToString::to_string),
@@ -190,39 +224,66 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         scan_error.map_or(Ok(()), |error| Err(error.into()))
     }
 
-    /// `list`: send the sender every live connection, in as many frames as it takes.
-    pub async fn list(&self, sender: &str, deadline: Deadline) -> Result<(), RouteError> {
+    /// `list`: send the sender every live connection (or, with a room, the room's live members),
+    /// in as many frames as it takes.
+    pub async fn list<'s>(
+        &self,
+        sender: impl Into<Sender<'s>>,
+        body: &str,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        let sender = sender.into().connection_id;
+        let request = match ListRequest::parse(body) {
+            Ok(request) => request,
+            Err(error) => return self.tell(sender, error, deadline).await,
+        };
+        if let Some(room) = &request.room {
+            return self.room_list(sender, room, deadline).await;
+        }
         let cut_off = self.work_cut_off(deadline);
         self.or_tell_internal(sender, deadline, async {
             let now = self.clock.now().timestamp();
-            let records = paginate(|cursor| self.store.scan_records(Some(now), cursor));
-            futures_util::pin_mut!(records);
-            let mut packer = ConnectionsPacker::new(MAX_FRAME_BYTES);
-            let (mut listed, mut frames) = (0usize, 0usize);
-            while let Some(record) = records.try_next().await? {
-                let entry = ConnectionEntry {
-                    connection_id: record.connection_id,
-                    user: record.user,
-                    name: record.name,
-                    connected_at: rfc3339(record.connected_at.time()),
-                };
-                listed += 1;
-                if let Some(frame) = packer.push(&entry) {
-                    frames += 1;
-                    let sent = self.post_to(sender, &Bytes::from(frame), cut_off).await?;
-                    if sent == Outcome::Gone {
-                        return Ok(());
+            let entries =
+                paginate(|cursor| self.store.scan_records(Some(now), cursor)).map_ok(|record| {
+                    ConnectionEntry {
+                        connection_id: record.connection_id,
+                        user: record.user,
+                        name: record.name,
+                        connected_at: rfc3339(record.connected_at.time()),
                     }
-                }
-            }
-            if let Some(frame) = packer.finish() {
-                frames += 1;
-                self.post_to(sender, &Bytes::from(frame), cut_off).await?;
-            }
-            tracing::debug!(connection_id = sender, listed, frames, "list");
-            Ok(())
+                });
+            let packer = ConnectionsPacker::new(MAX_FRAME_BYTES);
+            self.send_list(sender, entries, packer, cut_off).await
         })
         .await
+    }
+
+    /// Sends the sender `entries`, packed into `connections` frames as they are read.
+    pub(super) async fn send_list(
+        &self,
+        sender: &str,
+        entries: impl Stream<Item = Result<ConnectionEntry, StoreError>>,
+        mut packer: ConnectionsPacker,
+        cut_off: Option<tokio::time::Instant>,
+    ) -> Result<(), RouteError> {
+        futures_util::pin_mut!(entries);
+        let (mut listed, mut frames) = (0usize, 0usize);
+        while let Some(entry) = entries.try_next().await? {
+            listed += 1;
+            if let Some(frame) = packer.push(&entry) {
+                frames += 1;
+                let sent = self.post_to(sender, &Bytes::from(frame), cut_off).await?;
+                if sent == Outcome::Gone {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(frame) = packer.finish() {
+            frames += 1;
+            self.post_to(sender, &Bytes::from(frame), cut_off).await?;
+        }
+        tracing::debug!(connection_id = sender, listed, frames, "list");
+        Ok(())
     }
 
     /// `chat`: deliver the message to one connection, or to every live connection of a user;
@@ -482,8 +543,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
     async fn check(&self, record: &ConnectionRecord, now: DateTime<Utc>) -> Checked {
         let id = record.connection_id.as_str();
         let removed = if !record.is_live_at(now.timestamp()) {
-            self.store
-                .delete_if_connected_at(id, &record.connected_at)
+            self.prune(id, &record.connected_at, now)
                 .await
                 .map(|deleted| {
                     if deleted {

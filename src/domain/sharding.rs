@@ -10,7 +10,8 @@ use super::delivery::{Rest, Sweep, Swept};
 use super::summary::{Deliveries, ShardDelivery, ShardedBroadcast, Summary};
 use super::{Chat, Deadline, RouteError, Settings, text};
 use crate::ports::{
-    ConnectionApi, ConnectionStore, EventBus, QueueError, Segment, ShardJob, ShardQueue,
+    ConnectionApi, ConnectionStore, EventBus, MEMBERSHIP_SHARDS, QueueError, RoomStore, Segment,
+    ShardJob, ShardQueue,
 };
 
 /// Why a sharded broadcast or a shard job failed: the queue port, or the job itself (the queue
@@ -37,29 +38,37 @@ pub struct ShardReport {
     pub rest: Rest,
 }
 
-impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
+impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A, B, R> {
     /// A broadcast larger than one Scan page: one job per scan segment, as many segments as the
-    /// table's estimated size needs ([`segments_for`]), for the workers. If the jobs cannot be
-    /// queued the sender is told `internal` (some segments may have been queued: a retry can
-    /// deliver twice to those).
+    /// table's estimated size needs ([`segments_for`]), for the workers. A room's (with its
+    /// member count): one job per membership shard. If the jobs cannot be queued the sender is
+    /// told `internal` (some segments may have been queued: a retry can deliver twice to those).
     pub(super) async fn shard_out(
         &self,
         queue: &dyn ShardQueue,
         sender: &str,
         frame: String,
+        room: Option<(&str, u64)>,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
         self.or_tell_internal(sender, deadline, async {
-            let estimate = self.store.count_estimate().await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "no table size estimate; sharding by the minimum");
-                0
-            });
-            let segments = segments_for(estimate, &self.settings);
+            let (estimate, segments) = match room {
+                Some((_, members)) => (members, MEMBERSHIP_SHARDS),
+                None => {
+                    let estimate = self.store.count_estimate().await.unwrap_or_else(|error| {
+                        tracing::warn!(%error, "no table size estimate; sharding by the minimum");
+                        0
+                    });
+                    (estimate, segments_for(estimate, &self.settings))
+                }
+            };
+            let room = room.map(|(room, _)| room.to_owned());
             let broadcast = format!("{:016x}", fastrand::u64(..));
             let frame: std::sync::Arc<str> = frame.into();
             let jobs = (0..segments)
                 .map(|index| ShardJob {
                     broadcast: broadcast.clone(),
+                    room: room.clone(),
                     sender: sender.to_owned(),
                     frame: frame.clone(),
                     segment: Segment {
@@ -73,6 +82,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
             queue.enqueue(jobs).await?;
             self.report(Summary::Sharded(ShardedBroadcast {
                 sender: sender.to_owned(),
+                room,
                 broadcast,
                 segments,
                 estimate,
@@ -98,6 +108,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus> Chat<S, A, B> {
         deadline: Deadline,
     ) -> Result<ShardReport, RouteError> {
         let sweep = Sweep {
+            room: job.room.clone(),
             segment: job.segment,
             cursor: job.cursor.clone(),
             first: None,

@@ -38,6 +38,8 @@ impl Deliveries {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InlineBroadcast {
     pub sender: String,
+    /// The room it was said in; `None`: to everyone.
+    pub room: Option<String>,
     pub deliveries: Deliveries,
     pub took: Duration,
     /// The Scan's error, if one failed after its retries.
@@ -48,9 +50,11 @@ pub struct InlineBroadcast {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardedBroadcast {
     pub sender: String,
+    /// The room it was said in (one job per membership shard); `None`: to everyone.
+    pub room: Option<String>,
     pub broadcast: String,
     pub segments: u32,
-    /// The table's size estimate the segments were sized for.
+    /// The table's size estimate the segments were sized for (a room's member count).
     pub estimate: u64,
 }
 
@@ -97,6 +101,18 @@ pub enum Summary {
     Cleanup {
         report: CleanupReport,
         took: Duration,
+    },
+    /// A page of a room's history sent: asked for (`history`), or a catch-up after a `join`.
+    History {
+        room: String,
+        messages: usize,
+        catch_up: bool,
+    },
+    /// Presence frames sent to a room's other members when one joined or left.
+    Presence {
+        room: String,
+        delivered: usize,
+        failed: usize,
     },
 }
 
@@ -178,6 +194,8 @@ impl Summary {
             Summary::Sharded(_) => "sharded",
             Summary::Shard(_) => "shard",
             Summary::Cleanup { .. } => "cleanup",
+            Summary::History { .. } => "history",
+            Summary::Presence { .. } => "presence",
         }
     }
 
@@ -186,21 +204,28 @@ impl Summary {
         match self {
             Summary::Sharded(sharded) => Some(&sharded.broadcast),
             Summary::Shard(shard) => Some(&shard.broadcast),
-            Summary::Inline(_) | Summary::Cleanup { .. } => None,
+            Summary::Inline(_)
+            | Summary::Cleanup { .. }
+            | Summary::History { .. }
+            | Summary::Presence { .. } => None,
         }
     }
 
-    /// Its values as metrics: one event count (`Broadcasts`, `ShardJobs`, `Cleanups`...), then
-    /// its counts and duration.
+    /// Its values as metrics: one event count (`Broadcasts` to everyone, `RoomMessages`,
+    /// `ShardJobs`, `Cleanups`, `HistoryReads`, `PresenceEvents`), then its counts and duration.
     pub fn metrics(&self) -> Vec<Metric> {
         let mut metrics = Vec::with_capacity(9);
+        let said = |room: &Option<String>| match room {
+            Some(_) => count("RoomMessages", 1),
+            None => count("Broadcasts", 1),
+        };
         match self {
             Summary::Inline(inline) => {
-                metrics.push(count("Broadcasts", 1));
+                metrics.push(said(&inline.room));
                 metrics.extend(deliveries(&inline.deliveries, inline.took));
             }
-            Summary::Sharded(_) => {
-                metrics.push(count("Broadcasts", 1));
+            Summary::Sharded(sharded) => {
+                metrics.push(said(&sharded.room));
                 metrics.push(count("ShardedBroadcasts", 1));
             }
             Summary::Shard(shard) => {
@@ -214,6 +239,17 @@ impl Summary {
                 count("CleanupGone", report.gone),
                 count("CleanupFailed", report.failed),
                 millis("CleanupDuration", *took),
+            ]),
+            Summary::History { messages, .. } => metrics.extend([
+                count("HistoryReads", 1),
+                count("HistoryMessages", *messages),
+            ]),
+            Summary::Presence {
+                delivered, failed, ..
+            } => metrics.extend([
+                count("PresenceEvents", 1),
+                count("PresenceFrames", *delivered),
+                count("PresenceFailed", *failed),
             ]),
         }
         metrics
@@ -232,6 +268,7 @@ impl Summary {
                             inline.deliveries,
                             inline.took,
                             connection_id = inline.sender,
+                            room = inline.room.as_deref(),
                             complete = inline.deliveries.complete,
                             error = inline.error.as_deref(),
                             $message
@@ -249,6 +286,7 @@ impl Summary {
             Summary::Sharded(sharded) => tracing::info!(
                 kind = "sharded",
                 connection_id = sharded.sender,
+                room = sharded.room.as_deref(),
                 broadcast = sharded.broadcast,
                 segments = sharded.segments,
                 estimate = sharded.estimate,
@@ -279,6 +317,16 @@ impl Summary {
                 duration_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
                 "cleanup"
             ),
+            Summary::History {
+                room,
+                messages,
+                catch_up,
+            } => tracing::debug!(kind = "history", room, messages, catch_up, "history"),
+            Summary::Presence {
+                room,
+                delivered,
+                failed,
+            } => tracing::debug!(kind = "presence", room, delivered, failed, "presence"),
         }
     }
 }
@@ -346,13 +394,20 @@ mod tests {
 
     #[test]
     fn a_sharded_broadcast_counts_as_a_broadcast_and_a_sharded_one_without_deliveries() {
-        let summary = Summary::Sharded(ShardedBroadcast {
+        let mut sharded = ShardedBroadcast {
             sender: "c=".into(),
+            room: None,
             broadcast: "b1".into(),
             segments: 4,
             estimate: 20_000,
-        });
+        };
+        let summary = Summary::Sharded(sharded.clone());
         assert_eq!(names(&summary), ["Broadcasts", "ShardedBroadcasts"]);
+        sharded.room = Some("r".into());
+        assert_eq!(
+            names(&Summary::Sharded(sharded)),
+            ["RoomMessages", "ShardedBroadcasts"]
+        );
     }
 
     #[test]
@@ -383,5 +438,39 @@ mod tests {
             ]
         );
         assert_eq!(metrics[5].unit, Unit::Milliseconds);
+    }
+
+    #[test]
+    fn history_reads_and_presence_count_their_frames() {
+        let history = Summary::History {
+            room: "r".into(),
+            messages: 12,
+            catch_up: true,
+        };
+        let presence = Summary::Presence {
+            room: "r".into(),
+            delivered: 4,
+            failed: 1,
+        };
+        let values = |summary: &Summary| {
+            summary
+                .metrics()
+                .iter()
+                .map(|m| (m.name, m.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values(&history),
+            [("HistoryReads", 1), ("HistoryMessages", 12)]
+        );
+        assert_eq!(
+            values(&presence),
+            [
+                ("PresenceEvents", 1),
+                ("PresenceFrames", 4),
+                ("PresenceFailed", 1)
+            ]
+        );
+        assert_eq!((history.kind(), presence.kind()), ("history", "presence"));
     }
 }

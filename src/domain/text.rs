@@ -124,3 +124,13 @@ pub(crate) fn not_a_member(room: &str) -> ProtocolError {
         ),
     )
 }
+
+/// What a connection in as many rooms as it may be is told when it joins one more.
+pub(crate) fn too_many_rooms(room: &str, max: usize) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::TooManyRooms,
+        format!(
+            "you are in {max} rooms, the most one connection may be in: leave one before you join {room:?}"
+        ),
+    )
+}

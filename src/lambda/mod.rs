@@ -28,13 +28,16 @@ pub enum Function {
 }
 
 impl Function {
-    pub const ALL: [Function; 10] = [
+    pub const ALL: [Function; 13] = [
         Function::Route(RouteKey::Connect),
         Function::Route(RouteKey::Disconnect),
         Function::Route(RouteKey::Default),
         Function::Route(RouteKey::Broadcast),
         Function::Route(RouteKey::List),
         Function::Route(RouteKey::Chat),
+        Function::Route(RouteKey::Join),
+        Function::Route(RouteKey::Leave),
+        Function::Route(RouteKey::History),
         Function::Post,
         Function::Cleanup,
         Function::Fanout,
@@ -75,7 +78,7 @@ use chrono::DateTime;
 use serde_json::Value;
 
 use crate::domain::{Chat, CleanupReport, ConnectError, Deadline, RouteError, Sender};
-use crate::ports::{ConnectionApi, ConnectionStore, EventBus, ShardJob};
+use crate::ports::{ConnectionApi, ConnectionStore, EventBus, RoomStore, ShardJob};
 use crate::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE, WelcomeDetail};
 
 /// An invocation that cannot be served. Reported to the Lambda Runtime API as an invocation error;
@@ -91,8 +94,8 @@ pub enum HandlerError {
 
 /// Serves one API Gateway websocket event on `route`, the route this function is wired to,
 /// before `deadline` (the invocation's).
-pub async fn websocket<S, A, B>(
-    chat: &Chat<S, A, B>,
+pub async fn websocket<S, A, B, R>(
+    chat: &Chat<S, A, B, R>,
     route: RouteKey,
     event: &ApiGatewayWebsocketProxyRequest,
     deadline: Deadline,
@@ -101,6 +104,7 @@ where
     S: ConnectionStore,
     A: ConnectionApi,
     B: EventBus,
+    R: RoomStore,
 {
     let connection_id = event
         .request_context
@@ -155,22 +159,25 @@ where
                 Err(ConnectError::Failed(error)) => Err(error.into()),
             };
         }
-        RouteKey::Disconnect => chat.disconnect(connection_id).await?,
+        RouteKey::Disconnect => chat.disconnect(connection_id, deadline).await?,
         RouteKey::Default => {
             let (frame, binary) = body_bytes(event);
             chat.default(connection_id, &frame, binary, deadline)
                 .await?
         }
         RouteKey::Broadcast => chat.broadcast(sender, &body_text(event), deadline).await?,
-        RouteKey::List => chat.list(connection_id, deadline).await?,
+        RouteKey::List => chat.list(sender, &body_text(event), deadline).await?,
         RouteKey::Chat => chat.chat(sender, &body_text(event), deadline).await?,
+        RouteKey::Join => chat.join(sender, &body_text(event), deadline).await?,
+        RouteKey::Leave => chat.leave(sender, &body_text(event), deadline).await?,
+        RouteKey::History => chat.history(sender, &body_text(event), deadline).await?,
     }
     Ok(response(200, None))
 }
 
 /// Serves the welcome event that EventBridge hands to `post`.
-pub async fn post<S, A, B>(
-    chat: &Chat<S, A, B>,
+pub async fn post<S, A, B, R>(
+    chat: &Chat<S, A, B, R>,
     event: EventBridgeEvent<Value>,
     deadline: Deadline,
 ) -> Result<(), HandlerError>
@@ -178,6 +185,7 @@ where
     S: ConnectionStore,
     A: ConnectionApi,
     B: EventBus,
+    R: RoomStore,
 {
     if event.source != EVENT_SOURCE || event.detail_type != WELCOME_DETAIL_TYPE {
         return Err(HandlerError::MalformedEvent(format!(
@@ -193,14 +201,15 @@ where
 }
 
 /// Serves the schedule's tick. The event's content does not matter.
-pub async fn cleanup<S, A, B>(
-    chat: &Chat<S, A, B>,
+pub async fn cleanup<S, A, B, R>(
+    chat: &Chat<S, A, B, R>,
     deadline: Deadline,
 ) -> Result<CleanupReport, HandlerError>
 where
     S: ConnectionStore,
     A: ConnectionApi,
     B: EventBus,
+    R: RoomStore,
 {
     Ok(chat.cleanup(deadline).await?)
 }
@@ -211,8 +220,8 @@ where
 /// after its retries) while the others are deleted. A job that fails its last attempt (its
 /// `ApproximateReceiveCount` reached `SHARD_ATTEMPTS`, the queue's `maxReceiveCount`) is told to
 /// its sender first.
-pub async fn shards<S, A, B>(
-    chat: &Chat<S, A, B>,
+pub async fn shards<S, A, B, R>(
+    chat: &Chat<S, A, B, R>,
     event: SqsEvent,
     deadline: Deadline,
 ) -> SqsBatchResponse
@@ -220,6 +229,7 @@ where
     S: ConnectionStore,
     A: ConnectionApi,
     B: EventBus,
+    R: RoomStore,
 {
     let mut failures = Vec::new();
     for message in event.records {
@@ -264,8 +274,8 @@ where
 
 /// Serves one event of `function`, as Lambda hands it over (JSON), and answers in JSON: what
 /// every function binary runs. An event that is not of the function's kind is `MalformedEvent`.
-pub async fn handle<S, A, B>(
-    chat: &Chat<S, A, B>,
+pub async fn handle<S, A, B, R>(
+    chat: &Chat<S, A, B, R>,
     function: Function,
     event: Value,
     deadline: Deadline,
@@ -274,6 +284,7 @@ where
     S: ConnectionStore,
     A: ConnectionApi,
     B: EventBus,
+    R: RoomStore,
 {
     fn parse<T: serde::de::DeserializeOwned>(event: Value, kind: &str) -> Result<T, HandlerError> {
         serde_json::from_value(event)

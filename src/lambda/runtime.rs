@@ -21,6 +21,7 @@ use super::authorizer::{self, AuthorizeError, UNAUTHORIZED};
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::eventbridge::EventBridgeBus;
 use crate::adapters::management::{ManagementApi, NoCredentials, Poster};
+use crate::adapters::rooms::DynamoRoomStore;
 use crate::adapters::sqs::SqsShardQueue;
 use crate::auth::jwks::HttpKeys;
 use crate::auth::{Expected, Verifier};
@@ -36,7 +37,7 @@ use crate::telemetry::{self, Options, Telemetry};
 use aws_sdk_dynamodb::config::retry::{RetryPartition, TokenBucket};
 
 /// The routes over the AWS adapters.
-pub type AwsChat = Chat<DynamoStore, ManagementApi, EventBridgeBus>;
+pub type AwsChat = Chat<DynamoStore, ManagementApi, EventBridgeBus, DynamoRoomStore>;
 
 impl From<HandlerError> for Diagnostic {
     fn from(error: HandlerError) -> Diagnostic {
@@ -124,12 +125,15 @@ pub fn build_with(mut sdk: aws_config::SdkConfig, config: &FunctionConfig) -> Aw
         Arc::new(SqsShardQueue::new(aws_sdk_sqs::Client::from_conf(sqs), url))
             as Arc<dyn ShardQueue>
     });
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(dynamodb);
     Chat {
-        store: DynamoStore::new(
-            aws_sdk_dynamodb::Client::from_conf(dynamodb),
+        rooms: DynamoRoomStore::new(
+            dynamodb.clone(),
+            &config.rooms_table,
             &config.connections_table,
             config.scan_page_size,
         ),
+        store: DynamoStore::new(dynamodb, &config.connections_table, config.scan_page_size),
         api: ManagementApi::new(
             aws_sdk_apigatewaymanagement::Client::from_conf(management),
             poster,

@@ -35,7 +35,7 @@ pub use crate::adapters::memory::QueueSettings;
 pub use auth::{Auth, DEV_AUDIENCE};
 pub use registry::Registry;
 
-use crate::adapters::memory::{self, MemoryEventBus, MemoryQueue, MemoryStore};
+use crate::adapters::memory::{self, MemoryEventBus, MemoryQueue, MemoryRoomStore, MemoryStore};
 use crate::domain::{Chat, Deadline, Settings};
 use crate::lambda::events::{self, StageMeta};
 use crate::lambda::{self, Function};
@@ -121,7 +121,7 @@ impl Default for Config {
 
 /// The routes of the local stack: the memory store, the gateway's own sockets, the bus that
 /// hands the welcome to `post` (and the shard queue that hands large broadcasts to `fanout`).
-pub type LocalChat = Chat<MemoryStore, Arc<Registry>, MemoryEventBus>;
+pub type LocalChat = Chat<MemoryStore, Arc<Registry>, MemoryEventBus, MemoryRoomStore>;
 
 pub(crate) struct Shared {
     chat: LocalChat,
@@ -192,6 +192,7 @@ impl Gateway {
         let queue = Arc::new(MemoryQueue::new(config.queue.clone()));
         let chat = Chat {
             store: MemoryStore::new().with_page_size(config.scan_page_size),
+            rooms: MemoryRoomStore::new(config.scan_page_size),
             api: registry.clone(),
             bus,
             clock: Arc::new(SystemClock),

@@ -89,7 +89,7 @@ for handler in "${handlers[@]}"; do
     --env AWS_LAMBDA_FUNCTION_NAME="webchat-$handler" --env AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128 \
     --env AWS_LAMBDA_FUNCTION_VERSION='$LATEST' --env AWS_REGION=eu-west-1 \
     --env AWS_ACCESS_KEY_ID=testing --env AWS_SECRET_ACCESS_KEY=testing \
-    --env CONNECTIONS_TABLE=t --env EVENT_BUS_NAME=b \
+    --env CONNECTIONS_TABLE=t --env ROOMS_TABLE=r --env EVENT_BUS_NAME=b \
     --env WEBSOCKET_API_ENDPOINT="http://127.0.0.1:$port/test" \
     --env OTEL_SDK_DISABLED=true \
     "$container" -- /bootstrap >"$logs/$handler.run.log" 2>&1 &

@@ -228,6 +228,7 @@ async fn the_management_adapter_sorts_throttling_and_outages_as_retryable() {
 async fn management_api(endpoint: &str) -> ManagementApi {
     let config = webchat::config::FunctionConfig::from_lookup(|name| match name {
         "CONNECTIONS_TABLE" => Some("t".into()),
+        "ROOMS_TABLE" => Some("r".into()),
         "EVENT_BUS_NAME" => Some("b".into()),
         "WEBSOCKET_API_ENDPOINT" => Some(endpoint.into()),
         _ => None,

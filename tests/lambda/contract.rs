@@ -3,8 +3,10 @@
 
 use serde_json::Value;
 use webchat::adapters::dynamodb::attributes;
+use webchat::adapters::rooms;
 use webchat::config::vars;
 use webchat::lambda::Function;
+use webchat::ports::MEMBERSHIP_SHARDS;
 use webchat::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE};
 
 fn contract() -> Value {
@@ -56,8 +58,17 @@ fn the_pulumi_program_and_the_rust_code_agree_on_every_shared_name() {
         index["projected"],
         serde_json::json!([attributes::CONNECTED_AT, attributes::EXPIRES_AT])
     );
+    let rooms = &contract["roomsTable"];
+    assert_eq!(rooms["partitionKey"], rooms::attributes::PK);
+    assert_eq!(rooms["sortKey"], rooms::attributes::SK);
+    assert_eq!(rooms["ttlAttribute"], attributes::EXPIRES_AT);
+    assert_eq!(rooms["membershipShards"], MEMBERSHIP_SHARDS);
+    assert_eq!(rooms["roomsAttribute"], rooms::attributes::ROOMS);
     let environment = &contract["environment"];
     assert_eq!(environment["table"], vars::CONNECTIONS_TABLE);
+    assert_eq!(environment["roomsTable"], vars::ROOMS_TABLE);
+    assert_eq!(environment["historyDays"], vars::HISTORY_DAYS);
+    assert_eq!(environment["presenceLimit"], vars::PRESENCE_LIMIT);
     assert_eq!(environment["eventBus"], vars::EVENT_BUS_NAME);
     assert_eq!(
         environment["managementEndpoint"],
@@ -113,6 +124,7 @@ fn the_stack_sets_every_variable_a_function_requires() {
         .collect();
     for required in [
         vars::CONNECTIONS_TABLE,
+        vars::ROOMS_TABLE,
         vars::EVENT_BUS_NAME,
         vars::WEBSOCKET_API_ENDPOINT,
     ] {

@@ -163,6 +163,8 @@ impl FakeAws {
     ) -> Vec<(&'static str, String)> {
         vec![
             ("CONNECTIONS_TABLE", table.to_owned()),
+            // the rooms table beside it (moto::table creates both)
+            ("ROOMS_TABLE", table.replacen("connections-", "rooms-", 1)),
             ("EVENT_BUS_NAME", "webchat-test".into()),
             ("WEBSOCKET_API_ENDPOINT", self.management_endpoint()),
             ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.to_owned()),

@@ -557,6 +557,7 @@ async fn missing_configuration_is_an_init_error_that_names_the_variable() {
     let stack = Stack::new().await;
     for missing in [
         "CONNECTIONS_TABLE",
+        "ROOMS_TABLE",
         "EVENT_BUS_NAME",
         "WEBSOCKET_API_ENDPOINT",
     ] {

@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType,
 };
 use webchat::adapters::dynamodb::attributes;
+use webchat::adapters::rooms;
 
 static MOTO: OnceLock<String> = OnceLock::new();
 
@@ -135,5 +136,40 @@ pub async fn table(client: &aws_sdk_dynamodb::Client) -> String {
         .send()
         .await
         .expect("create a table in moto");
+    rooms_table(client, &rooms_table_of(&name)).await;
     name
+}
+
+/// The rooms table [`table`] creates beside the connections table `connections`.
+pub fn rooms_table_of(connections: &str) -> String {
+    connections.replacen("connections-", "rooms-", 1)
+}
+
+/// Creates a rooms table shaped as the stack's: `pk` and `sk` strings, on demand.
+async fn rooms_table(client: &aws_sdk_dynamodb::Client, name: &str) {
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let string = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(string(rooms::attributes::PK))
+        .attribute_definitions(string(rooms::attributes::SK))
+        .key_schema(key(rooms::attributes::PK, KeyType::Hash))
+        .key_schema(key(rooms::attributes::SK, KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create the rooms table in moto");
 }

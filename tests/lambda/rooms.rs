@@ -1,49 +1,22 @@
-//! The rooms store on DynamoDB (moto), with the keys and expressions the stack's tables will
-//! serve: the same behaviour as the in-memory store's tests ask of it.
+//! The rooms store on DynamoDB (moto), with the keys and expressions the stack's tables serve:
+//! the same behaviour as the in-memory store's tests ask of it. Then rooms through the shipped
+//! `join`, `broadcast`, `history`, `list`, `leave` and `disconnect` binaries.
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use chrono::Utc;
 use webchat::adapters::dynamodb::DynamoStore;
 use webchat::adapters::rooms::DynamoRoomStore;
 use webchat::ports::{
-    ConnectedAt, ConnectionRecord, ConnectionStore, HistoryPage, Joined, MEMBERSHIP_SHARDS, Member,
-    RoomStore, membership_shard,
+    ConnectedAt, ConnectionRecord, ConnectionStore, Departed, HistoryPage, Joined,
+    MEMBERSHIP_SHARDS, Member, RoomMeta, RoomStore, membership_shard,
 };
 use webchat::protocol::RoomMessage;
 
-use super::moto;
+use super::{Stack, frames, moto, websocket_event};
 
-/// A rooms table (`pk`, `sk`) beside a connections table, and the stores over them.
+/// The stores over a connections table and the rooms table beside it.
 async fn stores(page_size: Option<i32>) -> (DynamoRoomStore, DynamoStore) {
     let (client, connections) = moto::client_and_table().await;
-    let rooms = format!("rooms-{:012x}", fastrand::u64(..) >> 16);
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let string = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    client
-        .create_table()
-        .table_name(&rooms)
-        .attribute_definitions(string("pk"))
-        .attribute_definitions(string("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create the rooms table in moto");
+    let rooms = moto::rooms_table_of(&connections);
     (
         DynamoRoomStore::new(client.clone(), rooms, connections.clone(), page_size),
         DynamoStore::new(client, connections, None),
@@ -72,14 +45,14 @@ async fn joins_leaves_and_the_rooms_limit_on_the_connection_record() {
         rooms.join("r", a.clone(), 2).await.unwrap(),
         Joined::Member {
             new: true,
-            members: 1
+            room: RoomMeta { seq: 0, members: 1 }
         }
     );
     assert_eq!(
         rooms.join("r", a.clone(), 2).await.unwrap(),
         Joined::Member {
             new: false,
-            members: 1
+            room: RoomMeta { seq: 0, members: 1 }
         },
         "joining again changes nothing"
     );
@@ -89,11 +62,22 @@ async fn joins_leaves_and_the_rooms_limit_on_the_connection_record() {
         Joined::TooManyRooms
     );
     assert_eq!(rooms.rooms_of("a=").await.unwrap(), ["r", "s"]);
-    assert!(rooms.is_member("r", "a=", now).await.unwrap());
-    assert!(!rooms.is_member("t", "a=", now).await.unwrap());
-    assert!(rooms.leave("r", "a=").await.unwrap());
-    assert!(!rooms.leave("r", "a=").await.unwrap());
-    assert_eq!(rooms.member_count("r").await.unwrap(), 0);
+    assert_eq!(rooms.member("r", "a=", now).await.unwrap(), Some(a.clone()));
+    assert_eq!(rooms.member("t", "a=", now).await.unwrap(), None);
+    assert_eq!(
+        rooms.member("r", "a=", a.expires_at).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        rooms.leave("r", "a=").await.unwrap(),
+        Some(Departed {
+            member: a.clone(),
+            room: RoomMeta::default()
+        })
+    );
+    assert_eq!(rooms.leave("r", "a=").await.unwrap(), None);
+    assert_eq!(rooms.meta("r").await.unwrap().members, 0);
     assert_eq!(rooms.rooms_of("a=").await.unwrap(), ["s"]);
     // a connection with no record (gone) joins nothing
     let ghost = Member {
@@ -141,7 +125,7 @@ async fn a_rooms_members_are_queried_shard_by_shard_each_once() {
     let count = seen.len();
     seen.dedup();
     assert_eq!((count, seen.len()), (40, 40));
-    assert_eq!(rooms.member_count("big").await.unwrap(), 40);
+    assert_eq!(rooms.meta("big").await.unwrap().members, 40);
 }
 
 #[tokio::test]
@@ -156,13 +140,13 @@ async fn messages_are_numbered_by_the_rooms_counter_and_paged_oldest_first() {
         message: text.into(),
         sent_at: "2026-12-06T08:00:00.000Z".into(),
     };
-    assert_eq!(rooms.latest_seq("r").await.unwrap(), 0);
+    assert_eq!(rooms.meta("r").await.unwrap(), RoomMeta::default());
     let later = Utc::now().timestamp() + 3600;
     for i in 1..=7 {
         let kept = rooms.append(said(&format!("m{i}")), later).await.unwrap();
-        assert_eq!(kept.seq, i);
+        assert_eq!((kept.message.seq, kept.room.seq), (i, i));
     }
-    assert_eq!(rooms.latest_seq("r").await.unwrap(), 7);
+    assert_eq!(rooms.meta("r").await.unwrap().seq, 7);
     let now = Utc::now().timestamp();
     let seqs = |page: &HistoryPage| page.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
     let newest = rooms.history("r", None, 3, now).await.unwrap();
@@ -181,5 +165,125 @@ async fn messages_are_numbered_by_the_rooms_counter_and_paged_oldest_first() {
             .unwrap()
             .messages
             .is_empty()
+    );
+}
+
+/// Invokes `function` for `sender` with `body`, answering 200.
+async fn frame(function: &super::runtime_api::Function, sender: &str, body: serde_json::Value) {
+    let route = body["action"].as_str().unwrap_or("$default").to_owned();
+    let answer = function
+        .invoke(&websocket_event(&route, sender, Some(&body.to_string())))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+}
+
+#[tokio::test]
+async fn rooms_through_the_shipped_binaries_reach_members_only_and_keep_history() {
+    use serde_json::json;
+    let stack = Stack::new().await;
+    for (id, name) in [("a=", "ada"), ("b=", "bob"), ("c=", "cy")] {
+        stack.put(id, Some(name), 60).await;
+    }
+    let join = stack.function("join").await;
+    let broadcast = stack.function("broadcast").await;
+    let history = stack.function("history").await;
+    let list = stack.function("list").await;
+    let leave = stack.function("leave").await;
+    let disconnect = stack.function("disconnect").await;
+    frame(&join, "a=", json!({"action":"join","room":"red"})).await;
+    frame(&join, "b=", json!({"action":"join","room":"red"})).await;
+    frame(&join, "c=", json!({"action":"join","room":"blue"})).await;
+    assert_eq!(
+        frames(stack.fake.delivered_to("b="))[0],
+        json!({"type":"joined","room":"red","seq":0,"presence":true})
+    );
+    assert_eq!(
+        frames(stack.fake.delivered_to("a=")).last().unwrap(),
+        &json!({"type":"presence","room":"red","event":"joined","connectionId":"b=","user":null,"name":"bob"})
+    );
+    for text in ["one", "two", "three"] {
+        frame(
+            &broadcast,
+            "a=",
+            json!({"action":"broadcast","room":"red","message":text}),
+        )
+        .await;
+    }
+    let said = |id: &str| {
+        frames(stack.fake.delivered_to(id))
+            .into_iter()
+            .filter(|f| f["type"] == "broadcast")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(said("a="), said("b="));
+    let seqs: Vec<_> = said("b=").iter().map(|f| f["seq"].clone()).collect();
+    assert_eq!(seqs, [json!(1), json!(2), json!(3)]);
+    assert!(said("c=").is_empty(), "blue hears nothing of red");
+    // a non-member is refused, and nothing is numbered
+    frame(
+        &broadcast,
+        "c=",
+        json!({"action":"broadcast","room":"red","message":"let me in"}),
+    )
+    .await;
+    assert_eq!(
+        frames(stack.fake.delivered_to("c=")).last().unwrap()["code"],
+        "not_a_member"
+    );
+    // history, a page at a time, each entry the broadcast frame it was
+    frame(
+        &history,
+        "b=",
+        json!({"action":"history","room":"red","limit":2}),
+    )
+    .await;
+    let page = frames(stack.fake.delivered_to("b=")).pop().unwrap();
+    assert_eq!(page["messages"], json!([said("b=")[1], said("b=")[2]]));
+    assert_eq!(page["next"], 2);
+    frame(&list, "a=", json!({"action":"list","room":"red"})).await;
+    let listed = frames(stack.fake.delivered_to("a=")).pop().unwrap();
+    assert_eq!(listed["room"], "red");
+    assert_eq!(listed["connections"].as_array().unwrap().len(), 2);
+    // a catch-up on a join with since
+    stack.put("b2=", Some("bob"), 60).await;
+    frame(
+        &join,
+        "b2=",
+        json!({"action":"join","room":"red","since":1}),
+    )
+    .await;
+    let caught = frames(stack.fake.delivered_to("b2="));
+    assert_eq!(caught[0]["seq"], 3);
+    assert_eq!(caught[1]["type"], "history");
+    assert_eq!(caught[1]["messages"].as_array().unwrap().len(), 2);
+    // leave, then $disconnect: each tells the others, and the record keeps no room
+    frame(&leave, "b2=", json!({"action":"leave","room":"red"})).await;
+    assert_eq!(
+        frames(stack.fake.delivered_to("b2=")).pop().unwrap(),
+        json!({"type":"left","room":"red"})
+    );
+    let answer = disconnect
+        .invoke(&websocket_event("$disconnect", "b=", None))
+        .await
+        .response();
+    assert_eq!(answer["statusCode"], 200);
+    let last = frames(stack.fake.delivered_to("a=")).pop().unwrap();
+    assert_eq!(
+        (last["event"].clone(), last["connectionId"].clone()),
+        (json!("left"), json!("b="))
+    );
+    let items = stack.items().await;
+    assert!(!items.contains_key("b="));
+    assert!(items["a="].contains_key("rooms"));
+    let rooms = DynamoRoomStore::new(
+        stack.dynamodb.clone(),
+        moto::rooms_table_of(&stack.table),
+        stack.table.clone(),
+        None,
+    );
+    assert_eq!(
+        rooms.meta("red").await.unwrap(),
+        RoomMeta { seq: 3, members: 1 }
     );
 }

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::lock;
-use crate::ports::{HistoryPage, Joined, Member, Page, RoomStore, StoreError, membership_shard};
+use crate::ports::{
+    Appended, Departed, HistoryPage, Joined, Member, Page, RoomMeta, RoomStore, StoreError,
+    membership_shard,
+};
 use crate::protocol::RoomMessage;
 
 #[derive(Debug, Default)]
@@ -20,6 +23,15 @@ struct Rooms {
     seqs: HashMap<String, u64>,
     /// `(room, seq)` → the message and its expiry.
     messages: BTreeMap<(String, u64), (RoomMessage, i64)>,
+}
+
+impl Rooms {
+    fn meta(&self, room: &str) -> RoomMeta {
+        RoomMeta {
+            seq: self.seqs.get(room).copied().unwrap_or_default(),
+            members: self.counts.get(room).copied().unwrap_or_default(),
+        }
+    }
 }
 
 /// Rooms in memory, paginated like DynamoDB Queries (`page_size` members a page).
@@ -52,50 +64,53 @@ impl RoomStore for MemoryRoomStore {
         max_rooms: usize,
     ) -> Result<Joined, StoreError> {
         let mut rooms = lock(&self.rooms);
-        let Rooms {
-            members,
-            rooms_of,
-            counts,
-            ..
-        } = &mut *rooms;
-        let theirs = rooms_of.entry(member.connection_id.clone()).or_default();
+        let theirs = rooms
+            .rooms_of
+            .entry(member.connection_id.clone())
+            .or_default();
         let new = !theirs.iter().any(|r| r == room);
         if new && theirs.len() >= max_rooms {
             return Ok(Joined::TooManyRooms);
         }
         if new {
             theirs.push(room.to_owned());
-            *counts.entry(room.to_owned()).or_default() += 1;
+            *rooms.counts.entry(room.to_owned()).or_default() += 1;
         }
         let shard = membership_shard(&member.connection_id);
-        members
+        rooms
+            .members
             .entry((room.to_owned(), shard))
             .or_default()
             .insert(member.connection_id.clone(), member);
         Ok(Joined::Member {
             new,
-            members: counts.get(room).copied().unwrap_or_default(),
+            room: rooms.meta(room),
         })
     }
 
-    async fn leave(&self, room: &str, connection_id: &str) -> Result<bool, StoreError> {
+    async fn leave(&self, room: &str, connection_id: &str) -> Result<Option<Departed>, StoreError> {
         let mut rooms = lock(&self.rooms);
         let shard = membership_shard(connection_id);
         let removed = rooms
             .members
             .get_mut(&(room.to_owned(), shard))
-            .and_then(|members| members.remove(connection_id))
-            .is_some();
+            .and_then(|members| members.remove(connection_id));
         if let Some(theirs) = rooms.rooms_of.get_mut(connection_id) {
             theirs.retain(|r| r != room);
             if theirs.is_empty() {
                 rooms.rooms_of.remove(connection_id);
             }
         }
-        if removed && let Some(count) = rooms.counts.get_mut(room) {
+        let Some(member) = removed else {
+            return Ok(None);
+        };
+        if let Some(count) = rooms.counts.get_mut(room) {
             *count = count.saturating_sub(1);
         }
-        Ok(removed)
+        Ok(Some(Departed {
+            member,
+            room: rooms.meta(room),
+        }))
     }
 
     async fn rooms_of(&self, connection_id: &str) -> Result<Vec<String>, StoreError> {
@@ -106,18 +121,19 @@ impl RoomStore for MemoryRoomStore {
             .unwrap_or_default())
     }
 
-    async fn is_member(
+    async fn member(
         &self,
         room: &str,
         connection_id: &str,
         live_at: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Member>, StoreError> {
         let shard = membership_shard(connection_id);
         Ok(lock(&self.rooms)
             .members
             .get(&(room.to_owned(), shard))
             .and_then(|members| members.get(connection_id))
-            .is_some_and(|member| live_at < member.expires_at))
+            .filter(|member| live_at < member.expires_at)
+            .cloned())
     }
 
     async fn members(
@@ -157,27 +173,15 @@ impl RoomStore for MemoryRoomStore {
         })
     }
 
-    async fn member_count(&self, room: &str) -> Result<u64, StoreError> {
-        Ok(lock(&self.rooms)
-            .counts
-            .get(room)
-            .copied()
-            .unwrap_or_default())
-    }
-
-    async fn latest_seq(&self, room: &str) -> Result<u64, StoreError> {
-        Ok(lock(&self.rooms)
-            .seqs
-            .get(room)
-            .copied()
-            .unwrap_or_default())
+    async fn meta(&self, room: &str) -> Result<RoomMeta, StoreError> {
+        Ok(lock(&self.rooms).meta(room))
     }
 
     async fn append(
         &self,
         mut message: RoomMessage,
         expires_at: i64,
-    ) -> Result<RoomMessage, StoreError> {
+    ) -> Result<Appended, StoreError> {
         let mut rooms = lock(&self.rooms);
         let seq = rooms.seqs.entry(message.room.clone()).or_default();
         *seq += 1;
@@ -186,7 +190,8 @@ impl RoomStore for MemoryRoomStore {
             (message.room.clone(), message.seq),
             (message.clone(), expires_at),
         );
-        Ok(message)
+        let room = rooms.meta(&message.room);
+        Ok(Appended { message, room })
     }
 
     async fn history(
@@ -247,14 +252,14 @@ mod tests {
             store.join("r", member("a="), 2).await.unwrap(),
             Joined::Member {
                 new: true,
-                members: 1
+                room: RoomMeta { seq: 0, members: 1 }
             }
         );
         assert_eq!(
             store.join("r", member("a="), 2).await.unwrap(),
             Joined::Member {
                 new: false,
-                members: 1
+                room: RoomMeta { seq: 0, members: 1 }
             }
         );
         store.join("s", member("a="), 2).await.unwrap();
@@ -263,18 +268,29 @@ mod tests {
             Joined::TooManyRooms
         );
         assert_eq!(store.rooms_of("a=").await.unwrap(), ["r", "s"]);
-        assert!(store.is_member("r", "a=", 0).await.unwrap());
-        assert!(!store.is_member("t", "a=", 0).await.unwrap());
-        assert!(
-            !store.is_member("r", "a=", 10_000).await.unwrap(),
+        assert_eq!(
+            store.member("r", "a=", 0).await.unwrap(),
+            Some(member("a="))
+        );
+        assert_eq!(store.member("t", "a=", 0).await.unwrap(), None);
+        assert_eq!(
+            store.member("r", "a=", 10_000).await.unwrap(),
+            None,
             "expired"
         );
-        assert!(store.leave("r", "a=").await.unwrap());
-        assert!(
-            !store.leave("r", "a=").await.unwrap(),
+        assert_eq!(
+            store.leave("r", "a=").await.unwrap(),
+            Some(Departed {
+                member: member("a="),
+                room: RoomMeta::default()
+            })
+        );
+        assert_eq!(
+            store.leave("r", "a=").await.unwrap(),
+            None,
             "not a member any more"
         );
-        assert_eq!(store.member_count("r").await.unwrap(), 0);
+        assert_eq!(store.meta("r").await.unwrap().members, 0);
         assert_eq!(store.rooms_of("a=").await.unwrap(), ["s"]);
     }
 
@@ -307,25 +323,25 @@ mod tests {
         assert_eq!(seen.len(), 100);
         seen.dedup();
         assert_eq!(seen.len(), 100, "each member once");
-        assert_eq!(store.member_count("big").await.unwrap(), 100);
+        assert_eq!(store.meta("big").await.unwrap().members, 100);
     }
 
     #[tokio::test]
     async fn messages_are_numbered_in_order_and_read_back_a_page_at_a_time_oldest_first() {
         let store = MemoryRoomStore::default();
-        assert_eq!(store.latest_seq("r").await.unwrap(), 0);
+        assert_eq!(store.meta("r").await.unwrap().seq, 0);
         for i in 1..=7 {
             let kept = store
                 .append(said("r", &format!("m{i}")), 5_000)
                 .await
                 .unwrap();
-            assert_eq!(kept.seq, i);
+            assert_eq!((kept.message.seq, kept.room.seq), (i, i));
         }
         store
             .append(said("other", "elsewhere"), 5_000)
             .await
             .unwrap();
-        assert_eq!(store.latest_seq("r").await.unwrap(), 7);
+        assert_eq!(store.meta("r").await.unwrap().seq, 7);
         let newest = store.history("r", None, 3, 0).await.unwrap();
         let seqs = |page: &HistoryPage| page.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
         assert_eq!(seqs(&newest), [5, 6, 7]);
