@@ -33,7 +33,7 @@ pub enum Command {
     Nothing,
 }
 
-pub const HELP: &str = "commands: /list · /broadcast <text> · /chat <connection id> <text> · /to <user id> <text> (a signed-in person, on every connection of theirs) · /help · /quit; any other line is broadcast (a line that starts with { is sent as it is, raw JSON)";
+pub const HELP: &str = "commands: /list [room] · /broadcast <text> · /chat <connection id> <text> · /to <user id> <text> (a signed-in person, on every connection of theirs) · /join <room> [since seq] · /leave <room> · /in <room> <text> (say it in a room) · /history <room> [before seq] [limit] · /help · /quit; any other line is broadcast (a line that starts with { is sent as it is, raw JSON)";
 
 /// Interprets one typed line, and checks what would be refused before it is sent: a frame over
 /// 32 KB (the server would close the connection) or a message over 16 KiB (`message_too_large`).
@@ -56,8 +56,53 @@ pub fn command(line: &str) -> Command {
         .split_once(char::is_whitespace)
         .unwrap_or((shortcut, ""));
     let rest = rest.trim_start();
+    let words: Vec<&str> = rest.split_whitespace().collect();
     match name {
-        "list" => Command::Send(json!({"action": "list"}).to_string()),
+        "list" => match words.as_slice() {
+            [] => Command::Send(json!({"action": "list"}).to_string()),
+            [room] => Command::Send(json!({"action": "list", "room": room}).to_string()),
+            _ => Command::Explain("usage: /list [room]".into()),
+        },
+        "join" => match words.as_slice() {
+            [room] => Command::Send(json!({"action": "join", "room": room}).to_string()),
+            [room, since] => match since.parse::<u64>() {
+                Ok(since) => Command::Send(
+                    json!({"action": "join", "room": room, "since": since}).to_string(),
+                ),
+                Err(_) => Command::Explain("usage: /join <room> [since seq]".into()),
+            },
+            _ => Command::Explain("usage: /join <room> [since seq]".into()),
+        },
+        "leave" => match words.as_slice() {
+            [room] => Command::Send(json!({"action": "leave", "room": room}).to_string()),
+            _ => Command::Explain("usage: /leave <room>".into()),
+        },
+        "history" => {
+            let numbers: Option<Vec<u64>> = words.iter().skip(1).map(|w| w.parse().ok()).collect();
+            match (words.first(), numbers.as_deref()) {
+                (Some(room), Some([])) => {
+                    Command::Send(json!({"action": "history", "room": room}).to_string())
+                }
+                (Some(room), Some([before])) => Command::Send(
+                    json!({"action": "history", "room": room, "before": before}).to_string(),
+                ),
+                (Some(room), Some([before, limit])) => Command::Send(
+                    json!({"action": "history", "room": room, "before": before, "limit": limit})
+                        .to_string(),
+                ),
+                _ => Command::Explain("usage: /history <room> [before seq] [limit]".into()),
+            }
+        }
+        "in" => match rest.split_once(char::is_whitespace) {
+            Some((room, message)) if !message.trim().is_empty() => {
+                let message = message.trim_start();
+                said(
+                    json!({"action": "broadcast", "room": room, "message": message}),
+                    message,
+                )
+            }
+            _ => Command::Explain("usage: /in <room> <text>".into()),
+        },
         "broadcast" if !rest.is_empty() => {
             said(json!({"action": "broadcast", "message": rest}), rest)
         }
@@ -433,6 +478,39 @@ mod tests {
             other => panic!("{line}: {other:?}"),
         };
         assert_eq!(frame("/list"), json!({"action": "list"}));
+        assert_eq!(frame("/list red"), json!({"action": "list", "room": "red"}));
+        assert_eq!(frame("/join red"), json!({"action": "join", "room": "red"}));
+        assert_eq!(
+            frame("/join red 41"),
+            json!({"action": "join", "room": "red", "since": 41})
+        );
+        assert_eq!(
+            frame("/leave red"),
+            json!({"action": "leave", "room": "red"})
+        );
+        assert_eq!(
+            frame("/history red"),
+            json!({"action": "history", "room": "red"})
+        );
+        assert_eq!(
+            frame("/history red 90 20"),
+            json!({"action": "history", "room": "red", "before": 90, "limit": 20})
+        );
+        assert_eq!(
+            frame("/in red hello  there"),
+            json!({"action": "broadcast", "room": "red", "message": "hello  there"})
+        );
+        for typo in [
+            "/join",
+            "/join red soon",
+            "/leave",
+            "/history",
+            "/history red later",
+            "/in red",
+            "/list a b",
+        ] {
+            assert!(matches!(command(typo), Command::Explain(_)), "{typo}");
+        }
         assert_eq!(
             frame("/broadcast Anybody <b>home</b>?"),
             json!({"action": "broadcast", "message": "Anybody <b>home</b>?"})

@@ -360,3 +360,70 @@ async fn a_connection_that_leaves_is_forgotten() {
         .await;
     assert_eq!(alice.error_code().await, "connection_not_found");
 }
+
+#[tokio::test]
+async fn rooms_reach_their_members_only_number_their_messages_and_catch_up() {
+    let stage = stage().await;
+    let mut alice = stage.join(&unique("alice")).await;
+    let mut bob = stage.join(&unique("bob")).await;
+    // rooms of this run only: a shared stage keeps others' rooms apart
+    let (red, blue) = (unique("red"), unique("blue"));
+    alice
+        .send(&json!({"action":"join","room":red}).to_string())
+        .await;
+    let joined = alice.next_of_type("joined").await;
+    assert_eq!((&joined["room"], &joined["seq"]), (&json!(red), &json!(0)));
+    bob.send(&json!({"action":"join","room":blue}).to_string())
+        .await;
+    bob.next_of_type("joined").await;
+    alice
+        .send(&json!({"action":"broadcast","room":red,"message":"one"}).to_string())
+        .await;
+    let said = alice.next_of_type("broadcast").await;
+    assert_eq!(
+        (&said["room"], &said["seq"], &said["from"], &said["user"]),
+        (&json!(red), &json!(1), &json!(alice.id), &alice.user)
+    );
+    // bob is not in red: refused, and he heard nothing of it
+    bob.send(&json!({"action":"broadcast","room":red,"message":"let me in"}).to_string())
+        .await;
+    assert_eq!(bob.error_code().await, "not_a_member");
+    bob.send(&json!({"action":"broadcast","room":blue,"message":"blue"}).to_string())
+        .await;
+    let own = bob.next_of_type("broadcast").await;
+    assert_eq!(
+        own["room"],
+        json!(blue),
+        "the first broadcast bob hears is blue's"
+    );
+    // bob joins red with since 0: a history frame of what he missed, then live messages
+    bob.send(&json!({"action":"join","room":red,"since":0}).to_string())
+        .await;
+    assert_eq!(bob.next_of_type("joined").await["seq"], 1);
+    let missed = bob.next_of_type("history").await;
+    assert_eq!(missed["messages"], json!([said]));
+    assert_eq!(missed["next"], Value::Null);
+    let arrived = alice.next_of_type("presence").await;
+    assert_eq!(
+        (&arrived["event"], &arrived["connectionId"]),
+        (&json!("joined"), &json!(bob.id))
+    );
+    alice
+        .send(&json!({"action":"broadcast","room":red,"message":"two"}).to_string())
+        .await;
+    assert_eq!(bob.next_of_type("broadcast").await["seq"], 2);
+    bob.send(&json!({"action":"history","room":red,"limit":1}).to_string())
+        .await;
+    let page = bob.next_of_type("history").await;
+    assert_eq!(
+        (&page["messages"][0]["message"], &page["next"]),
+        (&json!("two"), &json!(2))
+    );
+    bob.send(&json!({"action":"leave","room":red}).to_string())
+        .await;
+    assert_eq!(
+        bob.next_of_type("left").await,
+        json!({"type":"left","room":red})
+    );
+    assert_eq!(alice.next_of_type("presence").await["event"], "left");
+}

@@ -7,6 +7,7 @@
 
 mod helpers;
 mod hostile;
+mod rooms;
 mod scenarios;
 mod signin;
 #[path = "../support/mod.rs"]
