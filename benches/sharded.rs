@@ -7,7 +7,11 @@
 //! timeout, as SQS redelivers it) and prints the deliveries lost and the duplicates.
 //!
 //!     cargo bench --bench sharded -- [--connections N] [--rate R] [--budget B] [--workers W]
-//!                                    [--delay-ms D] [--shard-size S]
+//!                                    [--delay-ms D] [--shard-size S] [--room]
+//!
+//! With `--room` the N connections are the members of one room (with N/10 more connections
+//! outside it) and the message is said in the room: one job per membership shard, each read with
+//! the room store's paginated queries. It prints the deliveries that leaked outside the room too.
 //!
 //! Defaults: 100 000 connections, a bucket of 10 000 a second (burst 5 000, API Gateway's account
 //! default), a budget equal to the rate, 8 workers each paced to budget ÷ workers, 20 ms a call,
@@ -25,7 +29,7 @@ use webchat::adapters::memory::{
 };
 use webchat::domain::{Chat, Deadline, Settings};
 use webchat::lambda;
-use webchat::ports::{ConnectionInfo, ConnectionRecord, Outcome, SystemClock};
+use webchat::ports::{ConnectionInfo, ConnectionRecord, Member, Outcome, RoomStore, SystemClock};
 use webchat::protocol::MAX_PAYLOAD_BYTES;
 
 /// A shard job's time limit, and the queue's visibility timeout.
@@ -38,6 +42,7 @@ struct Args {
     workers: usize,
     delay: Duration,
     shard_size: u32,
+    room: bool,
 }
 
 fn args() -> Args {
@@ -48,6 +53,7 @@ fn args() -> Args {
         workers: 8,
         delay: Duration::from_millis(20),
         shard_size: Settings::default().shard_size,
+        room: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -63,6 +69,7 @@ fn args() -> Args {
             "--workers" => parsed.workers = value() as usize,
             "--delay-ms" => parsed.delay = Duration::from_millis(value() as u64),
             "--shard-size" => parsed.shard_size = value() as u32,
+            "--room" => parsed.room = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -109,6 +116,8 @@ struct Run {
     duplicates: usize,
     throttled: usize,
     jobs: usize,
+    /// Deliveries to connections outside the room (a room broadcast only).
+    leaked: usize,
 }
 
 /// One broadcast to everyone, delivered by `workers` through the shard queue (SQS in memory);
@@ -119,11 +128,30 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
     api.set_delay(args.delay);
     let api = Arc::new(api);
     let store = MemoryStore::new().with_page_size(1_000);
+    let rooms = MemoryRoomStore::new(1_000);
     let connected = Utc::now() - chrono::Duration::seconds(60);
     for i in 0..args.connections {
         let id = format!("c{i:07}=");
         api.insert(&id, Arc::new(Counter::default()));
-        store.insert(ConnectionRecord::new(id, None, connected));
+        let record = ConnectionRecord::new(id, None, connected);
+        if args.room {
+            let member = Member {
+                connection_id: record.connection_id.clone(),
+                connected_at: record.connected_at.clone(),
+                user: None,
+                name: None,
+                expires_at: record.expires_at,
+            };
+            rooms.join(ROOM, member, 20).await.expect("join");
+        }
+        store.insert(record);
+    }
+    let outsiders: Vec<String> = (0..if args.room { args.connections / 10 } else { 0 })
+        .map(|i| format!("o{i:07}="))
+        .collect();
+    for id in &outsiders {
+        api.insert(id, Arc::new(Counter::default()));
+        store.insert(ConnectionRecord::new(id.clone(), None, connected));
     }
     // A worker's timeout, and the queue's visibility timeout no shorter (SQS's rule for an event
     // source mapping: shorter, a job still running is handed to a second worker). A job of 1 000
@@ -135,7 +163,7 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
     }));
     let chat: Arc<SimChat> = Arc::new(Chat {
         store,
-        rooms: MemoryRoomStore::default(),
+        rooms,
         api: api.clone(),
         bus: MemoryEventBus::recording(),
         clock: Arc::new(SystemClock),
@@ -148,13 +176,14 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
         metrics: std::sync::Arc::new(webchat::ports::NoMetrics),
     });
     let started = Instant::now();
-    chat.broadcast(
-        "c0000000=",
-        r#"{"action":"broadcast","message":"to a hundred thousand"}"#,
-        Deadline::NONE,
-    )
-    .await
-    .expect("broadcast");
+    let body = if args.room {
+        format!(r#"{{"action":"broadcast","room":"{ROOM}","message":"to the room"}}"#)
+    } else {
+        r#"{"action":"broadcast","message":"to a hundred thousand"}"#.to_owned()
+    };
+    chat.broadcast("c0000000=", &body, Deadline::NONE)
+        .await
+        .expect("broadcast");
     let killed = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..args.workers {
@@ -190,19 +219,30 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
     for worker in workers {
         worker.abort();
     }
-    let counts: Vec<u32> = api
-        .peers()
+    let peers = api.peers();
+    let count = |counter: &Counter| counter.0.load(Ordering::Relaxed);
+    let counts: Vec<u32> = peers
         .iter()
-        .map(|(_, counter)| counter.0.load(Ordering::Relaxed))
+        .filter(|(id, _)| id.starts_with('c'))
+        .map(|(_, counter)| count(counter))
         .collect();
+    let leaked = peers
+        .iter()
+        .filter(|(id, _)| id.starts_with('o'))
+        .map(|(_, counter)| count(counter) as usize)
+        .sum();
     Run {
         took,
         lost: counts.iter().filter(|&&n| n == 0).count(),
         duplicates: counts.iter().map(|&n| n.saturating_sub(1) as usize).sum(),
         throttled: api.throttled(),
         jobs: queue.sent(),
+        leaked,
     }
 }
+
+/// The room of a `--room` run.
+const ROOM: &str = "big";
 
 fn main() {
     let args = args();
@@ -211,19 +251,29 @@ fn main() {
         .build()
         .unwrap();
     let bound = args.connections as f64 / args.rate;
+    let audience = if args.room {
+        format!(
+            "a room of {} members ({} connections outside it; one job per membership shard)",
+            args.connections,
+            args.connections / 10
+        )
+    } else {
+        format!("{} connections", args.connections)
+    };
     println!(
-        "sharded broadcast to {} connections: @connections at {:?} a call, throttled at {} a second (burst 5000); budget {} a second over {} workers; segments of {}",
-        args.connections, args.delay, args.rate, args.budget, args.workers, args.shard_size
+        "sharded broadcast to {audience}: @connections at {:?} a call, throttled at {} a second (burst 5000); budget {} a second over {} workers; segments of {}",
+        args.delay, args.rate, args.budget, args.workers, args.shard_size
     );
     println!("  throttle bound (connections / rate):        {bound:>7.2} s");
     let report = |label: &str, run: Run| {
         println!(
-            "  {label}: {:>7.2} s ({:+.1}% of the bound), {} jobs, lost {}, duplicates {}, 429s {}",
+            "  {label}: {:>7.2} s ({:+.1}% of the bound), {} jobs, lost {}, duplicates {}, leaked {}, 429s {}",
             run.took.as_secs_f64(),
             (run.took.as_secs_f64() / bound - 1.0) * 100.0,
             run.jobs,
             run.lost,
             run.duplicates,
+            run.leaked,
             run.throttled
         );
     };
