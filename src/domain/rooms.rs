@@ -34,9 +34,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
         let sender = sender.into().connection_id;
-        let request = match JoinRequest::parse(body) {
-            Ok(request) => request,
-            Err(error) => return self.tell(sender, error, deadline).await,
+        let Some(request) = self
+            .parsed(sender, JoinRequest::parse(body), deadline)
+            .await?
+        else {
+            return Ok(());
         };
         let room = request.room.as_str();
         self.or_tell_internal(sender, deadline, async {
@@ -140,9 +142,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
         let sender = sender.into().connection_id;
-        let request = match LeaveRequest::parse(body) {
-            Ok(request) => request,
-            Err(error) => return self.tell(sender, error, deadline).await,
+        let Some(request) = self
+            .parsed(sender, LeaveRequest::parse(body), deadline)
+            .await?
+        else {
+            return Ok(());
         };
         let room = request.room.as_str();
         self.or_tell_internal(sender, deadline, async {
@@ -177,9 +181,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
         let sender = sender.into().connection_id;
-        let request = match HistoryRequest::parse(body) {
-            Ok(request) => request,
-            Err(error) => return self.tell(sender, error, deadline).await,
+        let Some(request) = self
+            .parsed(sender, HistoryRequest::parse(body), deadline)
+            .await?
+        else {
+            return Ok(());
         };
         let room = request.room.as_str();
         self.or_tell_internal(sender, deadline, async {

@@ -148,9 +148,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
     ) -> Result<(), RouteError> {
         let caller = sender.into();
         let sender = caller.connection_id;
-        let request = match BroadcastRequest::parse(body) {
-            Ok(request) => request,
-            Err(error) => return self.tell(sender, error, deadline).await,
+        let Some(request) = self
+            .parsed(sender, BroadcastRequest::parse(body), deadline)
+            .await?
+        else {
+            return Ok(());
         };
         if let Some(room) = &request.room {
             return self
@@ -233,9 +235,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
         let sender = sender.into().connection_id;
-        let request = match ListRequest::parse(body) {
-            Ok(request) => request,
-            Err(error) => return self.tell(sender, error, deadline).await,
+        let Some(request) = self
+            .parsed(sender, ListRequest::parse(body), deadline)
+            .await?
+        else {
+            return Ok(());
         };
         if let Some(room) = &request.room {
             return self.room_list(sender, room, deadline).await;
@@ -296,9 +300,11 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
     ) -> Result<(), RouteError> {
         let caller = sender.into();
         let sender = caller.connection_id;
-        let request = match ChatRequest::parse(body) {
-            Ok(request) => request,
-            Err(error) => return self.tell(sender, error, deadline).await,
+        let Some(request) = self
+            .parsed(sender, ChatRequest::parse(body), deadline)
+            .await?
+        else {
+            return Ok(());
         };
         self.or_tell_internal(sender, deadline, async {
             let now = self.clock.now();
@@ -590,6 +596,19 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
             .get(caller.connection_id, now.timestamp())
             .await?;
         Ok((None, record.and_then(|record| record.name)))
+    }
+
+    /// The request a frame holds, or `None` once the sender has been told what is wrong with it.
+    pub(super) async fn parsed<T>(
+        &self,
+        sender: &str,
+        request: Result<T, ProtocolError>,
+        deadline: Deadline,
+    ) -> Result<Option<T>, RouteError> {
+        match request {
+            Ok(request) => Ok(Some(request)),
+            Err(error) => self.tell(sender, error, deadline).await.map(|()| None),
+        }
     }
 
     /// Tells the sender what it got wrong (one log line at info: the invocation's span names the
