@@ -60,6 +60,33 @@ expect "bob hears himself" "$work/bob.out" '"type":"broadcast".*"message":"Anybo
 expect "list names alice" "$work/list.out" '^\{"type":"connections","connections":\[.*"name":"alice".*\]\}$'
 expect "bad input gets invalid_json" "$work/bad.out" '^\{"type":"error","code":"invalid_json","message":".+"\}$'
 
+# rooms: carol in red and dave in blue hear only their rooms; erin joins red late with since 0
+# and catches up on what was said there before her
+sleep 8 | "$wscat" -c "$url/?name=carol" -x '{"action":"join","room":"red"}' -w 7 >"$work/carol.out" 2>&1 &
+carol=$!
+sleep 8 | "$wscat" -c "$url/?name=dave" -x '{"action":"join","room":"blue"}' -w 7 >"$work/dave.out" 2>&1 &
+dave=$!
+sleep 1
+sleep 3 | "$wscat" -c "$url/?name=frank" -x '{"action":"join","room":"red"}' -x '{"action":"broadcast","room":"red","message":"red only"}' -w 1 >"$work/frank.out" 2>&1
+sleep 3 | "$wscat" -c "$url/?name=gina" -x '{"action":"join","room":"blue"}' -x '{"action":"broadcast","room":"blue","message":"blue only"}' -w 1 >"$work/gina.out" 2>&1
+sleep 3 | "$wscat" -c "$url/?name=erin" -x '{"action":"join","room":"red","since":0}' -w 1 >"$work/erin.out" 2>&1
+wait "$carol" "$dave" || true
+expect "carol hears red" "$work/carol.out" '^\{"type":"broadcast","room":"red","seq":1,"from":"[A-Za-z0-9_=-]{16}","user":null,"name":"frank","message":"red only","sentAt":"[0-9T:.-]+Z"\}$'
+expect "dave hears blue" "$work/dave.out" '^\{"type":"broadcast","room":"blue","seq":1,.*"message":"blue only"'
+expect "carol sees frank arrive" "$work/carol.out" '^\{"type":"presence","room":"red","event":"joined","connectionId":"[A-Za-z0-9_=-]{16}","user":null,"name":"frank"\}$'
+expect "erin joins red at seq 1" "$work/erin.out" '^\{"type":"joined","room":"red","seq":1,"presence":true\}$'
+expect "erin catches up" "$work/erin.out" '^\{"type":"history","room":"red","messages":\[\{"type":"broadcast","room":"red","seq":1,.*"message":"red only".*\}\],"next":null\}$'
+for pair in "carol:blue only" "dave:red only"; do
+  who=${pair%%:*} said=${pair#*:}
+  if grep -q "$said" "$work/$who.out"; then
+    failed=$((failed + 1))
+    echo "FAIL: $who heard \"$said\" from a room it is not in:" >&2
+    cat "$work/$who.out" >&2
+  else
+    passed=$((passed + 1))
+  fi
+done
+
 # with sign-in: the start-up lines' own recipe, a token in the subprotocols, and none at all
 start signed --dev-issuer
 signed_pid=$pid
