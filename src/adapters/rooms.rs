@@ -112,6 +112,7 @@ impl DynamoRoomStore {
             .table_name(&self.rooms_table)
             .key(PK, s(room_pk(room)))
             .key(SK, s(META))
+            .consistent_read(true)
             .send();
         let output = call(aws_span("DynamoDB", "GetItem"), get)
             .await
@@ -373,6 +374,8 @@ impl RoomStore for DynamoRoomStore {
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":now", n(live_at))
+            // strongly consistent: a member who joined a moment ago is read (see `history`)
+            .consistent_read(true)
             .set_limit(self.page_size)
             .set_exclusive_start_key(start)
             .send();
@@ -432,6 +435,10 @@ impl RoomStore for DynamoRoomStore {
                 .expression_attribute_values(":pk", s(history_pk(room)))
                 .expression_attribute_values(":now", n(live_at))
                 .filter_expression("#expires > :now")
+                // Strongly consistent, as the members' Query: a message numbered before a join's
+                // counter read is either read here (its catch-up) or delivered live (the member
+                // was written before its fan-out read the members), never neither.
+                .consistent_read(true)
                 .scan_index_forward(false)
                 .limit((wanted - found.len()) as i32)
                 .set_exclusive_start_key(start.take());
