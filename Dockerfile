@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image per Lambda function, all from this file: `--build-arg HANDLER=<function>` (the nine:
-# connect, disconnect, default, broadcast, list, chat, post, cleanup, fanout). The binary is the
+# One image per Lambda function, all from this file: `--build-arg HANDLER=<function>` (any of
+# ARG FUNCTIONS below: the twelve chat functions, and authorize for sign-in). The binary is the
 # image's entrypoint and speaks the Lambda Runtime API itself; the ADOT collector extension from
 # the official layer is baked in under /opt/extensions (container-image functions cannot attach
 # layers), configured by otel/collector.yaml.

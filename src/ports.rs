@@ -259,6 +259,8 @@ pub enum Joined {
     Member { new: bool, room: RoomMeta },
     /// The connection is in as many rooms as it may be: nothing changed.
     TooManyRooms,
+    /// The connection has no record (it ended meanwhile): nothing changed.
+    NoConnection,
 }
 
 /// A message numbered and kept, with the room's counters as the numbering left them.
@@ -273,6 +275,40 @@ pub struct Appended {
 pub struct Departed {
     pub member: Member,
     pub room: RoomMeta,
+}
+
+/// The messages a history read may return: numbered after `after` and before `before`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqRange {
+    pub after: Option<u64>,
+    pub before: Option<u64>,
+}
+
+impl SeqRange {
+    /// Older than `before` (all, without it).
+    pub fn before(before: Option<u64>) -> Self {
+        SeqRange {
+            after: None,
+            before,
+        }
+    }
+
+    /// Newer than `after`.
+    pub fn after(after: u64) -> Self {
+        SeqRange {
+            after: Some(after),
+            before: None,
+        }
+    }
+
+    /// The first and last `seq` in it, if any can be.
+    pub fn bounds(self) -> Option<(u64, u64)> {
+        let first = self.after.map_or(Some(0), |after| after.checked_add(1))?;
+        let last = self
+            .before
+            .map_or(Some(u64::MAX), |before| before.checked_sub(1))?;
+        (first <= last).then_some((first, last))
+    }
 }
 
 /// A page of a room's history: up to the limit asked for, oldest first, and whether older
@@ -298,6 +334,14 @@ pub trait RoomStore: Send + Sync + 'static {
     /// Removes the connection from `room`, and `room` from its rooms: the member it was and the
     /// room's counters after it, or `None` if it was not a member.
     fn leave(
+        &self,
+        room: &str,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Option<Departed>, StoreError>> + Send;
+
+    /// Removes a connection that ended from `room`, as [`RoomStore::leave`] does but leaving
+    /// its record alone (it is deleted, or gone already).
+    fn drop_member(
         &self,
         room: &str,
         connection_id: &str,
@@ -338,12 +382,13 @@ pub trait RoomStore: Send + Sync + 'static {
         expires_at: i64,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
-    /// The newest `limit` messages of `room` older than `before` (all, without it), oldest
-    /// first, skipping those expired at `live_at`.
+    /// The newest `limit` messages of `room` numbered after `after` and before `before` (without
+    /// bounds: all), oldest first, skipping those expired at `live_at`; `more` says whether
+    /// older ones remain within the bounds.
     fn history(
         &self,
         room: &str,
-        before: Option<u64>,
+        range: SeqRange,
         limit: u32,
         live_at: i64,
     ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;

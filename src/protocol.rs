@@ -244,6 +244,7 @@ impl ListRequest {
 impl HistoryRequest {
     pub fn parse(body: &str) -> Result<Self, ProtocolError> {
         let object = parse_object(body)?;
+        let room = room_field(&object)?;
         let limit = match sequence_field(&object, "limit")? {
             None => DEFAULT_HISTORY_LIMIT,
             Some(limit) if (1..=u64::from(MAX_HISTORY_LIMIT)).contains(&limit) => limit as u32,
@@ -255,7 +256,7 @@ impl HistoryRequest {
             }
         };
         Ok(HistoryRequest {
-            room: room_field(&object)?,
+            room,
             before: sequence_field(&object, "before")?,
             limit,
         })
@@ -382,7 +383,7 @@ impl ChatRequest {
 
 /// What `$default` answers: `invalid_json` when the frame is not JSON, `unknown_action` otherwise.
 pub fn default_route_error(frame: &[u8], binary: bool) -> ProtocolError {
-    let hint = "send a JSON object with \"action\" set to \"broadcast\", \"list\" or \"chat\"";
+    let hint = "send a JSON object with \"action\" set to \"broadcast\", \"list\", \"chat\", \"join\", \"leave\" or \"history\"";
     match serde_json::from_slice::<Value>(frame) {
         Err(_) if binary => ProtocolError::new(
             ErrorCode::InvalidJson,
@@ -1026,6 +1027,11 @@ mod tests {
                 "{limit}"
             );
         }
+        // the room is checked first: without one, that is what is wrong
+        assert_eq!(
+            code_of(HistoryRequest::parse(r#"{"action":"history","limit":0}"#)),
+            ErrorCode::MissingField
+        );
         // room is optional for broadcast and list, checked when given
         let everyone = BroadcastRequest::parse(r#"{"action":"broadcast","message":"m"}"#).unwrap();
         assert_eq!(everyone.room, None);

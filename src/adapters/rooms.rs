@@ -22,7 +22,7 @@ use crate::adapters::dynamodb::attributes::{CONNECTED_AT, CONNECTION_ID, EXPIRES
 use crate::adapters::dynamodb::{condition_failed, store_error};
 use crate::ports::{
     Appended, ConnectedAt, Departed, HistoryPage, Joined, MEMBERSHIP_SHARDS, Member, Page,
-    RoomMeta, RoomStore, StoreError, membership_shard,
+    RoomMeta, RoomStore, SeqRange, StoreError, membership_shard,
 };
 use crate::protocol::RoomMessage;
 use crate::telemetry::{aws_span, call};
@@ -104,6 +104,55 @@ impl DynamoRoomStore {
     }
 
     /// The room's `#meta` item's number `name` (0 without one).
+    /// Deletes the member item (the member it was, from the item as it was: no read before),
+    /// takes one from the count, and with `forget_in_record` takes the room out of the
+    /// connection's rooms.
+    async fn remove(
+        &self,
+        room: &str,
+        connection_id: &str,
+        forget_in_record: bool,
+    ) -> Result<Option<Departed>, StoreError> {
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.rooms_table)
+            .key(PK, s(member_pk(room, membership_shard(connection_id))))
+            .key(SK, s(connection_id))
+            .return_values(ReturnValue::AllOld)
+            .send();
+        let removed = call(aws_span("DynamoDB", "DeleteItem"), delete)
+            .await
+            .map_err(store_error)?
+            .attributes
+            .as_ref()
+            .and_then(member_of);
+        // the record may be gone already (a disconnect): then there is nothing to update
+        if forget_in_record {
+            let forget = self
+                .client
+                .update_item()
+                .table_name(&self.connections_table)
+                .key(CONNECTION_ID, s(connection_id))
+                .update_expression("DELETE #rooms :rooms")
+                .condition_expression("attribute_exists(#id)")
+                .expression_attribute_names("#rooms", ROOMS)
+                .expression_attribute_names("#id", CONNECTION_ID)
+                .expression_attribute_values(":rooms", AttributeValue::Ss(vec![room.to_owned()]))
+                .send();
+            match call(aws_span("DynamoDB", "UpdateItem"), forget).await {
+                Ok(_) => {}
+                Err(error) if condition_failed(&error) => {}
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        let Some(member) = removed else {
+            return Ok(None);
+        };
+        let room = self.count(room, MEMBERS, -1).await?;
+        Ok(Some(Departed { member, room }))
+    }
+
     /// The room's counters (one read of its `#meta` item).
     async fn read_meta(&self, room: &str) -> Result<RoomMeta, StoreError> {
         let get = self
@@ -238,28 +287,43 @@ impl RoomStore for DynamoRoomStore {
             .expression_attribute_values(":rooms", AttributeValue::Ss(vec![room.to_owned()]))
             .expression_attribute_values(":room", s(room))
             .expression_attribute_values(":max", n(max_rooms))
-            // the whole item as it was (moto returns no UPDATED_OLD for a set ADD changes nothing in)
-            .return_values(ReturnValue::AllOld)
             .send();
-        let old = match call(aws_span("DynamoDB", "UpdateItem"), add).await {
-            Ok(output) => output.attributes,
-            Err(error) if condition_failed(&error) => return Ok(Joined::TooManyRooms),
+        match call(aws_span("DynamoDB", "UpdateItem"), add).await {
+            Ok(_) => {}
+            // which of the two conditions failed: the record, read again (a rare path)
+            Err(error) if condition_failed(&error) => {
+                let get = self
+                    .client
+                    .get_item()
+                    .table_name(&self.connections_table)
+                    .key(CONNECTION_ID, s(member.connection_id.clone()))
+                    .projection_expression("#id")
+                    .expression_attribute_names("#id", CONNECTION_ID)
+                    .consistent_read(true)
+                    .send();
+                let record = call(aws_span("DynamoDB", "GetItem"), get)
+                    .await
+                    .map_err(store_error)?;
+                return Ok(match record.item {
+                    Some(_) => Joined::TooManyRooms,
+                    None => Joined::NoConnection,
+                });
+            }
             Err(error) => return Err(store_error(error)),
-        };
-        let new = !old
-            .as_ref()
-            .and_then(|item| item.get(ROOMS))
-            .and_then(|rooms| rooms.as_ss().ok())
-            .is_some_and(|rooms| rooms.iter().any(|r| r == room));
+        }
+        // new if no member item was there: a join retried after a failure below counts once
         let put = self
             .client
             .put_item()
             .table_name(&self.rooms_table)
             .set_item(Some(member_item(room, &member)))
+            .return_values(ReturnValue::AllOld)
             .send();
-        call(aws_span("DynamoDB", "PutItem"), put)
+        let new = call(aws_span("DynamoDB", "PutItem"), put)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)?
+            .attributes
+            .is_none_or(|item| item.is_empty());
         let room = if new {
             self.count(room, MEMBERS, 1).await?
         } else {
@@ -269,43 +333,15 @@ impl RoomStore for DynamoRoomStore {
     }
 
     async fn leave(&self, room: &str, connection_id: &str) -> Result<Option<Departed>, StoreError> {
-        let delete = self
-            .client
-            .delete_item()
-            .table_name(&self.rooms_table)
-            .key(PK, s(member_pk(room, membership_shard(connection_id))))
-            .key(SK, s(connection_id))
-            .return_values(ReturnValue::AllOld)
-            .send();
-        // the member it was, from the item as it was (no read before)
-        let removed = call(aws_span("DynamoDB", "DeleteItem"), delete)
-            .await
-            .map_err(store_error)?
-            .attributes
-            .as_ref()
-            .and_then(member_of);
-        // the record may be gone already (a disconnect): then there is nothing to update
-        let forget = self
-            .client
-            .update_item()
-            .table_name(&self.connections_table)
-            .key(CONNECTION_ID, s(connection_id))
-            .update_expression("DELETE #rooms :rooms")
-            .condition_expression("attribute_exists(#id)")
-            .expression_attribute_names("#rooms", ROOMS)
-            .expression_attribute_names("#id", CONNECTION_ID)
-            .expression_attribute_values(":rooms", AttributeValue::Ss(vec![room.to_owned()]))
-            .send();
-        match call(aws_span("DynamoDB", "UpdateItem"), forget).await {
-            Ok(_) => {}
-            Err(error) if condition_failed(&error) => {}
-            Err(error) => return Err(store_error(error)),
-        }
-        let Some(member) = removed else {
-            return Ok(None);
-        };
-        let room = self.count(room, MEMBERS, -1).await?;
-        Ok(Some(Departed { member, room }))
+        self.remove(room, connection_id, true).await
+    }
+
+    async fn drop_member(
+        &self,
+        room: &str,
+        connection_id: &str,
+    ) -> Result<Option<Departed>, StoreError> {
+        self.remove(room, connection_id, false).await
     }
 
     async fn rooms_of(&self, connection_id: &str) -> Result<Vec<String>, StoreError> {
@@ -418,19 +454,30 @@ impl RoomStore for DynamoRoomStore {
     async fn history(
         &self,
         room: &str,
-        before: Option<u64>,
+        range: SeqRange,
         limit: u32,
         live_at: i64,
     ) -> Result<HistoryPage, StoreError> {
+        let Some((first, last)) = range.bounds() else {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                more: false,
+            });
+        };
         let wanted = limit as usize + 1; // one more says whether older ones remain
         let mut found = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let mut query = self
+            let query = self
                 .client
                 .query()
                 .table_name(&self.rooms_table)
+                // 20 digits: text order is number order, so the range is the seqs'
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :last")
                 .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":first", s(seq_sk(first)))
+                .expression_attribute_values(":last", s(seq_sk(last)))
                 .expression_attribute_names("#expires", EXPIRES_AT)
                 .expression_attribute_values(":pk", s(history_pk(room)))
                 .expression_attribute_values(":now", n(live_at))
@@ -442,13 +489,6 @@ impl RoomStore for DynamoRoomStore {
                 .scan_index_forward(false)
                 .limit((wanted - found.len()) as i32)
                 .set_exclusive_start_key(start.take());
-            query = match before {
-                Some(before) => query
-                    .key_condition_expression("#pk = :pk AND #sk < :before")
-                    .expression_attribute_names("#sk", SK)
-                    .expression_attribute_values(":before", s(seq_sk(before))),
-                None => query.key_condition_expression("#pk = :pk"),
-            };
             let output = call(aws_span("DynamoDB", "Query"), query.send())
                 .await
                 .map_err(store_error)?;

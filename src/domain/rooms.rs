@@ -10,7 +10,7 @@ use super::delivery::{Ended, Sweep, paginate};
 use super::{Chat, Deadline, RouteError, Sender, Summary, text};
 use crate::ports::{
     Appended, ConnectionApi, ConnectionStore, EventBus, Joined, MEMBERSHIP_SHARDS, Member, Outcome,
-    RoomStore, StoreError, rfc3339,
+    RoomStore, SeqRange, StoreError, rfc3339,
 };
 use crate::protocol::{
     ConnectionEntry, ConnectionsPacker, HistoryRequest, JoinRequest, LeaveRequest, MAX_FRAME_BYTES,
@@ -69,6 +69,14 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
                     let told = text::too_many_rooms(room, MAX_ROOMS_PER_CONNECTION);
                     return self.tell(sender, told, deadline).await;
                 }
+                Joined::NoConnection => {
+                    tracing::warn!(
+                        connection_id = sender,
+                        room,
+                        "join from a connection that ended"
+                    );
+                    return self.reply(sender, text::internal(), deadline).await;
+                }
             };
             let presence = self.has_presence(meta.members);
             let frame = ServerMessage::Joined {
@@ -111,18 +119,17 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         let (missed, more) = if since >= latest {
             (Vec::new(), false)
         } else {
+            // only what was missed is read: the newest of the messages after `since`
             let page = self
                 .rooms
-                .history(room, None, CATCH_UP_LIMIT, now.timestamp())
+                .history(
+                    room,
+                    SeqRange::after(since),
+                    CATCH_UP_LIMIT,
+                    now.timestamp(),
+                )
                 .await?;
-            // older ones remain that were missed too: the page's oldest is past `since`
-            let more = page.more && page.messages.first().is_some_and(|m| m.seq > since + 1);
-            let missed: Vec<RoomMessage> = page
-                .messages
-                .into_iter()
-                .filter(|message| message.seq > since)
-                .collect();
-            (missed, more)
+            (page.messages, page.more)
         };
         let (frame, sent) = history_frame(room, &missed, more);
         self.report(Summary::History {
@@ -195,7 +202,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
             }
             let page = self
                 .rooms
-                .history(room, request.before, request.limit, now)
+                .history(room, SeqRange::before(request.before), request.limit, now)
                 .await?;
             let (frame, sent) = history_frame(room, &page.messages, page.more);
             self.report(Summary::History {
@@ -274,7 +281,8 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
             .await
     }
 
-    /// `list` with a room: its live members, for a member.
+    /// `list` with a room: its live members. Anyone may ask, as anyone may join (rooms are
+    /// public; `list` without a room lists everyone).
     pub(super) async fn room_list(
         &self,
         sender: &str,
@@ -284,9 +292,6 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         let cut_off = self.work_cut_off(deadline);
         self.or_tell_internal(sender, deadline, async {
             let now = self.clock.now().timestamp();
-            if self.rooms.member(room, sender, now).await?.is_none() {
-                return self.tell(sender, text::not_a_member(room), deadline).await;
-            }
             let entries = self
                 .room_members(room, now)
                 .map_ok(|member| ConnectionEntry {
@@ -312,7 +317,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         deadline: Option<Deadline>,
     ) {
         let leaving = rooms.iter().map(|room| async move {
-            match self.rooms.leave(room, connection_id).await {
+            match self.rooms.drop_member(room, connection_id).await {
                 Ok(Some(departed)) if self.has_presence(departed.room.members + 1) => {
                     self.presence(room, PresenceEvent::Left, &departed.member, now, deadline)
                         .await;

@@ -7,7 +7,7 @@ use webchat::adapters::dynamodb::DynamoStore;
 use webchat::adapters::rooms::DynamoRoomStore;
 use webchat::ports::{
     ConnectedAt, ConnectionRecord, ConnectionStore, Departed, HistoryPage, Joined,
-    MEMBERSHIP_SHARDS, Member, RoomMeta, RoomStore, membership_shard,
+    MEMBERSHIP_SHARDS, Member, RoomMeta, RoomStore, SeqRange, membership_shard,
 };
 use webchat::protocol::RoomMessage;
 
@@ -89,7 +89,7 @@ async fn joins_leaves_and_the_rooms_limit_on_the_connection_record() {
     };
     assert_eq!(
         rooms.join("r", ghost, 20).await.unwrap(),
-        Joined::TooManyRooms
+        Joined::NoConnection
     );
 }
 
@@ -149,18 +149,49 @@ async fn messages_are_numbered_by_the_rooms_counter_and_paged_oldest_first() {
     assert_eq!(rooms.meta("r").await.unwrap().seq, 7);
     let now = Utc::now().timestamp();
     let seqs = |page: &HistoryPage| page.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
-    let newest = rooms.history("r", None, 3, now).await.unwrap();
+    let newest = rooms
+        .history("r", SeqRange::before(None), 3, now)
+        .await
+        .unwrap();
     assert_eq!((seqs(&newest), newest.more), (vec![5, 6, 7], true));
     assert_eq!(newest.messages[2].message, "m7");
     assert_eq!(newest.messages[2].user.as_deref(), Some("u-a"));
-    let older = rooms.history("r", Some(5), 3, now).await.unwrap();
+    let older = rooms
+        .history("r", SeqRange::before(Some(5)), 3, now)
+        .await
+        .unwrap();
     assert_eq!(seqs(&older), [2, 3, 4]);
-    let oldest = rooms.history("r", Some(2), 3, now).await.unwrap();
+    let oldest = rooms
+        .history("r", SeqRange::before(Some(2)), 3, now)
+        .await
+        .unwrap();
     assert_eq!((seqs(&oldest), oldest.more), (vec![1], false));
+    // after a seq (a catch-up reads only what was missed), and between two
+    let missed = rooms
+        .history("r", SeqRange::after(3), 2, now)
+        .await
+        .unwrap();
+    assert_eq!((seqs(&missed), missed.more), (vec![6, 7], true));
+    let all_missed = rooms
+        .history("r", SeqRange::after(3), 10, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (seqs(&all_missed), all_missed.more),
+        (vec![4, 5, 6, 7], false)
+    );
+    let between = SeqRange {
+        after: Some(2),
+        before: Some(5),
+    };
+    assert_eq!(
+        seqs(&rooms.history("r", between, 10, now).await.unwrap()),
+        [3, 4]
+    );
     // past their expiry, messages are not read (TTL deletion can lag by days)
     assert!(
         rooms
-            .history("r", None, 100, later)
+            .history("r", SeqRange::before(None), 100, later)
             .await
             .unwrap()
             .messages

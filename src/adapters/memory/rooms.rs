@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use super::lock;
 use crate::ports::{
-    Appended, Departed, HistoryPage, Joined, Member, Page, RoomMeta, RoomStore, StoreError,
-    membership_shard,
+    Appended, Departed, HistoryPage, Joined, Member, Page, RoomMeta, RoomStore, SeqRange,
+    StoreError, membership_shard,
 };
 use crate::protocol::RoomMessage;
 
@@ -54,6 +54,32 @@ impl MemoryRoomStore {
             page_size: page_size.max(1),
         }
     }
+
+    /// Takes the connection out of `room` and the room out of its rooms.
+    fn remove(&self, room: &str, connection_id: &str) -> Result<Option<Departed>, StoreError> {
+        let mut rooms = lock(&self.rooms);
+        let shard = membership_shard(connection_id);
+        let removed = rooms
+            .members
+            .get_mut(&(room.to_owned(), shard))
+            .and_then(|members| members.remove(connection_id));
+        if let Some(theirs) = rooms.rooms_of.get_mut(connection_id) {
+            theirs.retain(|r| r != room);
+            if theirs.is_empty() {
+                rooms.rooms_of.remove(connection_id);
+            }
+        }
+        let Some(member) = removed else {
+            return Ok(None);
+        };
+        if let Some(count) = rooms.counts.get_mut(room) {
+            *count = count.saturating_sub(1);
+        }
+        Ok(Some(Departed {
+            member,
+            room: rooms.meta(room),
+        }))
+    }
 }
 
 impl RoomStore for MemoryRoomStore {
@@ -89,28 +115,15 @@ impl RoomStore for MemoryRoomStore {
     }
 
     async fn leave(&self, room: &str, connection_id: &str) -> Result<Option<Departed>, StoreError> {
-        let mut rooms = lock(&self.rooms);
-        let shard = membership_shard(connection_id);
-        let removed = rooms
-            .members
-            .get_mut(&(room.to_owned(), shard))
-            .and_then(|members| members.remove(connection_id));
-        if let Some(theirs) = rooms.rooms_of.get_mut(connection_id) {
-            theirs.retain(|r| r != room);
-            if theirs.is_empty() {
-                rooms.rooms_of.remove(connection_id);
-            }
-        }
-        let Some(member) = removed else {
-            return Ok(None);
-        };
-        if let Some(count) = rooms.counts.get_mut(room) {
-            *count = count.saturating_sub(1);
-        }
-        Ok(Some(Departed {
-            member,
-            room: rooms.meta(room),
-        }))
+        self.remove(room, connection_id)
+    }
+
+    async fn drop_member(
+        &self,
+        room: &str,
+        connection_id: &str,
+    ) -> Result<Option<Departed>, StoreError> {
+        self.remove(room, connection_id)
     }
 
     async fn rooms_of(&self, connection_id: &str) -> Result<Vec<String>, StoreError> {
@@ -197,13 +210,18 @@ impl RoomStore for MemoryRoomStore {
     async fn history(
         &self,
         room: &str,
-        before: Option<u64>,
+        range: SeqRange,
         limit: u32,
         live_at: i64,
     ) -> Result<HistoryPage, StoreError> {
         let rooms = lock(&self.rooms);
-        let upper = before.unwrap_or(u64::MAX);
-        let range = (room.to_owned(), 0)..(room.to_owned(), upper);
+        let Some((first, last)) = range.bounds() else {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                more: false,
+            });
+        };
+        let range = (room.to_owned(), first)..=(room.to_owned(), last);
         // newest first, as a Query with ScanIndexForward=false reads them
         let mut live = rooms
             .messages
@@ -342,19 +360,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.meta("r").await.unwrap().seq, 7);
-        let newest = store.history("r", None, 3, 0).await.unwrap();
+        let newest = store
+            .history("r", SeqRange::before(None), 3, 0)
+            .await
+            .unwrap();
         let seqs = |page: &HistoryPage| page.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
         assert_eq!(seqs(&newest), [5, 6, 7]);
         assert!(newest.more);
-        let older = store.history("r", Some(5), 3, 0).await.unwrap();
+        let older = store
+            .history("r", SeqRange::before(Some(5)), 3, 0)
+            .await
+            .unwrap();
         assert_eq!(seqs(&older), [2, 3, 4]);
-        let oldest = store.history("r", Some(2), 3, 0).await.unwrap();
+        let oldest = store
+            .history("r", SeqRange::before(Some(2)), 3, 0)
+            .await
+            .unwrap();
         assert_eq!(seqs(&oldest), [1]);
         assert!(!oldest.more);
+        // after a seq: the newest of those, and whether older ones after it remain
+        let missed = store.history("r", SeqRange::after(3), 2, 0).await.unwrap();
+        assert_eq!((seqs(&missed), missed.more), (vec![6, 7], true));
+        let all_missed = store.history("r", SeqRange::after(3), 10, 0).await.unwrap();
+        assert_eq!(
+            (seqs(&all_missed), all_missed.more),
+            (vec![4, 5, 6, 7], false)
+        );
+        let between = SeqRange {
+            after: Some(2),
+            before: Some(5),
+        };
+        let page = store.history("r", between, 10, 0).await.unwrap();
+        assert_eq!(seqs(&page), [3, 4]);
+        let empty = SeqRange {
+            after: Some(4),
+            before: Some(5),
+        };
+        assert!(
+            store
+                .history("r", empty, 10, 0)
+                .await
+                .unwrap()
+                .messages
+                .is_empty()
+        );
         // expired messages are not read
         assert!(
             store
-                .history("r", None, 100, 5_000)
+                .history("r", SeqRange::before(None), 100, 5_000)
                 .await
                 .unwrap()
                 .messages
