@@ -103,7 +103,6 @@ impl DynamoRoomStore {
         }
     }
 
-    /// The room's `#meta` item's number `name` (0 without one).
     /// Deletes the member item (the member it was, from the item as it was: no read before),
     /// takes one from the count, and with `forget_in_record` takes the room out of the
     /// connection's rooms.
