@@ -8,7 +8,7 @@ use webchat::local::{Auth, Config, Gateway, Limits};
 use webchat::telemetry::{self, Export, LogFormat, Options};
 
 /// Runs webchat locally: the same route handlers the Lambda functions run, behind an emulation of
-/// API Gateway's WebSocket API, with an in-memory connection store.
+/// API Gateway's WebSocket API, with in-memory stores (connections, and rooms with their history).
 ///
 /// On one port it serves:
 ///   - the chat page on a plain GET / (open the http:// URL it prints in two tabs and chat);
@@ -26,7 +26,10 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 ///     requests give way, and management requests from web pages (Origin) refused.
 ///
 /// Try it: `npx wscat -c ws://127.0.0.1:3001` then send {"action":"broadcast","message":"hi"},
-/// {"action":"list"} or {"action":"chat","connection":"<id>","message":"yo"}.
+/// {"action":"list"} or {"action":"chat","connection":"<id>","message":"yo"}; rooms with
+/// {"action":"join","room":"rust"} (add "since":<seq> after a reconnect to catch up),
+/// {"action":"broadcast","room":"rust","message":"hi"}, {"action":"history","room":"rust"} and
+/// {"action":"leave","room":"rust"}.
 ///
 /// Sign-in, as the stack's `authorize` function does it: with --dev-issuer, webchat-local is its
 /// own OpenID issuer (GET /dev/token?name=ada mints a one-hour token, for this machine only);
@@ -103,6 +106,17 @@ struct Args {
     /// workers); 0 unpaced.
     #[arg(long, default_value_t = 0)]
     post_rate: u32,
+
+    /// Days a room's messages are kept (the stack's webchat:historyDays), 1 to 365.
+    #[arg(long, default_value_t = webchat::domain::Settings::default().history_days,
+          value_parser = clap::value_parser!(u32).range(1..=365))]
+    history_days: u32,
+
+    /// Rooms of at most this many members send presence frames (the stack's
+    /// webchat:presenceLimit), 0 (none) to 10000.
+    #[arg(long, default_value_t = webchat::domain::Settings::default().presence_limit,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    presence_limit: u64,
 
     /// How often `cleanup` runs (0 never): it removes records of connections that are gone.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
@@ -267,6 +281,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         settings: webchat::domain::Settings {
             post_rate: Some(args.post_rate).filter(|rate| *rate > 0),
+            history_days: args.history_days,
+            presence_limit: args.presence_limit,
             ..Default::default()
         },
         auth: match (args.jwt_issuer, args.jwt_audience, args.dev_issuer) {
