@@ -12,14 +12,19 @@ export const url = outputs.url;
 /** API Gateway's management endpoint (WEBSOCKET_API_ENDPOINT). */
 export const managementEndpoint = outputs.managementEndpoint;
 export const tableName = outputs.tableName;
+/** The rooms table (ROOMS_TABLE): members, counters and history of every room. */
+export const roomsTableName = outputs.roomsTableName;
 export const busName = outputs.busName;
 export const repositoryUrl = outputs.repositoryUrl;
 /** The queue of shard jobs, and the dead-letter queue of jobs that failed three times. */
 export const shardQueueUrl = outputs.shardQueueUrl;
 export const shardDeadLetterQueueUrl = outputs.shardDeadLetterQueueUrl;
-/** The CloudWatch dashboard of broadcasts, fan-outs, the queues and every function's errors. */
+/** The CloudWatch dashboard of the chat: broadcasts, fan-outs, the post rate, cleanup, rooms. */
 export const dashboardName = outputs.dashboardName;
 export const dashboardUrl = outputs.dashboardUrl;
+/** The CloudWatch dashboard of the functions: every function's errors and throttles, the queues. */
+export const functionsDashboardName = outputs.functionsDashboardName;
+export const functionsDashboardUrl = outputs.functionsDashboardUrl;
 /** With sign-in (webchat:jwtIssuer/jwtAudience or webchat:cognito): the tokens' issuer and
  * audience, and how to get a token and connect with it. Null without. */
 export const jwtIssuer = outputs.jwtIssuer;

@@ -17,4 +17,8 @@ export const CLEANUP_FUNCTION = contract.cleanupFunction;
 /** The worker that delivers sharded broadcasts, and how many jobs it takes per invocation. */
 export const SHARDS = contract.shards;
 export const TABLE = contract.table;
+/** The rooms table: its key (partition and sort, both strings), its TTL attribute, the membership
+ * shards a room's members are spread over; each connection's rooms are a string set
+ * (`roomsAttribute`) on its record in the connections table. */
+export const ROOMS_TABLE = contract.roomsTable;
 export const ENV = contract.environment;

@@ -36,6 +36,11 @@ export interface Settings {
   fanoutTimeout: number;
   /** Items a Scan page examines (SCAN_PAGE_SIZE): larger audiences are sharded. */
   scanPageSize: number;
+  /** Days a room's messages are kept for `history` and a join's catch-up (HISTORY_DAYS). */
+  historyDays: number;
+  /** Rooms of at most this many members send presence frames when one joins or leaves
+   * (PRESENCE_LIMIT); 0, none. */
+  presenceLimit: number;
   /** The ADOT collector Lambda layer version whose extension is baked into each image. */
   adotLayerArn: string;
   /** JSON access logs on the stage (needs API Gateway's CloudWatch role on the account). */
@@ -69,6 +74,8 @@ export const DEFAULTS = {
   fanoutWorkers: 8,
   fanoutTimeout: 60,
   scanPageSize: 1000,
+  historyDays: 7,
+  presenceLimit: 100,
   accessLogs: false,
   manageApiGatewayAccount: false,
 } as const;
@@ -151,6 +158,12 @@ export function loadSettings(): Settings {
     `@connections posts per second, shared by webchat:fanoutWorkers (${fanoutWorkers}) workers, at least one each`,
   );
   const scanPageSize = integerSetting(config, "scanPageSize", DEFAULTS.scanPageSize, 1, Infinity, "items a DynamoDB Scan page examines");
+  // the functions' own bounds (src/config.rs): a value outside them would stop every function at start
+  const historyDays = integerSetting(config, "historyDays", DEFAULTS.historyDays, 1, 365, "days a room's messages are kept");
+  const presenceLimit = integerSetting(
+    config, "presenceLimit", DEFAULTS.presenceLimit, 0, 10000,
+    "the most members a room may have and still send presence frames; 0 for none",
+  );
   const cognito = config.getBoolean("cognito") ?? DEFAULTS.cognito;
   if (cognito && (config.get("jwtIssuer") !== undefined || config.get("jwtAudience") !== undefined)) {
     throw new Error(
@@ -185,6 +198,8 @@ export function loadSettings(): Settings {
     fanoutWorkers,
     fanoutTimeout,
     scanPageSize,
+    historyDays,
+    presenceLimit,
     adotLayerArn: config.get("adotLayerArn") ?? defaultAdotLayerArn(region, architecture),
     accessLogs,
     manageApiGatewayAccount,

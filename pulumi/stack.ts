@@ -1,8 +1,8 @@
 // The whole stack, composed from its components the way the architecture diagram reads:
-// images → functions ← table, bus, API, shard queue; API routes → functions; bus → post;
-// schedule → cleanup; shard queue → fanout; the dashboard over them all. With sign-in, $connect
-// passes the authorizer first, which checks tokens of the stage's issuer or of the stack's own
-// Cognito pool.
+// images → functions ← tables (connections, rooms), bus, API, shard queue; API routes →
+// functions; bus → post; schedule → cleanup; shard queue → fanout; the two dashboards over them
+// all. With sign-in, $connect passes the authorizer first, which checks tokens of the stage's
+// issuer or of the stack's own Cognito pool.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { ApiRoutes, WebSocketApi } from "./components/api";
@@ -13,7 +13,7 @@ import { CleanupSchedule, WelcomeBus, WelcomeDelivery } from "./components/event
 import { Functions } from "./components/functions";
 import { Images } from "./components/images";
 import { MAX_RECEIVE_COUNT, ShardQueue, ShardWorkers } from "./components/shards";
-import { ConnectionsTable } from "./components/table";
+import { ConnectionsTable, RoomsTable } from "./components/table";
 import { AUTHORIZER, CLEANUP_FUNCTION, FUNCTIONS, ROUTES, SHARDS, WELCOME } from "./names";
 import { Settings } from "./settings";
 
@@ -21,12 +21,17 @@ export interface StackOutputs {
   url: pulumi.Output<string>;
   managementEndpoint: pulumi.Output<string>;
   tableName: pulumi.Output<string>;
+  roomsTableName: pulumi.Output<string>;
   busName: pulumi.Output<string>;
   repositoryUrl: pulumi.Output<string>;
   shardQueueUrl: pulumi.Output<string>;
   shardDeadLetterQueueUrl: pulumi.Output<string>;
+  /** The chat dashboard: fan-outs, post rate, cleanup, rooms. */
   dashboardName: pulumi.Output<string>;
   dashboardUrl: pulumi.Output<string>;
+  /** The functions dashboard: every function's errors and throttles, and the shard queues. */
+  functionsDashboardName: pulumi.Output<string>;
+  functionsDashboardUrl: pulumi.Output<string>;
   /** With sign-in: the tokens' issuer and audience, and how to get a token and connect with it;
    * null without. */
   jwtIssuer: pulumi.Output<string | null>;
@@ -50,6 +55,7 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     adotLayerSha256,
   });
   const table = new ConnectionsTable("connections");
+  const rooms = new RoomsTable("rooms");
   const bus = new WelcomeBus("webchat");
   const api = new WebSocketApi("webchat", {
     stageName: settings.stack,
@@ -88,6 +94,12 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
       workers: settings.fanoutWorkers,
       attempts: MAX_RECEIVE_COUNT,
     },
+    rooms: {
+      tableName: rooms.table.name,
+      tableArn: rooms.table.arn,
+      historyDays: settings.historyDays,
+      presenceLimit: settings.presenceLimit,
+    },
   });
   const authorizer = tokens
     ? new ConnectAuthorizer("webchat", {
@@ -120,9 +132,11 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     batchSize: SHARDS.batchSize,
     workers: settings.fanoutWorkers,
   });
+  // dashboard names allow letters, digits, - and _; stack names . as well
+  const dashboardPrefix = `webchat-${settings.stack}`.replace(/[^A-Za-z0-9_-]/g, "-");
   const dashboard = new Dashboard("webchat", {
-    // dashboard names allow letters, digits, - and _; stack names . as well
-    dashboardName: `webchat-${settings.stack}`.replace(/[^A-Za-z0-9_-]/g, "-"),
+    // two, each within the free tier's 50 metrics: the chat's, and the functions'
+    dashboardNames: { chat: dashboardPrefix, functions: `${dashboardPrefix}-functions` },
     namespace: metricsNamespace(settings.stack),
     // the authorizer's Errors include every refused connect: `Unauthorized` is a function error
     functions: [...FUNCTIONS.map((fn) => functions.functions[fn]), ...(authorizer ? [authorizer.function] : [])],
@@ -134,12 +148,15 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     url: api.url,
     managementEndpoint: api.managementEndpoint,
     tableName: table.table.name,
+    roomsTableName: rooms.table.name,
     busName: bus.bus.name,
     repositoryUrl: images.repository.repositoryUrl,
     shardQueueUrl: shards.queue.url,
     shardDeadLetterQueueUrl: shards.deadLetters.url,
     dashboardName: dashboard.dashboard.dashboardName,
     dashboardUrl: dashboard.url,
+    functionsDashboardName: dashboard.functionsDashboard.dashboardName,
+    functionsDashboardUrl: dashboard.functionsUrl,
     jwtIssuer: tokens ? pulumi.output(tokens.issuer) : pulumi.output(null),
     jwtAudience: tokens ? pulumi.output(tokens.audience) : pulumi.output(null),
     getToken: getToken(settings, api.url, cognito),

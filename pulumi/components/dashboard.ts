@@ -1,7 +1,11 @@
-// The stack's CloudWatch dashboard: the metrics `broadcast`, `fanout` and `cleanup` log in the
-// Embedded Metric Format (namespace METRICS_NAMESPACE, one dimension, Function), the post rate
-// against its budget, the shard queue and its dead letters, and every function's errors and
-// throttles.
+// The stack's two CloudWatch dashboards, each within the free tier's 50 metrics (CloudWatch's
+// free tier is 3 dashboards of up to 50 metrics; past that a dashboard is $3.00 a month):
+// - the chat (`webchat-<stack>`): the metrics `broadcast`, `fanout` and `cleanup` log in the
+//   Embedded Metric Format (namespace METRICS_NAMESPACE, one dimension, Function), the post rate
+//   against its budget, and the rooms: messages, history reads and presence frames;
+// - the functions (`webchat-<stack>-functions`): every function's errors and throttles, and the
+//   shard queue and its dead letters.
+// test/dashboard.test.ts counts each one's metrics, with and without sign-in.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
@@ -22,6 +26,18 @@ export const CLEANUP = {
   counts: ["Cleanups", "CleanupChecked", "CleanupExpired", "CleanupGone", "CleanupFailed"],
   duration: "CleanupDuration",
 } as const;
+/** What the rooms log (unit Count, shown as Sum per minute), and which functions log it. */
+export const ROOMS = {
+  /** A message to a room, delivered inline or sharded (a sharded one is a ShardedBroadcast too). */
+  messages: { metric: "RoomMessages", functions: ["broadcast"] },
+  /** A page of a room's history read: by `history`, and by `join` when it catches up. */
+  historyReads: { metric: "HistoryReads", functions: ["history", "join"] },
+  /** Presence frames posted to a room's other members when one joined or left. */
+  presenceFrames: {
+    metric: "PresenceFrames",
+    functions: ["join", "leave", "disconnect", "broadcast", "chat", "cleanup", "fanout"],
+  },
+} as const;
 /** The outcomes that are each one `@connections` post: their sum per second is the post rate. */
 const POSTS = ["Delivered", "Pruned", "Connecting", "Failed"] as const;
 
@@ -39,17 +55,22 @@ export interface DashboardInputs {
 
 type Metric = (string | Record<string, unknown>)[];
 
-/** The dashboard's body (what `dashboardBody` holds, as JSON): two columns of graphs. */
-export function dashboardBody(inputs: DashboardInputs): object {
-  const { namespace, region } = inputs;
-  const widget = (x: number, y: number, title: string, metrics: Metric[], extra: Record<string, unknown> = {}) => ({
+/** A graph of the given metric lines, 6 high, in a grid 24 wide. */
+function widget(region: string, x: number, y: number, title: string, metrics: Metric[], extra: Record<string, unknown> = {}, width = 12) {
+  return {
     type: "metric",
     x,
     y,
-    width: 12,
+    width,
     height: 6,
     properties: { title, region, view: "timeSeries", stacked: false, period: 60, metrics, yAxis: { left: { min: 0 } }, ...extra },
-  });
+  };
+}
+
+/** The chat dashboard's body (what `dashboardBody` holds, as JSON): the fan-outs, the post rate,
+ * cleanup and the rooms, two columns of graphs and a row of three. */
+export function chatDashboardBody(inputs: Pick<DashboardInputs, "region" | "namespace" | "postRateBudget">): object {
+  const { namespace, region } = inputs;
   const perFunction = (names: readonly string[], stat: string): Metric[] =>
     names.flatMap((name) =>
       METRIC_FUNCTIONS.map((fn) => [namespace, name, "Function", fn, { stat, label: `${name} (${fn})` }]),
@@ -61,16 +82,20 @@ export function dashboardBody(inputs: DashboardInputs): object {
   const durations: Metric[] = METRIC_FUNCTIONS.flatMap((fn) =>
     DURATION.stats.map((stat) => [namespace, DURATION.metric, "Function", fn, { stat, label: `${stat} (${fn})` }]),
   );
-  const queues = (metric: string): Metric[] =>
-    [
-      [inputs.shardQueueName, "shard jobs"],
-      [inputs.deadLetterQueueName, "dead letters"],
-    ].map(([queue, label]) => ["AWS/SQS", metric, "QueueName", queue, { stat: "Maximum", label }]);
-  const lambda = (metric: string): Metric[] =>
-    inputs.functionNames.map((fn) => ["AWS/Lambda", metric, "FunctionName", fn, { stat: "Sum" }]);
+  // each function's count, hidden, and their sum per period: one line however many log it
+  // (metric math ids: a lower-case letter first, then letters, digits and _)
+  const summed = (metric: string, functions: readonly string[], label: string): Metric[] => {
+    const id = metric.toLowerCase();
+    const ids = functions.map((_, i) => `${id}${i}`);
+    return [
+      [{ expression: `SUM([${ids.join(",")}])`, label, id }],
+      ...functions.map((fn, i): Metric => [namespace, metric, "Function", fn, { stat: "Sum", id: ids[i], visible: false }]),
+    ];
+  };
   const widgets = [
-    widget(0, 0, "Broadcasts and shard jobs", perFunction(COUNTS.broadcasts, "Sum")),
+    widget(region, 0, 0, "Broadcasts and shard jobs", perFunction(COUNTS.broadcasts, "Sum")),
     widget(
+      region,
       12,
       0,
       "@connections posts per second, against the budget",
@@ -80,25 +105,73 @@ export function dashboardBody(inputs: DashboardInputs): object {
       ],
       { annotations: { horizontal: [{ label: "webchat:postRateBudget", value: inputs.postRateBudget }] } },
     ),
-    widget(0, 6, "What became of each connection", perFunction(COUNTS.outcomes, "Sum")),
-    widget(12, 6, "Fan-out duration (ms)", durations),
-    widget(0, 12, "Jobs waiting", queues("ApproximateNumberOfMessagesVisible")),
-    widget(12, 12, "Age of the oldest job (s)", queues("ApproximateAgeOfOldestMessage")),
-    widget(0, 18, "Lambda errors", lambda("Errors")),
-    widget(12, 18, "Lambda throttles", lambda("Throttles")),
+    widget(region, 0, 6, "What became of each connection", perFunction(COUNTS.outcomes, "Sum")),
+    widget(region, 12, 6, "Fan-out duration (ms)", durations),
     widget(
+      region,
       0,
-      24,
+      12,
       "Cleanup: runs, records checked and removed",
       CLEANUP.counts.map((name) => [namespace, name, "Function", "cleanup", { stat: "Sum", label: name }]),
     ),
-    widget(12, 24, "Cleanup duration (ms)", [[namespace, CLEANUP.duration, "Function", "cleanup", { stat: "Maximum" }]]),
+    widget(region, 12, 12, "Cleanup duration (ms)", [[namespace, CLEANUP.duration, "Function", "cleanup", { stat: "Maximum" }]]),
+    // the rooms: three graphs of a third of the width each
+    widget(
+      region,
+      0,
+      18,
+      "Rooms: messages per minute",
+      ROOMS.messages.functions.map((fn) => [namespace, ROOMS.messages.metric, "Function", fn, { stat: "Sum", label: `room messages (${fn})` }]),
+      {},
+      8,
+    ),
+    widget(
+      region,
+      8,
+      18,
+      "Rooms: history reads per minute",
+      ROOMS.historyReads.functions.map((fn) => [namespace, ROOMS.historyReads.metric, "Function", fn, { stat: "Sum", label: `history reads (${fn})` }]),
+      {},
+      8,
+    ),
+    widget(
+      region,
+      16,
+      18,
+      "Rooms: presence frames per minute",
+      summed(ROOMS.presenceFrames.metric, ROOMS.presenceFrames.functions, "presence frames (every function)"),
+      {},
+      8,
+    ),
+  ];
+  return { widgets };
+}
+
+/** The functions dashboard's body: every function's errors and throttles (two metrics a
+ * function), and the shard queue and its dead letters, two columns of graphs. */
+export function functionsDashboardBody(
+  inputs: Pick<DashboardInputs, "region" | "functionNames" | "shardQueueName" | "deadLetterQueueName">,
+): object {
+  const { region } = inputs;
+  const queues = (metric: string): Metric[] =>
+    [
+      [inputs.shardQueueName, "shard jobs"],
+      [inputs.deadLetterQueueName, "dead letters"],
+    ].map(([queue, label]) => ["AWS/SQS", metric, "QueueName", queue, { stat: "Maximum", label }]);
+  const lambda = (metric: string): Metric[] =>
+    inputs.functionNames.map((fn) => ["AWS/Lambda", metric, "FunctionName", fn, { stat: "Sum" }]);
+  const widgets = [
+    widget(region, 0, 0, "Lambda errors", lambda("Errors")),
+    widget(region, 12, 0, "Lambda throttles", lambda("Throttles")),
+    widget(region, 0, 6, "Jobs waiting", queues("ApproximateNumberOfMessagesVisible")),
+    widget(region, 12, 6, "Age of the oldest job (s)", queues("ApproximateAgeOfOldestMessage")),
   ];
   return { widgets };
 }
 
 export interface DashboardArgs {
-  dashboardName: string;
+  /** The dashboards' names: the chat's (the stack's prefix) and the functions'. */
+  dashboardNames: { chat: string; functions: string };
   namespace: string;
   functions: aws.lambda.Function[];
   shardQueue: aws.sqs.Queue;
@@ -106,10 +179,18 @@ export interface DashboardArgs {
   postRateBudget: number;
 }
 
+/** The stack's dashboards: the chat's (`dashboard`, `url`) and the functions' (`functionsDashboard`,
+ * `functionsUrl`). The chat's keeps the logical name and the dashboard name the single dashboard
+ * had, so an existing stack updates it in place. */
 export class Dashboard extends pulumi.ComponentResource {
+  /** The chat: fan-outs, post rate, cleanup, rooms. */
   public readonly dashboard: aws.cloudwatch.Dashboard;
-  /** The dashboard in the CloudWatch console. */
+  /** The chat dashboard in the CloudWatch console. */
   public readonly url: pulumi.Output<string>;
+  /** Every function's errors and throttles, and the shard queues. */
+  public readonly functionsDashboard: aws.cloudwatch.Dashboard;
+  /** The functions dashboard in the CloudWatch console. */
+  public readonly functionsUrl: pulumi.Output<string>;
 
   constructor(name: string, args: DashboardArgs, opts?: pulumi.ComponentResourceOptions) {
     super("webchat:index:Dashboard", name, {}, opts);
@@ -117,25 +198,29 @@ export class Dashboard extends pulumi.ComponentResource {
     this.dashboard = new aws.cloudwatch.Dashboard(
       name,
       {
-        dashboardName: args.dashboardName,
+        dashboardName: args.dashboardNames.chat,
+        dashboardBody: region.apply((region) =>
+          JSON.stringify(chatDashboardBody({ region, namespace: args.namespace, postRateBudget: args.postRateBudget })),
+        ),
+      },
+      { parent: this },
+    );
+    this.functionsDashboard = new aws.cloudwatch.Dashboard(
+      `${name}-functions`,
+      {
+        dashboardName: args.dashboardNames.functions,
         dashboardBody: pulumi
           .all([region, pulumi.all(args.functions.map((f) => f.name)), args.shardQueue.name, args.deadLetters.name])
           .apply(([region, functionNames, shardQueueName, deadLetterQueueName]) =>
-            JSON.stringify(
-              dashboardBody({
-                region,
-                namespace: args.namespace,
-                functionNames,
-                shardQueueName,
-                deadLetterQueueName,
-                postRateBudget: args.postRateBudget,
-              }),
-            ),
+            JSON.stringify(functionsDashboardBody({ region, functionNames, shardQueueName, deadLetterQueueName })),
           ),
       },
       { parent: this },
     );
-    this.url = pulumi.interpolate`https://${region}.console.aws.amazon.com/cloudwatch/home?region=${region}#dashboards/dashboard/${this.dashboard.dashboardName}`;
-    this.registerOutputs({ url: this.url });
+    const consoleUrl = (dashboard: aws.cloudwatch.Dashboard) =>
+      pulumi.interpolate`https://${region}.console.aws.amazon.com/cloudwatch/home?region=${region}#dashboards/dashboard/${dashboard.dashboardName}`;
+    this.url = consoleUrl(this.dashboard);
+    this.functionsUrl = consoleUrl(this.functionsDashboard);
+    this.registerOutputs({ url: this.url, functionsUrl: this.functionsUrl });
   }
 }

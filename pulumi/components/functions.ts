@@ -15,6 +15,8 @@ export interface Permissions {
   dynamodb: string[];
   /** DynamoDB actions on the table's user index (TABLE.userIndex), never on the table itself. */
   userIndex: string[];
+  /** DynamoDB actions on the rooms table (a Query of its base table needs only the table's ARN). */
+  rooms: string[];
   /** HTTP methods on `@connections/*`. */
   connections: ConnectionsMethod[];
   /** events:PutEvents on the bus. */
@@ -34,35 +36,87 @@ const SHARD_WORKER_SQS = [
   "sqs:SendMessage",
 ];
 
+/** What leaving a room takes on the rooms table (`leave`, and every room of a connection that
+ * ended: `$disconnect`, a prune after 410, `cleanup`): delete the membership (its old item is the
+ * member that left), count the room's members down, and read its other members for the presence
+ * frames. On the connections table (each function's `dynamodb`), a connection that ended has its
+ * rooms read from its record before the record is deleted (GetItem); only `leave` takes the room
+ * out of the record's set (UpdateItem). The presence frames are `@connections` posts. */
+const LEAVE_ROOMS = ["dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:Query"];
+
 export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
-  connect: { dynamodb: ["dynamodb:PutItem"], userIndex: [], connections: [], putEvents: true, sqs: [] },
-  disconnect: { dynamodb: ["dynamodb:DeleteItem"], userIndex: [], connections: [], putEvents: false, sqs: [] },
-  default: { dynamodb: [], userIndex: [], connections: ["POST"], putEvents: false, sqs: [] },
-  // the sender's name, the first scan page, pruning of connections that answer 410; the table's
-  // item count, to choose how many segments a large audience is split into, which it sends as
-  // jobs to the shard queue
-  broadcast: {
-    dynamodb: ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:DescribeTable"],
-    userIndex: [],
-    connections: ["POST"],
-    putEvents: false,
-    sqs: ["sqs:SendMessage"],
-  },
-  list: { dynamodb: ["dynamodb:Scan"], userIndex: [], connections: ["POST"], putEvents: false, sqs: [] },
-  // a message to a user reaches each of their connections, found by a Query of the user index
-  chat: {
+  connect: { dynamodb: ["dynamodb:PutItem"], userIndex: [], rooms: [], connections: [], putEvents: true, sqs: [] },
+  // the record's rooms, each room left (presence frames to the others), then the record
+  disconnect: {
     dynamodb: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
-    userIndex: ["dynamodb:Query"],
+    userIndex: [],
+    rooms: LEAVE_ROOMS,
     connections: ["POST"],
     putEvents: false,
     sqs: [],
   },
-  post: { dynamodb: [], userIndex: [], connections: ["POST"], putEvents: false, sqs: [] },
-  cleanup: { dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem"], userIndex: [], connections: ["GET"], putEvents: false, sqs: [] },
-  // its segment's scan, pruning, posting; its job from the queue, and the rest of it back there
-  [SHARDS.function]: {
-    dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem"],
+  default: { dynamodb: [], userIndex: [], rooms: [], connections: ["POST"], putEvents: false, sqs: [] },
+  // the sender's name, the first scan page, pruning of connections that answer 410 (and the rooms
+  // they leave); the table's item count, to choose how many segments a large audience is split
+  // into, which it sends as jobs to the shard queue. To a room: the sender's membership, the
+  // message numbered (the room's counter) and kept for history, the members by Query per shard
+  broadcast: {
+    dynamodb: ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:DescribeTable"],
     userIndex: [],
+    rooms: ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"],
+    connections: ["POST"],
+    putEvents: false,
+    sqs: ["sqs:SendMessage"],
+  },
+  // everyone by Scan; a room's members by Query (anyone may list a room, as anyone may join it)
+  list: {
+    dynamodb: ["dynamodb:Scan"],
+    userIndex: [],
+    rooms: ["dynamodb:Query"],
+    connections: ["POST"],
+    putEvents: false,
+    sqs: [],
+  },
+  // a message to a user reaches each of their connections, found by a Query of the user index; a
+  // gone one is pruned and leaves its rooms
+  chat: {
+    dynamodb: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
+    userIndex: ["dynamodb:Query"],
+    rooms: LEAVE_ROOMS,
+    connections: ["POST"],
+    putEvents: false,
+    sqs: [],
+  },
+  // the sender's name; the room added to the record's set (the room limit is its condition); the
+  // member written, the room's count, and with since the history since
+  join: {
+    dynamodb: ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+    userIndex: [],
+    rooms: ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+    connections: ["POST"],
+    putEvents: false,
+    sqs: [],
+  },
+  leave: { dynamodb: ["dynamodb:UpdateItem"], userIndex: [], rooms: LEAVE_ROOMS, connections: ["POST"], putEvents: false, sqs: [] },
+  // the sender's membership and a page of the room's messages: it reads, never writes
+  history: { dynamodb: [], userIndex: [], rooms: ["dynamodb:GetItem", "dynamodb:Query"], connections: ["POST"], putEvents: false, sqs: [] },
+  post: { dynamodb: [], userIndex: [], rooms: [], connections: ["POST"], putEvents: false, sqs: [] },
+  // a Scan of every record, GET @connections/{id} of each live one; a record removed (expired or
+  // gone) leaves its rooms, whose other members get presence frames (POST)
+  cleanup: {
+    dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem"],
+    userIndex: [],
+    rooms: LEAVE_ROOMS,
+    connections: ["GET", "POST"],
+    putEvents: false,
+    sqs: [],
+  },
+  // its segment's scan (or a room's membership shard, by Query), pruning, posting; its job from
+  // the queue, and the rest of it back there
+  [SHARDS.function]: {
+    dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem"],
+    userIndex: [],
+    rooms: LEAVE_ROOMS,
     connections: ["POST"],
     putEvents: false,
     sqs: SHARD_WORKER_SQS,
@@ -100,6 +154,18 @@ export interface ShardingArgs {
   attempts: number;
 }
 
+/** The rooms: every chat function gets the rooms table's name (ROOMS_TABLE, which they all
+ * require), how long a room's messages are kept (HISTORY_DAYS) and the presence limit
+ * (PRESENCE_LIMIT). */
+export interface RoomsArgs {
+  tableName: pulumi.Input<string>;
+  tableArn: pulumi.Input<string>;
+  /** Days a room's messages are kept (HISTORY_DAYS). */
+  historyDays: number;
+  /** The most members a room may have and still send presence frames (PRESENCE_LIMIT). */
+  presenceLimit: number;
+}
+
 /** Lambda's application log level for a stack whose log level is `level`: never less verbose
  * than INFO. The functions filter their own logs at `level` (LOG_LEVEL); Lambda treats a line
  * without a `level` key as INFO, and the metrics' EMF lines have none, so a WARN or ERROR filter
@@ -133,6 +199,7 @@ export interface FunctionsArgs {
   /** The CloudWatch namespace of the metrics the functions log (METRICS_NAMESPACE). */
   metricsNamespace: string;
   sharding: ShardingArgs;
+  rooms: RoomsArgs;
 }
 
 /** What every function may do: write its own log group, and send its traces. */
@@ -148,7 +215,7 @@ export function logStatements(logGroupArn: string): object[] {
  * (with `signIn`, closing connections too, for the message routes' functions). */
 export function policyDocument(
   fn: string,
-  resources: { tableArn: string; busArn: string; stageArn: string; logGroupArn: string; queueArn: string },
+  resources: { tableArn: string; roomsTableArn: string; busArn: string; stageArn: string; logGroupArn: string; queueArn: string },
   signIn: boolean,
 ): object {
   const permissions = PERMISSIONS[fn];
@@ -163,6 +230,9 @@ export function policyDocument(
       Action: permissions.userIndex,
       Resource: `${resources.tableArn}/index/${TABLE.userIndex.name}`,
     });
+  }
+  if (permissions.rooms.length > 0) {
+    statements.push({ Effect: "Allow", Action: permissions.rooms, Resource: resources.roomsTableArn });
   }
   if (permissions.putEvents) {
     statements.push({ Effect: "Allow", Action: ["events:PutEvents"], Resource: resources.busArn });
@@ -255,17 +325,22 @@ export class Functions extends pulumi.ComponentResource {
           image: args.images[fn],
           policy: (logGroupArn) =>
             pulumi
-              .all([args.tableArn, args.busArn, args.stageArn, logGroupArn, args.sharding.queueArn])
-              .apply(([tableArn, busArn, stageArn, logGroupArn, queueArn]) =>
-                JSON.stringify(policyDocument(fn, { tableArn, busArn, stageArn, logGroupArn, queueArn }, args.signIn)),
+              .all([args.tableArn, args.rooms.tableArn, args.busArn, args.stageArn, logGroupArn, args.sharding.queueArn])
+              .apply(([tableArn, roomsTableArn, busArn, stageArn, logGroupArn, queueArn]) =>
+                JSON.stringify(
+                  policyDocument(fn, { tableArn, roomsTableArn, busArn, stageArn, logGroupArn, queueArn }, args.signIn),
+                ),
               ),
           environment: {
             [ENV.table]: args.tableName,
+            [ENV.roomsTable]: args.rooms.tableName,
             [ENV.eventBus]: args.busName,
             [ENV.managementEndpoint]: args.managementEndpoint,
             [ENV.logLevel]: args.logLevel,
             [ENV.fanoutConcurrency]: String(args.fanoutConcurrency),
             [ENV.metricsNamespace]: args.metricsNamespace,
+            [ENV.historyDays]: String(args.rooms.historyDays),
+            [ENV.presenceLimit]: String(args.rooms.presenceLimit),
             ...(SHARDING.includes(fn)
               ? {
                   [ENV.shardQueue]: args.sharding.queueUrl,

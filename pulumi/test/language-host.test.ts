@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { LAYER_CACHE } from "../adot";
 import { Recorded, stackConfig } from "../mocks";
-import { FUNCTIONS, ROUTES } from "../names";
+import { ENV, FUNCTIONS, ROOMS_TABLE, ROUTES } from "../names";
 import { FakeEngine, startEngine } from "./engine";
 import { FakeLambda, startLambda } from "./lambda";
 import { ofType, one } from "./helpers";
@@ -123,17 +123,36 @@ describe("the program under Pulumi's language host", () => {
     assert.equal(ofType(first.recorded, "aws:lambda/function:Function").length, FUNCTIONS.length);
     assert.equal(ofType(first.recorded, "docker-build:index:Image").length, FUNCTIONS.length);
     assert.equal(ofType(first.recorded, "aws:apigatewayv2/route:Route").length, Object.keys(ROUTES).length);
+    assert.deepEqual(ofType(first.recorded, "aws:dynamodb/table:Table").map((t) => t.name).sort(), ["connections", "rooms"]);
     for (const type of [
       "aws:apigatewayv2/stage:Stage",
-      "aws:dynamodb/table:Table",
       "aws:cloudwatch/eventTarget:EventTarget",
       "aws:scheduler/schedule:Schedule",
       "aws:ecr/repository:Repository",
       "aws:lambda/eventSourceMapping:EventSourceMapping",
-      "aws:cloudwatch/dashboard:Dashboard",
     ]) {
       assert.equal(ofType(first.recorded, type).length, 1, type);
     }
+    // two dashboards, each within the free tier's 50 metrics (test/dashboard.test.ts counts them)
+    const dashboards = ofType(first.recorded, "aws:cloudwatch/dashboard:Dashboard").map((d) => d.inputs.dashboardName).sort();
+    assert.deepEqual(dashboards, ["webchat-stage", "webchat-stage-functions"]);
+  });
+
+  it("deploys the rooms: their table, their routes, and every chat function told the table and Pulumi.stage.yaml's rooms settings", async () => {
+    const rooms = ofType(first.recorded, "aws:dynamodb/table:Table").find((t) => t.name === "rooms");
+    assert.ok(rooms);
+    assert.deepEqual([rooms.inputs.hashKey, rooms.inputs.rangeKey], [ROOMS_TABLE.partitionKey, ROOMS_TABLE.sortKey]);
+    assert.deepEqual(rooms.inputs.ttl, { attributeName: ROOMS_TABLE.ttlAttribute, enabled: true });
+    const stage = stackConfig("stage");
+    for (const fn of ofType(first.recorded, "aws:lambda/function:Function")) {
+      const variables = fn.inputs.environment.variables;
+      assert.equal(variables[ENV.roomsTable], rooms.id, fn.inputs.name);
+      assert.equal(variables[ENV.historyDays], stage["webchat:historyDays"] ?? "7", fn.inputs.name);
+      assert.equal(variables[ENV.presenceLimit], stage["webchat:presenceLimit"] ?? "100", fn.inputs.name);
+    }
+    const routes = ofType(first.recorded, "aws:apigatewayv2/route:Route").map((r) => r.inputs.routeKey);
+    for (const route of ["join", "leave", "history"]) assert.ok(routes.includes(route), route);
+    assert.equal((await first.engine.outputs()).roomsTableName, rooms.id);
   });
 
   it("exports the wss:// URL of the stage", async () => {
@@ -142,7 +161,7 @@ describe("the program under Pulumi's language host", () => {
     assert.match(String(outputs.managementEndpoint), /^https:\/\/[a-z0-9]{10}\.execute-api\.eu-west-1\.amazonaws\.com\/stage$/);
   });
 
-  it("exports the shard queue's and its dead-letter queue's URLs and the dashboard", async () => {
+  it("exports the shard queue's and its dead-letter queue's URLs and the two dashboards", async () => {
     const outputs = await first.engine.outputs();
     const queues = ofType(first.recorded, "aws:sqs/queue:Queue");
     const urlOf = (name: string) => `https://sqs.eu-west-1.amazonaws.com/123456789012/${queues.find((q) => q.name === name)?.id}`;
@@ -150,6 +169,8 @@ describe("the program under Pulumi's language host", () => {
     assert.equal(outputs.shardDeadLetterQueueUrl, urlOf("shards-dead-letters"));
     assert.equal(outputs.dashboardName, "webchat-stage");
     assert.equal(outputs.dashboardUrl, "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/webchat-stage");
+    assert.equal(outputs.functionsDashboardName, "webchat-stage-functions");
+    assert.equal(outputs.functionsDashboardUrl, "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/webchat-stage-functions");
   });
 
   it("gives every function an image URI Lambda accepts: the repository and the digest, no tag", () => {
@@ -221,6 +242,13 @@ describe("the program under Pulumi's language host", () => {
     const run = await runProgram(lambda, { "webchat:iamAuth": "true", "webchat:cognito": "true" });
     assert.notEqual(run.code, 0);
     assert.match(`${errors(run)}\n${run.output}`, /webchat:iamAuth and sign-in \(webchat:cognito\) exclude each other/);
+    assert.deepEqual(run.recorded.filter((r) => !r.type.startsWith("pulumi:")), []);
+  });
+
+  it("stops before creating anything when webchat:historyDays is out of its bounds, naming the setting", async () => {
+    const run = await runProgram(lambda, { "webchat:historyDays": "400" });
+    assert.notEqual(run.code, 0);
+    assert.match(`${errors(run)}\n${run.output}`, /webchat:historyDays must be a whole number from 1 to 365 \(days a room's messages are kept\), not 400/);
     assert.deepEqual(run.recorded.filter((r) => !r.type.startsWith("pulumi:")), []);
   });
 

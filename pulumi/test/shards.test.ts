@@ -82,7 +82,9 @@ describe("sharded broadcasts", () => {
   it("lets fanout scan, prune, post and work its queue, and broadcast send to it and describe the table, and nothing more", () => {
     const policies = actionsByPolicy();
     const queueArn = arnOf(queueNamed("shards"));
-    const tableArn = `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${one(recorded, "aws:dynamodb/table:Table").id}`;
+    const tableArnOf = (name: string) =>
+      `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${ofType(recorded, "aws:dynamodb/table:Table").find((t) => t.name === name)?.id}`;
+    const tableArn = tableArnOf("connections");
     const apiId = one(recorded, "aws:apigatewayv2/stage:Stage").inputs.apiId;
     const statementOf = (policy: string, prefix: string) => {
       const found = policies.get(policy)!.statements.filter((s) => [s.Action].flat().some((a: string) => a.startsWith(prefix)));
@@ -96,9 +98,17 @@ describe("sharded broadcasts", () => {
       ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"],
     );
     assert.equal(fanout.Resource, queueArn);
-    const fanoutTable = statementOf("webchat-fanout", "dynamodb:");
-    assert.deepEqual([fanoutTable.Action].flat().sort(), ["dynamodb:DeleteItem", "dynamodb:Scan"]);
-    assert.equal(fanoutTable.Resource, tableArn);
+    // the connections table: its segment's scan, pruning, and the rooms a pruned connection was
+    // in (read from its record, each taken out of it); the rooms table: a room's membership
+    // shard, and leaving its rooms
+    const fanoutTables = policies.get("webchat-fanout")!.statements.filter((s) => [s.Action].flat().some((a: string) => a.startsWith("dynamodb:")));
+    assert.deepEqual(
+      fanoutTables.map((s) => [s.Resource, [s.Action].flat().sort()]),
+      [
+        [tableArn, ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Scan"]],
+        [tableArnOf("rooms"), ["dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:UpdateItem"]],
+      ],
+    );
     const manage = statementOf("webchat-fanout", "execute-api:");
     assert.deepEqual([manage.Action].flat(), ["execute-api:ManageConnections"]);
     assert.deepEqual([manage.Resource].flat(), [`arn:aws:execute-api:eu-west-1:${ACCOUNT}:${apiId}/stage/POST/@connections/*`]);
@@ -107,9 +117,8 @@ describe("sharded broadcasts", () => {
     const broadcast = statementOf("webchat-broadcast", "sqs:");
     assert.deepEqual([broadcast.Action].flat(), ["sqs:SendMessage"]);
     assert.equal(broadcast.Resource, queueArn);
-    const broadcastTable = statementOf("webchat-broadcast", "dynamodb:");
-    assert.ok([broadcastTable.Action].flat().includes("dynamodb:DescribeTable"));
-    assert.equal(broadcastTable.Resource, tableArn);
+    const broadcastTable = policies.get("webchat-broadcast")!.statements.filter((s) => [s.Action].flat().includes("dynamodb:DescribeTable"));
+    assert.deepEqual(broadcastTable.map((s) => s.Resource), [tableArn], "DescribeTable of the connections table only");
 
     for (const [name, { actions }] of policies) {
       if (name === "webchat-fanout" || name === "webchat-broadcast") continue;
@@ -147,20 +156,23 @@ describe("sharded broadcasts", () => {
     }
   });
 
-  it("draws a dashboard of every fan-out and cleanup metric, each function's errors and throttles, and both queues", () => {
-    const dashboard = one(recorded, "aws:cloudwatch/dashboard:Dashboard");
-    assert.equal(dashboard.inputs.dashboardName, "webchat-stage");
-    const body = JSON.parse(dashboard.inputs.dashboardBody);
-    const widgets: any[] = body.widgets;
-    assert.ok(widgets.length > 0);
-    for (const widget of widgets) {
+  it("draws every fan-out and cleanup metric and the post rate on the chat dashboard, each function's errors and throttles and both queues on the functions dashboard", () => {
+    const dashboards = ofType(recorded, "aws:cloudwatch/dashboard:Dashboard");
+    assert.deepEqual(dashboards.map((d) => d.inputs.dashboardName).sort(), ["webchat-stage", "webchat-stage-functions"]);
+    const widgetsOf = (name: string): any[] => JSON.parse(dashboards.find((d) => d.inputs.dashboardName === name)!.inputs.dashboardBody).widgets;
+    const chat = widgetsOf("webchat-stage");
+    const functions = widgetsOf("webchat-stage-functions");
+    for (const widget of [...chat, ...functions]) {
       assert.equal(widget.type, "metric");
       assert.equal(widget.properties.region, "eu-west-1");
     }
     // [namespace, metric, dimension, value, {stat, …}] lines; expressions are single objects
-    const lines: any[][] = widgets.flatMap((w) => w.properties.metrics).filter((m: any[]) => typeof m[0] === "string");
-    const stats = (namespace: string, metric: string, dimension: string, value: string) =>
+    const linesOf = (widgets: any[]): any[][] => widgets.flatMap((w) => w.properties.metrics).filter((m: any[]) => typeof m[0] === "string");
+    const statsIn = (lines: any[][]) => (namespace: string, metric: string, dimension: string, value: string) =>
       lines.filter((l) => l[0] === namespace && l[1] === metric && l[2] === dimension && l[3] === value).map((l) => l[4]?.stat);
+    const chatLines = linesOf(chat);
+    const functionLines = linesOf(functions);
+    const stats = statsIn(chatLines);
     const counts = ["Broadcasts", "ShardedBroadcasts", "ShardJobs", "Delivered", "Pruned", "Connecting", "Failed", "NotAttempted", "Throttled"];
     for (const metric of counts) {
       for (const fn of ["broadcast", "fanout"]) {
@@ -174,22 +186,27 @@ describe("sharded broadcasts", () => {
       assert.deepEqual(stats("webchat/stage", metric, "Function", "cleanup"), ["Sum"], metric);
     }
     assert.deepEqual(stats("webchat/stage", "CleanupDuration", "Function", "cleanup"), ["Maximum"]);
-    for (const line of lines.filter((l) => l[0] === "webchat/stage")) {
+    for (const line of chatLines) {
+      assert.equal(line[0], "webchat/stage", "the chat dashboard draws the stack's own metrics only");
       assert.equal(line.length, 5, "one dimension, Function");
-      assert.ok(["broadcast", "fanout", "cleanup"].includes(line[3]));
+      assert.equal(line[2], "Function");
+      assert.ok(FUNCTIONS.includes(line[3]), line[3]);
     }
+    const functionStats = statsIn(functionLines);
     for (const fn of FUNCTIONS) {
       for (const metric of ["Errors", "Throttles"]) {
-        assert.deepEqual(stats("AWS/Lambda", metric, "FunctionName", `webchat-stage-${fn}`), ["Sum"], `${metric} of ${fn}`);
+        assert.deepEqual(functionStats("AWS/Lambda", metric, "FunctionName", `webchat-stage-${fn}`), ["Sum"], `${metric} of ${fn}`);
       }
     }
     for (const queue of [queueNamed("shards"), queueNamed("shards-dead-letters")]) {
       for (const metric of ["ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"]) {
-        assert.equal(stats("AWS/SQS", metric, "QueueName", queue.id).length, 1, `${metric} of ${queue.name}`);
+        assert.equal(functionStats("AWS/SQS", metric, "QueueName", queue.id).length, 1, `${metric} of ${queue.name}`);
       }
     }
-    const budget = widgets.flatMap((w) => w.properties.annotations?.horizontal ?? []);
-    assert.deepEqual(budget.map((a: any) => a.value), [5005]);
+    assert.ok(functionLines.every((l) => l[0] === "AWS/Lambda" || l[0] === "AWS/SQS"), "the functions dashboard draws AWS's metrics only");
+    const budget = (widgets: any[]) => widgets.flatMap((w) => w.properties.annotations?.horizontal ?? []).map((a: any) => a.value);
+    assert.deepEqual(budget(chat), [5005]);
+    assert.deepEqual(budget(functions), []);
   });
 });
 

@@ -99,8 +99,8 @@ describe("sign-in with an issuer of the stage's choosing", () => {
     }
   });
 
-  it("lets default, broadcast, list and chat close a connection (DELETE @connections), and no other function", () => {
-    assert.deepEqual([...CLOSES_EXPIRED].sort(), ["broadcast", "chat", "default", "list"]);
+  it("lets the message routes' functions (default, broadcast, list, chat, join, leave, history) close a connection (DELETE @connections), and no other function", () => {
+    assert.deepEqual([...CLOSES_EXPIRED].sort(), ["broadcast", "chat", "default", "history", "join", "leave", "list"]);
     const stageArn = `arn:aws:execute-api:eu-west-1:${ACCOUNT}:${apiId()}/stage`;
     for (const fn of [...FUNCTIONS, AUTHORIZER.function]) {
       const manage = statementsOf(`webchat-${fn}`).find((s) => [s.Action].flat().includes("execute-api:ManageConnections"));
@@ -110,8 +110,10 @@ describe("sign-in with an issuer of the stage's choosing", () => {
     }
   });
 
-  it("draws the authorizer's errors and throttles beside the other functions'", () => {
-    const body = JSON.parse(one(recorded, "aws:cloudwatch/dashboard:Dashboard").inputs.dashboardBody);
+  it("draws the authorizer's errors and throttles beside the other functions' on the functions dashboard", () => {
+    const dashboard = ofType(recorded, "aws:cloudwatch/dashboard:Dashboard").find((d) => d.inputs.dashboardName === "webchat-stage-functions");
+    assert.ok(dashboard);
+    const body = JSON.parse(dashboard.inputs.dashboardBody);
     const lines: any[][] = body.widgets.flatMap((w: any) => w.properties.metrics);
     for (const metric of ["Errors", "Throttles"]) {
       assert.ok(lines.some((l) => l[0] === "AWS/Lambda" && l[1] === metric && l[3] === "webchat-stage-authorize"), metric);

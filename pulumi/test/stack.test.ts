@@ -26,6 +26,13 @@ function shardQueue(): Recorded {
   return found;
 }
 
+/** The connections table or the rooms table, by the program's name for it. */
+function tableNamed(name: "connections" | "rooms"): Recorded {
+  const found = ofType(recorded, "aws:dynamodb/table:Table").find((t) => t.name === name);
+  assert.ok(found, `the ${name} table`);
+  return found;
+}
+
 function functionNamed(fn: string): Recorded {
   const found = ofType(recorded, "aws:lambda/function:Function").find((f) => f.inputs.name === `webchat-stage-${fn}`);
   assert.ok(found, `function ${fn}`);
@@ -100,7 +107,8 @@ describe("the webchat stack", () => {
   it("gives every function exactly the permissions its code uses, scoped to its resources", () => {
     const policies = ofType(recorded, "aws:iam/rolePolicy:RolePolicy").filter((p) => p.name.startsWith("webchat-"));
     assert.equal(policies.length, FUNCTIONS.length);
-    const table = one(recorded, "aws:dynamodb/table:Table");
+    const table = tableNamed("connections");
+    const roomsTableArn = `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${tableNamed("rooms").id}`;
     const apiId = apiIdOf(recorded);
     for (const fn of FUNCTIONS) {
       const policy = policies.find((p) => p.name === `webchat-${fn}`);
@@ -113,12 +121,18 @@ describe("the webchat stack", () => {
         }
       }
       const actions = (prefix: string) => statements.flatMap((s) => [s.Action].flat()).filter((a: string) => a.startsWith(prefix));
-      // DynamoDB: the table's own actions on the table, the index's on the index, nothing else
+      // DynamoDB: the connections table's actions on it, the index's on the index, the rooms
+      // table's on the rooms table, nothing else
       const tableArn = `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${table.id}`;
       const on = (resource: string) => statements.filter((s) => s.Resource === resource).flatMap((s) => [s.Action].flat());
       assert.deepEqual(on(tableArn).sort(), [...PERMISSIONS[fn].dynamodb].sort(), fn);
       assert.deepEqual(on(`${tableArn}/index/${TABLE.userIndex.name}`).sort(), [...PERMISSIONS[fn].userIndex].sort(), fn);
-      assert.equal(actions("dynamodb:").length, PERMISSIONS[fn].dynamodb.length + PERMISSIONS[fn].userIndex.length, fn);
+      assert.deepEqual(on(roomsTableArn).sort(), [...PERMISSIONS[fn].rooms].sort(), fn);
+      assert.equal(
+        actions("dynamodb:").length,
+        PERMISSIONS[fn].dynamodb.length + PERMISSIONS[fn].userIndex.length + PERMISSIONS[fn].rooms.length,
+        fn,
+      );
       assert.equal(actions("events:").length > 0, PERMISSIONS[fn].putEvents, fn);
       assert.deepEqual(actions("sqs:").sort(), [...PERMISSIONS[fn].sqs].sort(), fn);
       const sqs = statements.find((s) => [s.Action].flat().some((a: string) => a.startsWith("sqs:")));
@@ -140,7 +154,7 @@ describe("the webchat stack", () => {
   });
 
   it("keeps connections in an on-demand table with TTL on expiresAt and point-in-time recovery", () => {
-    const table = one(recorded, "aws:dynamodb/table:Table");
+    const table = tableNamed("connections");
     assert.equal(table.inputs.billingMode, "PAY_PER_REQUEST");
     assert.equal(table.inputs.hashKey, TABLE.key);
     assert.deepEqual(table.inputs.ttl, { attributeName: TABLE.ttlAttribute, enabled: true });
@@ -148,7 +162,7 @@ describe("the webchat stack", () => {
   });
 
   it("indexes connections by user: byUser on userId, projecting connectedAt and expiresAt, and only chat queries it", () => {
-    const table = one(recorded, "aws:dynamodb/table:Table");
+    const table = tableNamed("connections");
     assert.deepEqual(table.inputs.attributes, [
       { name: "connectionId", type: "S" },
       { name: "userId", type: "S" },
@@ -206,6 +220,11 @@ describe("the webchat stack", () => {
       assert.equal(variables[ENV.managementEndpoint], `https://${apiIdOf(recorded)}.execute-api.eu-west-1.amazonaws.com/stage`);
       assert.ok(variables[ENV.table] && variables[ENV.eventBus] && variables[ENV.logLevel]);
       assert.equal(variables[ENV.metricsNamespace], "webchat/stage");
+      // the rooms: the table's name, and the defaults of webchat:historyDays and presenceLimit
+      assert.equal(variables[ENV.table], tableNamed("connections").id, fn);
+      assert.equal(variables[ENV.roomsTable], tableNamed("rooms").id, fn);
+      assert.equal(variables[ENV.historyDays], "7", fn);
+      assert.equal(variables[ENV.presenceLimit], "100", fn);
       // the defaults: 8,000 posts/s over 8 workers, 1,000-item pages
       assert.equal(variables[ENV.postRate], SHARDING.includes(fn) ? "1000" : undefined, fn);
       assert.equal(variables[ENV.scanPageSize], SHARDING.includes(fn) ? "1000" : undefined, fn);
