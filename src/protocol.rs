@@ -245,15 +245,16 @@ impl HistoryRequest {
     pub fn parse(body: &str) -> Result<Self, ProtocolError> {
         let object = parse_object(body)?;
         let room = room_field(&object)?;
-        let limit = match sequence_field(&object, "limit")? {
+        let bad_limit = || {
+            ProtocolError::new(
+                ErrorCode::InvalidField,
+                format!("`limit` must be a whole number from 1 to {MAX_HISTORY_LIMIT}"),
+            )
+        };
+        let limit = match sequence_field(&object, "limit").map_err(|_| bad_limit())? {
             None => DEFAULT_HISTORY_LIMIT,
             Some(limit) if (1..=u64::from(MAX_HISTORY_LIMIT)).contains(&limit) => limit as u32,
-            Some(_) => {
-                return Err(ProtocolError::new(
-                    ErrorCode::InvalidField,
-                    format!("`limit` must be a whole number from 1 to {MAX_HISTORY_LIMIT}"),
-                ));
-            }
+            Some(_) => return Err(bad_limit()),
         };
         Ok(HistoryRequest {
             room,
@@ -300,13 +301,23 @@ fn invalid_room() -> ProtocolError {
 fn sequence_field(object: &Map<String, Value>, field: &str) -> Result<Option<u64>, ProtocolError> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => value.as_u64().map(Some).ok_or_else(|| {
+        Some(value) => whole_number(value).map(Some).ok_or_else(|| {
             ProtocolError::new(
                 ErrorCode::InvalidField,
                 format!("`{field}` must be a whole number, 0 or more"),
             )
         }),
     }
+}
+
+/// A whole number 0 or more: an integer, or a float with no fraction that is exactly one (`1.0`,
+/// `2e1`, `-0`, as some JSON writers spell integers), up to 2^53.
+fn whole_number(value: &Value) -> Option<u64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    value.as_u64().or_else(|| {
+        let float = value.as_f64()?;
+        (float.fract() == 0.0 && (-0.0..=EXACT).contains(&float)).then_some(float as u64)
+    })
 }
 
 /// `{"action":"chat","connection":"<id>","message":"..."}` or
@@ -459,7 +470,7 @@ fn parse_object(body: &str) -> Result<Map<String, Value>, ProtocolError> {
 }
 
 /// Why serde_json refused a frame. Two refusals are of valid JSON past the parser's limits, and
-/// say so: nesting deeper than 128 levels, and numbers beyond a 64-bit float (about 1.8e308).
+/// say so: nesting deeper than 127 levels, and numbers beyond a 64-bit float (about 1.8e308).
 fn not_json(error: &serde_json::Error) -> String {
     let detail = error.to_string();
     if detail.starts_with("recursion limit exceeded") {
@@ -473,8 +484,9 @@ fn not_json(error: &serde_json::Error) -> String {
     }
 }
 
-/// The deepest nesting of arrays and objects a frame may have: serde_json's recursion limit.
-pub const MAX_JSON_DEPTH: usize = 128;
+/// The deepest nesting of arrays and objects a frame may have: serde_json refuses its
+/// recursion limit (128) itself, so 127 is the deepest that parses.
+pub const MAX_JSON_DEPTH: usize = 127;
 
 /// A required, non-empty string field. Absent and `null` are "missing"; anything else that is not
 /// a non-empty string is "invalid".
@@ -846,10 +858,21 @@ mod tests {
         let error = default_route_error(deep.as_bytes(), false);
         assert_eq!(error.code, ErrorCode::InvalidJson);
         assert!(
-            error.message.contains("deeper than 128 levels"),
+            error.message.contains("deeper than 127 levels"),
             "{}",
             error.message
         );
+        // the limit exactly: 127 levels parse (the object itself is the first), 128 do not
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"action":"list","x":{}1{}}}"#,
+                r#"{"a":"#.repeat(levels - 1),
+                "}".repeat(levels - 1)
+            )
+        };
+        assert!(ListRequest::parse(&nested(MAX_JSON_DEPTH)).is_ok());
+        let error = ListRequest::parse(&nested(MAX_JSON_DEPTH + 1)).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidJson);
         let huge = format!(
             r#"{{"action":"broadcast","message":"hi","n":1{}}}"#,
             "0".repeat(400)
@@ -1025,6 +1048,40 @@ mod tests {
                 code_of(HistoryRequest::parse(&body)),
                 ErrorCode::InvalidField,
                 "{limit}"
+            );
+        }
+        // whole numbers as some JSON writers spell them; a fraction or a negative is not one
+        for (body, since) in [
+            (r#"{"action":"join","room":"r","since":1.0}"#, 1),
+            (r#"{"action":"join","room":"r","since":2e1}"#, 20),
+            (r#"{"action":"join","room":"r","since":-0}"#, 0),
+        ] {
+            assert_eq!(
+                JoinRequest::parse(body).unwrap().since,
+                Some(since),
+                "{body}"
+            );
+        }
+        for body in [
+            r#"{"action":"join","room":"r","since":1.5}"#,
+            r#"{"action":"join","room":"r","since":-1.0}"#,
+            r#"{"action":"join","room":"r","since":1e300}"#,
+        ] {
+            assert_eq!(
+                code_of(JoinRequest::parse(body)),
+                ErrorCode::InvalidField,
+                "{body}"
+            );
+        }
+        // every bad limit says what a good one is
+        for limit in ["-1", "1.5", "\"5\"", "[]", "0", "101"] {
+            let body = format!(r#"{{"action":"history","room":"r","limit":{limit}}}"#);
+            let error = HistoryRequest::parse(&body).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidField, "{body}");
+            assert!(
+                error.message.contains("from 1 to 100"),
+                "{body}: {}",
+                error.message
             );
         }
         // the room is checked first: without one, that is what is wrong
