@@ -394,6 +394,20 @@ pub trait RoomStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;
 }
 
+/// The state of the limits' buckets ([`crate::domain::limits`]), shared by every function
+/// instance: each bucket is one `tat` under its key.
+pub trait LimitStore: Send + Sync + 'static {
+    /// Takes `cost` tokens from bucket `key`, shaped `rate`, at `now_us` (microseconds since the
+    /// epoch). A refusal takes nothing.
+    fn take(
+        &self,
+        key: &str,
+        cost: u64,
+        rate: crate::domain::limits::Rate,
+        now_us: i64,
+    ) -> impl Future<Output = Result<crate::domain::limits::Taken, StoreError>> + Send;
+}
+
 /// What happened to a connection we addressed: done, or gone (HTTP 410 from `@connections`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome<T> {

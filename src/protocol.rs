@@ -133,7 +133,7 @@ pub enum ErrorCode {
     UserNotFound,
     /// A join past the rooms one connection may be in.
     TooManyRooms,
-    /// A leave, a room broadcast, list or history from a connection not in the room.
+    /// A leave, a room broadcast or history from a connection not in the room.
     NotAMember,
     /// A frame sent after the connection's token expired; the connection is then closed.
     TokenExpired,

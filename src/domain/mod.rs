@@ -20,6 +20,7 @@
 
 mod deadline;
 mod delivery;
+pub mod limits;
 mod retry;
 mod rooms;
 mod routes;

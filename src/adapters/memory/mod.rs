@@ -3,17 +3,20 @@
 //!
 //! [`MemoryConnectionApi`] is `@connections` in memory over any [`Peer`]: the local gateway's
 //! sockets, a test's inboxes, a bench's counters.
-//! [`MemoryRoomStore`] is the rooms' store, keyed as DynamoDB keys them (issue 22, in progress:
-//! no route uses it yet).
+//! [`MemoryRoomStore`] is the rooms' store, keyed as DynamoDB keys them.
+//! [`MemoryLimits`] holds the per-client limits' buckets (issue 23, in progress: no route checks
+//! them yet).
 //! [`MemoryQueue`] is SQS in memory (visibility, receive counts, a dead-letter queue) with
 //! Lambda's event source mapping ([`serve`]): the shard queue of `webchat-local`, the shard tests
 //! and the sharded bench alike.
 
 mod connections;
+mod limits;
 mod queue;
 mod rooms;
 
 pub use connections::{Inbox, MemoryConnectionApi, Peer};
+pub use limits::MemoryLimits;
 pub use queue::{MemoryQueue, QueueSettings, Received, serve, settle, sqs_event};
 pub use rooms::MemoryRoomStore;
 
