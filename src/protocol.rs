@@ -139,6 +139,11 @@ pub enum ErrorCode {
     TokenExpired,
     /// A broadcast may have missed some live connections (failures, or the time limit).
     DeliveryIncomplete,
+    /// Over a budget (frames, deliveries): dropped; `retryAfterMs` says when it would pass.
+    RateLimited,
+    /// Never allowed: a broadcast larger than the whole delivery budget, or to everyone where
+    /// the stack turned that off.
+    Forbidden,
     Internal,
 }
 
@@ -158,6 +163,8 @@ impl std::fmt::Display for ErrorCode {
 pub struct ProtocolError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `rate_limited`: milliseconds until the same frame would pass (`retryAfterMs`).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ProtocolError {
@@ -165,6 +172,16 @@ impl ProtocolError {
         ProtocolError {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// `rate_limited`, passing again after `retry_after` (rounded up to whole milliseconds).
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let millis = retry_after.as_micros().div_ceil(1000);
+        ProtocolError {
+            retry_after_ms: Some(u64::try_from(millis).unwrap_or(u64::MAX)),
+            ..ProtocolError::new(ErrorCode::RateLimited, message)
         }
     }
 
@@ -173,6 +190,7 @@ impl ProtocolError {
         ServerMessage::Error {
             code: self.code,
             message: &self.message,
+            retry_after_ms: self.retry_after_ms,
         }
         .to_json()
     }
@@ -640,6 +658,9 @@ pub enum ServerMessage<'a> {
     Error {
         code: ErrorCode,
         message: &'a str,
+        /// `rate_limited` only; absent otherwise.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -1192,6 +1213,21 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Value>(&empty).unwrap(),
             json!({"type":"connections","room":"r","connections":[]})
+        );
+    }
+
+    #[test]
+    fn a_rate_limited_error_says_when_to_retry_and_others_do_not() {
+        let limited =
+            ProtocolError::rate_limited("slow down", std::time::Duration::from_micros(1_500));
+        assert_eq!(
+            serde_json::from_str::<Value>(&limited.to_frame()).unwrap(),
+            json!({"type":"error","code":"rate_limited","message":"slow down","retryAfterMs":2})
+        );
+        let forbidden = ProtocolError::new(ErrorCode::Forbidden, "no");
+        assert_eq!(
+            serde_json::from_str::<Value>(&forbidden.to_frame()).unwrap(),
+            json!({"type":"error","code":"forbidden","message":"no"})
         );
     }
 
