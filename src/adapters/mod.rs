@@ -2,7 +2,7 @@
 //!
 //! - [`memory`]: in-memory store, management API and event bus. They power `webchat-local` and
 //!   every handler's unit tests, and record what they were asked to do.
-//! - `dynamodb`, `eventbridge`, `management`, `sqs` (the `aws` feature): the AWS services through
+//! - `dynamodb`, `rooms`, `limits`, `eventbridge`, `management`, `sqs` (the `aws` feature): the AWS services through
 //!   aws-sdk-rust, as the Lambda functions use them (`sigv4`: the signature of a post).
 //!
 //! The local gateway's own connection registry (in `crate::local`) is the management-API adapter
@@ -12,6 +12,8 @@
 pub mod dynamodb;
 #[cfg(feature = "aws")]
 pub mod eventbridge;
+#[cfg(feature = "aws")]
+pub mod limits;
 #[cfg(feature = "aws")]
 pub mod management;
 pub mod memory;

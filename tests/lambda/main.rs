@@ -15,6 +15,7 @@ mod authorize;
 mod contract;
 mod fake_aws;
 mod identity;
+mod limits;
 mod moto;
 mod otlp;
 mod rooms;
