@@ -313,7 +313,7 @@ impl SeqRange {
 
 /// A page of a room's history: up to the limit asked for, oldest first, and whether older
 /// messages remain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HistoryPage {
     pub messages: Vec<crate::protocol::RoomMessage>,
     pub more: bool,

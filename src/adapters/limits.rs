@@ -20,11 +20,12 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use crate::adapters::dynamodb::attributes::EXPIRES_AT;
 use crate::adapters::dynamodb::{condition_failed, store_error};
 use crate::adapters::rooms::attributes::{PK, SK};
+use crate::adapters::rooms::{Item, n, number, s};
 use crate::domain::limits::{Rate, Taken, take};
 use crate::ports::{LimitStore, StoreError};
 use crate::telemetry::{aws_span, call};
@@ -58,21 +59,17 @@ impl DynamoLimits {
         self.client
             .update_item()
             .table_name(&self.table)
-            .key(PK, AttributeValue::S(format!("limit#{key}")))
-            .key(SK, AttributeValue::S("#bucket".into()))
+            .key(PK, s(format!("limit#{key}")))
+            .key(SK, s("#bucket"))
             .expression_attribute_names("#tat", TAT)
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_values(":expires", n(expires_at))
     }
 }
 
-fn n(number: i64) -> AttributeValue {
-    AttributeValue::N(number.to_string())
-}
-
 /// The `tat` of an item, if it has one.
-fn tat_of(item: Option<&std::collections::HashMap<String, AttributeValue>>) -> Option<i64> {
-    item?.get(TAT)?.as_n().ok()?.parse().ok()
+fn tat_of(item: Option<&Item>) -> Option<i64> {
+    number(item?, TAT)
 }
 
 impl LimitStore for DynamoLimits {

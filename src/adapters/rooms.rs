@@ -44,7 +44,7 @@ use attributes::{MEMBERS, PK, ROOMS, SEQ, SK};
 
 const META: &str = "#meta";
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 fn member_pk(room: &str, shard: u32) -> String {
     format!("member#{room}#{shard:02}")
@@ -63,11 +63,11 @@ fn seq_sk(seq: u64) -> String {
     format!("{seq:020}")
 }
 
-fn s(text: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(text: impl Into<String>) -> AttributeValue {
     AttributeValue::S(text.into())
 }
 
-fn n(number: impl ToString) -> AttributeValue {
+pub(crate) fn n(number: impl ToString) -> AttributeValue {
     AttributeValue::N(number.to_string())
 }
 
@@ -75,7 +75,7 @@ fn text(item: &Item, name: &str) -> Option<String> {
     item.get(name)?.as_s().ok().cloned()
 }
 
-fn number(item: &Item, name: &str) -> Option<i64> {
+pub(crate) fn number(item: &Item, name: &str) -> Option<i64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
@@ -458,10 +458,7 @@ impl RoomStore for DynamoRoomStore {
         live_at: i64,
     ) -> Result<HistoryPage, StoreError> {
         let Some((first, last)) = range.bounds() else {
-            return Ok(HistoryPage {
-                messages: Vec::new(),
-                more: false,
-            });
+            return Ok(HistoryPage::default());
         };
         let wanted = limit as usize + 1; // one more says whether older ones remain
         let mut found = Vec::new();

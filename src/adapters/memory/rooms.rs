@@ -216,10 +216,7 @@ impl RoomStore for MemoryRoomStore {
     ) -> Result<HistoryPage, StoreError> {
         let rooms = lock(&self.rooms);
         let Some((first, last)) = range.bounds() else {
-            return Ok(HistoryPage {
-                messages: Vec::new(),
-                more: false,
-            });
+            return Ok(HistoryPage::default());
         };
         let range = (room.to_owned(), first)..=(room.to_owned(), last);
         // newest first, as a Query with ScanIndexForward=false reads them
