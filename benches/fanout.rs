@@ -209,9 +209,14 @@ async fn run(args: Args, mut fake: Fake) {
         api,
         bus: MemoryEventBus::recording(),
         clock: Arc::new(SystemClock),
-        settings: Settings::default(),
+        settings: Settings {
+            // the fan-out is measured, not a client's budget
+            limits: webchat::domain::limits::Limits::off(),
+            ..Settings::default()
+        },
         shards: None,
         metrics: Arc::new(webchat::ports::NoMetrics),
+        limits: Arc::new(webchat::adapters::memory::MemoryLimits::default()),
     };
     let body = r#"{"action":"broadcast","message":"fan-out benchmark"}"#;
 

@@ -101,7 +101,7 @@ impl Peer for Counter {
         })
     }
 
-    fn close(&self) -> Outcome<()> {
+    fn close(&self, _code: u16, _reason: &'static str) -> Outcome<()> {
         Outcome::Done(())
     }
 }
@@ -170,10 +170,13 @@ async fn run(args: &Args, kill: Option<Duration>) -> Run {
         settings: Settings {
             post_rate: Some((args.budget / args.workers as f64).floor().max(1.0) as u32),
             shard_size: args.shard_size,
+            // the fan-out's own ceiling is measured, not a client's budget
+            limits: webchat::domain::limits::Limits::off(),
             ..Settings::default()
         },
         shards: Some(queue.clone()),
         metrics: std::sync::Arc::new(webchat::ports::NoMetrics),
+        limits: std::sync::Arc::new(webchat::adapters::memory::MemoryLimits::default()),
     });
     let started = Instant::now();
     let body = if args.room {

@@ -48,6 +48,20 @@ pub mod vars {
     pub const HISTORY_DAYS: &str = "HISTORY_DAYS";
     /// Rooms of at most this many members send presence frames. Optional: 100.
     pub const PRESENCE_LIMIT: &str = "PRESENCE_LIMIT";
+    /// Frames a second per connection; 0: no frame limit. Optional: 10.
+    pub const FRAME_RATE: &str = "FRAME_RATE";
+    /// Frames a connection may send at once. Optional: 20.
+    pub const FRAME_BURST: &str = "FRAME_BURST";
+    /// Frames a second per signed-in user, across their connections (bursts of twice that);
+    /// 0: none. Optional: 20.
+    pub const USER_FRAME_RATE: &str = "USER_FRAME_RATE";
+    /// Deliveries a minute per connection (a broadcast costs its audience); 0: none.
+    /// Optional: 10000.
+    pub const DELIVERY_BUDGET: &str = "DELIVERY_BUDGET";
+    /// Connections one signed-in user may hold; 0: any number. Optional: 10.
+    pub const CONNECTIONS_PER_USER: &str = "CONNECTIONS_PER_USER";
+    /// `true` or `false`: whether clients may broadcast to everyone. Optional: true.
+    pub const EVERYONE_BROADCAST: &str = "EVERYONE_BROADCAST";
 
     /// The token issuer's URL, exactly as tokens' `iss` (the `authorize` function's; `https://`,
     /// or `http://` to loopback).
@@ -59,7 +73,7 @@ pub mod vars {
     pub const AUTHORIZER: [&str; 3] = [JWT_ISSUER, JWT_AUDIENCE, LOG_LEVEL];
 
     /// Every variable of the other functions, required ones first.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 21] = [
         CONNECTIONS_TABLE,
         ROOMS_TABLE,
         EVENT_BUS_NAME,
@@ -75,6 +89,12 @@ pub mod vars {
         SHARD_ATTEMPTS,
         HISTORY_DAYS,
         PRESENCE_LIMIT,
+        FRAME_RATE,
+        FRAME_BURST,
+        USER_FRAME_RATE,
+        DELIVERY_BUDGET,
+        CONNECTIONS_PER_USER,
+        EVERYONE_BROADCAST,
     ];
 }
 
@@ -264,6 +284,7 @@ impl FunctionConfig {
         )? {
             settings.presence_limit = limit as u64;
         }
+        settings.limits = limit_settings(&lookup)?.into();
         let shard_queue_url = lookup(vars::SHARD_QUEUE_URL).filter(|url| !url.trim().is_empty());
         if let Some(url) = &shard_queue_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -288,6 +309,64 @@ impl FunctionConfig {
             settings,
         })
     }
+}
+
+/// The per-client limits' variables (the stack's `webchat:frameRate` and the rest).
+fn limit_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::domain::limits::LimitSettings, ConfigError> {
+    let mut set = crate::domain::limits::LimitSettings::default();
+    let limits = [
+        (
+            vars::FRAME_RATE,
+            0..=1_000,
+            "a number of frames a second from 0 (no limit) to 1000",
+            &mut set.frame_rate,
+        ),
+        (
+            vars::FRAME_BURST,
+            1..=10_000,
+            "a number of frames from 1 to 10000",
+            &mut set.frame_burst,
+        ),
+        (
+            vars::USER_FRAME_RATE,
+            0..=10_000,
+            "a number of frames a second from 0 (no limit) to 10000",
+            &mut set.user_frame_rate,
+        ),
+        (
+            vars::DELIVERY_BUDGET,
+            0..=10_000_000,
+            "a number of deliveries a minute from 0 (no limit) to 10000000",
+            &mut set.delivery_budget,
+        ),
+        (
+            vars::CONNECTIONS_PER_USER,
+            0..=1_000,
+            "a number of connections from 0 (no limit) to 1000",
+            &mut set.connections_per_user,
+        ),
+    ];
+    for (name, range, expected, field) in limits {
+        if let Some(value) = number(lookup, name, range, expected)? {
+            *field = value as u32;
+        }
+    }
+    if let Some(value) = lookup(vars::EVERYONE_BROADCAST).filter(|value| !value.trim().is_empty()) {
+        set.everyone_broadcast = match value.trim() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: vars::EVERYONE_BROADCAST,
+                    value,
+                    expected: "true or false",
+                });
+            }
+        };
+    }
+    Ok(set)
 }
 
 fn number(
@@ -495,6 +574,12 @@ mod tests {
             ("HISTORY_DAYS", "366"),
             ("PRESENCE_LIMIT", "-1"),
             ("PRESENCE_LIMIT", "10001"),
+            ("FRAME_RATE", "1001"),
+            ("FRAME_BURST", "0"),
+            ("USER_FRAME_RATE", "x"),
+            ("DELIVERY_BUDGET", "-5"),
+            ("CONNECTIONS_PER_USER", "1001"),
+            ("EVERYONE_BROADCAST", "yes"),
         ] {
             let mut pairs = COMPLETE.to_vec();
             pairs.push((name, value));
@@ -515,8 +600,21 @@ mod tests {
             ("SHARD_ATTEMPTS", "5"),
             ("HISTORY_DAYS", "30"),
             ("PRESENCE_LIMIT", "0"),
+            ("FRAME_RATE", "5"),
+            ("FRAME_BURST", "7"),
+            ("USER_FRAME_RATE", "0"),
+            ("DELIVERY_BUDGET", "600"),
+            ("CONNECTIONS_PER_USER", "3"),
+            ("EVERYONE_BROADCAST", "false"),
         ]);
         let config = config(&pairs).unwrap();
+        let limits = config.settings.limits;
+        use crate::domain::limits::Rate;
+        assert_eq!(limits.frames, Some(Rate::per_second(5, 7)));
+        assert_eq!(limits.user_frames, None);
+        assert_eq!(limits.deliveries, Some(Rate::per_minute(600)));
+        assert_eq!(limits.connections_per_user, Some(3));
+        assert!(!limits.everyone_broadcast);
         assert_eq!(config.settings.history_days, 30);
         assert_eq!(config.settings.presence_limit, 0);
         assert_eq!(config.settings.min_segments, 16);

@@ -399,13 +399,14 @@ pub trait RoomStore: Send + Sync + 'static {
 pub trait LimitStore: Send + Sync + 'static {
     /// Takes `cost` tokens from bucket `key`, shaped `rate`, at `now_us` (microseconds since the
     /// epoch). A refusal takes nothing.
-    fn take(
-        &self,
-        key: &str,
+    /// A boxed future, so that the routes hold the store as `Arc<dyn LimitStore>`.
+    fn take<'a>(
+        &'a self,
+        key: &'a str,
         cost: u64,
         rate: crate::domain::limits::Rate,
         now_us: i64,
-    ) -> impl Future<Output = Result<crate::domain::limits::Taken, StoreError>> + Send;
+    ) -> futures_util::future::BoxFuture<'a, Result<crate::domain::limits::Taken, StoreError>>;
 }
 
 /// What happened to a connection we addressed: done, or gone (HTTP 410 from `@connections`).
@@ -464,6 +465,18 @@ pub trait ConnectionApi: Send + Sync + 'static {
         &self,
         connection_id: &str,
     ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send;
+
+    /// Closes a connection that broke the service's policy, with close code 1008 and `reason`
+    /// where the gateway lets the server choose (the local gateway). API Gateway's
+    /// DeleteConnection takes no code: it always closes with 1000 (its `$disconnect` says
+    /// "Connection Closed Normally"), so the routes tell the client why in a frame first.
+    fn close_for_policy(
+        &self,
+        connection_id: &str,
+        _reason: &'static str,
+    ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send {
+        self.delete_connection(connection_id)
+    }
 }
 
 /// A shared management API is one too (the local gateway holds its registry of sockets and lends
@@ -489,6 +502,14 @@ impl<T: ConnectionApi> ConnectionApi for std::sync::Arc<T> {
         connection_id: &str,
     ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send {
         T::delete_connection(self, connection_id)
+    }
+
+    fn close_for_policy(
+        &self,
+        connection_id: &str,
+        reason: &'static str,
+    ) -> impl Future<Output = Result<Outcome<()>, ApiError>> + Send {
+        T::close_for_policy(self, connection_id, reason)
     }
 }
 

@@ -144,6 +144,8 @@ pub enum ErrorCode {
     /// Never allowed: a broadcast larger than the whole delivery budget, or to everyone where
     /// the stack turned that off.
     Forbidden,
+    /// A connect past the connections one signed-in user may hold (answered with 429).
+    TooManyConnections,
     Internal,
 }
 

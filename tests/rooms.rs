@@ -52,10 +52,13 @@ fn chat(settings: Settings) -> Test {
             posts_in_flight: 4,
             throttle_backoff: quick(3),
             welcome_backoff: quick(4),
+            // not about limits (tests/limits.rs is)
+            limits: webchat::domain::limits::Limits::off(),
             ..settings
         },
         shards: None,
         metrics: metrics.clone(),
+        limits: std::sync::Arc::new(webchat::adapters::memory::MemoryLimits::default()),
     };
     Test {
         chat,

@@ -52,10 +52,13 @@ fn chat() -> (TestChat, Arc<ManualClock>) {
             posts_in_flight: 4,
             throttle_backoff: quick(3),
             welcome_backoff: quick(4),
+            // not about limits (tests/limits.rs is)
+            limits: webchat::domain::limits::Limits::off(),
             ..Settings::default()
         },
         shards: None,
         metrics: std::sync::Arc::new(webchat::ports::NoMetrics),
+        limits: std::sync::Arc::new(webchat::adapters::memory::MemoryLimits::default()),
     };
     (chat, clock)
 }

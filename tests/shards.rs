@@ -40,9 +40,14 @@ fn chat(connections: usize, page: usize, settings: Settings) -> (TestChat, Arc<M
         api: MemoryConnectionApi::new(),
         bus: MemoryEventBus::recording(),
         clock: Arc::new(ManualClock::at(start())),
-        settings,
+        settings: Settings {
+            // not about limits (tests/limits.rs is)
+            limits: webchat::domain::limits::Limits::off(),
+            ..settings
+        },
         shards: Some(queue.clone()),
         metrics: std::sync::Arc::new(webchat::ports::NoMetrics),
+        limits: std::sync::Arc::new(webchat::adapters::memory::MemoryLimits::default()),
     };
     for i in 0..connections {
         let id = format!("c{i:05}=");

@@ -73,7 +73,19 @@ fn tat_of(item: Option<&Item>) -> Option<i64> {
 }
 
 impl LimitStore for DynamoLimits {
-    async fn take(
+    fn take<'a>(
+        &'a self,
+        key: &'a str,
+        cost: u64,
+        rate: Rate,
+        now_us: i64,
+    ) -> futures_util::future::BoxFuture<'a, Result<Taken, StoreError>> {
+        Box::pin(self.take_now(key, cost, rate, now_us))
+    }
+}
+
+impl DynamoLimits {
+    async fn take_now(
         &self,
         key: &str,
         cost: u64,

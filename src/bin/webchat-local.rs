@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use webchat::domain::limits::LimitSettings;
 use webchat::local::{Auth, Config, Gateway, Limits};
 use webchat::telemetry::{self, Export, LogFormat, Options};
 
@@ -37,6 +38,11 @@ use webchat::telemetry::{self, Export, LogFormat, Options};
 /// A connect then needs a token, as `?token=` or after `webchat.v1` in Sec-WebSocket-Protocol;
 /// without one it gets 401. Names come from the token; chat a person with
 /// {"action":"chat","user":"<their user id>","message":"hi"}.
+///
+/// Per-client limits, as the stack's defaults: 10 frames a second per connection (bursts of
+/// 20), 20 per signed-in user, 10000 deliveries a minute per connection (a broadcast costs its
+/// audience), 10 connections per user; a connection with 100 frames refused in a minute is
+/// closed (1008). --no-limits turns them off.
 ///
 /// Every event runs in a span as a Lambda invocation would, and log lines carry its trace_id;
 /// with --otlp-endpoint the spans are exported (OTLP/HTTP), and a connect and the post of its
@@ -117,6 +123,44 @@ struct Args {
     #[arg(long, default_value_t = webchat::domain::Settings::default().presence_limit,
           value_parser = clap::value_parser!(u64).range(0..=10_000))]
     presence_limit: u64,
+
+    /// Frames a second each connection may send (the stack's webchat:frameRate); over it a
+    /// frame is answered rate_limited with retryAfterMs and dropped. 0: no limit.
+    #[arg(long, default_value_t = LimitSettings::default().frame_rate,
+          value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    frame_rate: u32,
+
+    /// Frames a connection may send at once (the stack's webchat:frameBurst).
+    #[arg(long, default_value_t = LimitSettings::default().frame_burst,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    frame_burst: u32,
+
+    /// Frames a second each signed-in user may send across their connections, bursts of twice
+    /// that (the stack's webchat:userFrameRate). 0: no limit.
+    #[arg(long, default_value_t = LimitSettings::default().user_frame_rate,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    user_frame_rate: u32,
+
+    /// Deliveries a minute each connection's broadcasts may address, also its burst (the
+    /// stack's webchat:deliveryBudget): a broadcast costs its audience. 0: no limit.
+    #[arg(long, default_value_t = LimitSettings::default().delivery_budget,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    delivery_budget: u32,
+
+    /// Connections each signed-in user may hold; the next connect gets 429 (the stack's
+    /// webchat:connectionsPerUser). 0: no limit.
+    #[arg(long, default_value_t = LimitSettings::default().connections_per_user,
+          value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    connections_per_user: u32,
+
+    /// Refuse every broadcast to everyone (forbidden): rooms only (the stack's
+    /// webchat:everyoneBroadcast false).
+    #[arg(long)]
+    no_everyone_broadcast: bool,
+
+    /// Every per-client limit off: for benchmarks and tests that are not about limits.
+    #[arg(long)]
+    no_limits: bool,
 
     /// How often `cleanup` runs (0 never): it removes records of connections that are gone.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
@@ -283,6 +327,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             post_rate: Some(args.post_rate).filter(|rate| *rate > 0),
             history_days: args.history_days,
             presence_limit: args.presence_limit,
+            limits: if args.no_limits {
+                webchat::domain::limits::Limits::off()
+            } else {
+                LimitSettings {
+                    frame_rate: args.frame_rate,
+                    frame_burst: args.frame_burst,
+                    user_frame_rate: args.user_frame_rate,
+                    delivery_budget: args.delivery_budget,
+                    connections_per_user: args.connections_per_user,
+                    everyone_broadcast: !args.no_everyone_broadcast,
+                }
+                .into()
+            },
             ..Default::default()
         },
         auth: match (args.jwt_issuer, args.jwt_audience, args.dev_issuer) {

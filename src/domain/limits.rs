@@ -93,13 +93,57 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            frames: Some(Rate::per_second(10, 20)),
-            user_frames: Some(Rate::per_second(20, 40)),
-            deliveries: Some(Rate::per_minute(10_000)),
-            connections_per_user: Some(10),
+        LimitSettings::default().into()
+    }
+}
+
+/// The limits as the stack's settings (and webchat-local's flags) state them: 0 turns a limit
+/// off. A signed-in user's frames burst to twice their rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// Frames a second per connection (`webchat:frameRate`, `--frame-rate`).
+    pub frame_rate: u32,
+    /// Frames a connection may send at once (`webchat:frameBurst`, `--frame-burst`).
+    pub frame_burst: u32,
+    /// Frames a second per signed-in user (`webchat:userFrameRate`, `--user-frame-rate`).
+    pub user_frame_rate: u32,
+    /// Deliveries a minute per connection, also its burst (`webchat:deliveryBudget`,
+    /// `--delivery-budget`).
+    pub delivery_budget: u32,
+    /// Connections per signed-in user (`webchat:connectionsPerUser`,
+    /// `--connections-per-user`).
+    pub connections_per_user: u32,
+    /// Broadcasts to everyone allowed (`webchat:everyoneBroadcast`,
+    /// `--no-everyone-broadcast`).
+    pub everyone_broadcast: bool,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            frame_rate: 10,
+            frame_burst: 20,
+            user_frame_rate: 20,
+            delivery_budget: 10_000,
+            connections_per_user: 10,
             everyone_broadcast: true,
-            refusals_to_close: Some(Rate::per_minute(100)),
+        }
+    }
+}
+
+impl From<LimitSettings> for Limits {
+    fn from(set: LimitSettings) -> Limits {
+        let on = |value: u32| (value > 0).then_some(value);
+        Limits {
+            frames: on(set.frame_rate).map(|rate| Rate::per_second(rate, set.frame_burst)),
+            user_frames: on(set.user_frame_rate)
+                .map(|rate| Rate::per_second(rate, rate.saturating_mul(2))),
+            deliveries: on(set.delivery_budget).map(Rate::per_minute),
+            connections_per_user: on(set.connections_per_user),
+            everyone_broadcast: set.everyone_broadcast,
+            // a frame limit on: a connection refused 100 times in a minute is closed
+            refusals_to_close: (set.frame_rate > 0 || set.user_frame_rate > 0)
+                .then(|| Rate::per_minute(100)),
         }
     }
 }
@@ -200,5 +244,25 @@ mod tests {
             Taken::Refused { .. }
         ));
         assert!(matches!(take(None, 0, 0, rate), Taken::Allowed { .. }));
+    }
+
+    #[test]
+    fn the_defaults_are_the_issues_and_zero_turns_a_limit_off() {
+        let limits = Limits::default();
+        assert_eq!(limits.frames, Some(Rate::per_second(10, 20)));
+        assert_eq!(limits.user_frames, Some(Rate::per_second(20, 40)));
+        assert_eq!(limits.deliveries, Some(Rate::per_minute(10_000)));
+        assert_eq!(limits.connections_per_user, Some(10));
+        assert!(limits.everyone_broadcast);
+        assert_eq!(limits.refusals_to_close, Some(Rate::per_minute(100)));
+        let off: Limits = LimitSettings {
+            frame_rate: 0,
+            user_frame_rate: 0,
+            delivery_budget: 0,
+            connections_per_user: 0,
+            ..LimitSettings::default()
+        }
+        .into();
+        assert_eq!(off, Limits::off());
     }
 }

@@ -20,6 +20,7 @@
 
 mod deadline;
 mod delivery;
+mod guard;
 pub mod limits;
 mod retry;
 mod rooms;
@@ -33,17 +34,20 @@ use std::time::Duration;
 
 pub use deadline::{CutOff, Deadline};
 pub use delivery::Rest;
+pub use guard::Admitted;
 pub use retry::Backoff;
 pub use routes::ConnectError;
 pub use sharding::{ShardError, ShardReport};
 #[cfg(test)]
 pub(crate) use summary::example_shard;
 pub use summary::{
-    CleanupReport, Deliveries, InlineBroadcast, Metric, ShardDelivery, ShardedBroadcast, Summary,
-    Unit,
+    CleanupReport, Deliveries, InlineBroadcast, Metric, Refusal, ShardDelivery, ShardedBroadcast,
+    Summary, Unit,
 };
 
-use crate::ports::{ApiError, BusError, Clock, Metrics, QueueError, ShardQueue, StoreError};
+use crate::ports::{
+    ApiError, BusError, Clock, LimitStore, Metrics, QueueError, ShardQueue, StoreError,
+};
 pub use rooms::CATCH_UP_LIMIT;
 
 /// The `tracing` target of the spans that count the calls made inside them (a delivery, a
@@ -101,6 +105,8 @@ pub struct Settings {
     pub presence_limit: u64,
     /// How long a room's messages are kept (`HISTORY_DAYS`, the stack's `webchat:historyDays`).
     pub history_days: u32,
+    /// The per-client limits ([`limits::Limits`]; the stack's `webchat:frameRate` and the rest).
+    pub limits: limits::Limits,
 }
 
 impl Default for Settings {
@@ -127,6 +133,7 @@ impl Default for Settings {
             shard_attempts: 3,
             presence_limit: 100,
             history_days: 7,
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -169,6 +176,8 @@ pub struct Chat<S, A, B, R> {
     pub shards: Option<Arc<dyn ShardQueue>>,
     /// Where every summary goes as metrics.
     pub metrics: Arc<dyn Metrics>,
+    /// The limits' buckets, shared by every instance (DynamoDB in Lambda; memory locally).
+    pub limits: Arc<dyn LimitStore>,
 }
 
 impl<S, A, B, R> Chat<S, A, B, R> {

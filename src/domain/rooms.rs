@@ -7,6 +7,7 @@ use futures_util::future::join_all;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use super::delivery::{Ended, Sweep, paginate};
+use super::guard::Admitted;
 use super::{Chat, Deadline, RouteError, Sender, Summary, text};
 use crate::ports::{
     Appended, ConnectionApi, ConnectionStore, EventBus, Joined, MEMBERSHIP_SHARDS, Member, Outcome,
@@ -227,12 +228,32 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
         let sender = caller.connection_id;
-        let appended = self
+        // a member, and (with a delivery budget) the room's size, charged before it is said
+        let checked = self
+            .or_tell_internal(sender, deadline, async {
+                let live_at = self.clock.now().timestamp();
+                let member = self.rooms.member(room, sender, live_at);
+                if self.settings.limits.deliveries.is_none() {
+                    return Ok(member.await?.map(|member| (member, None)));
+                }
+                let (member, meta) = futures_util::try_join!(member, self.rooms.meta(room))?;
+                Ok(member.map(|member| (member, Some(meta.members))))
+            })
+            .await?;
+        let Some((member, audience)) = checked else {
+            return self.tell(sender, text::not_a_member(room), deadline).await;
+        };
+        if let Some(audience) = audience
+            && self.afford(sender, audience.max(1), deadline).await? == Admitted::No
+        {
+            return Ok(());
+        }
+        let Appended {
+            message,
+            room: meta,
+        } = self
             .or_tell_internal(sender, deadline, async {
                 let now = self.clock.now();
-                let Some(member) = self.rooms.member(room, sender, now.timestamp()).await? else {
-                    return Ok(None);
-                };
                 // the token's names if signed in (no read), else the member's as it joined
                 let (user, name) = match caller.identity {
                     Some(identity) => (Some(identity.user.clone()), Some(identity.name.clone())),
@@ -249,16 +270,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
                 };
                 let expires_at =
                     now.timestamp() + i64::from(self.settings.history_days) * DAY_SECONDS;
-                Ok(Some(self.rooms.append(said, expires_at).await?))
+                Ok(self.rooms.append(said, expires_at).await?)
             })
             .await?;
-        let Some(Appended {
-            message,
-            room: meta,
-        }) = appended
-        else {
-            return self.tell(sender, text::not_a_member(room), deadline).await;
-        };
         let frame = ServerMessage::RoomBroadcast(&message).to_json();
         if let Some(queue) = &self.shards
             && meta.members > u64::from(self.settings.shard_size)
@@ -268,7 +282,8 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
                     queue.as_ref(),
                     sender,
                     frame,
-                    Some((room, meta.members)),
+                    Some(room),
+                    meta.members,
                     deadline,
                 )
                 .await;

@@ -11,6 +11,7 @@ use tracing::field::Empty;
 
 use super::deadline::{CutOff, until};
 use super::delivery::{Ended, Gone, Sweep, Swept, paginate};
+use super::guard::Admitted;
 use super::retry::Pacer;
 use super::summary::{CleanupReport, InlineBroadcast, Summary};
 use super::{COUNTING_TARGET, Chat, Deadline, RouteError, Sender, text};
@@ -31,6 +32,9 @@ pub enum ConnectError {
     /// The client asked for something invalid (a bad `name`): a 4xx.
     #[error("refused: {0}")]
     Refused(ProtocolError),
+    /// The user holds as many connections as they may (`too_many_connections`): a 429.
+    #[error("refused: {0}")]
+    TooMany(ProtocolError),
     /// The infrastructure failed: a 5xx; nothing is left stored.
     #[error(transparent)]
     Failed(#[from] RouteError),
@@ -65,6 +69,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
             Some(identity) => (Some(identity.user.clone()), Some(identity.name.clone())),
             None => (None, validate_name(name).map_err(ConnectError::Refused)?),
         };
+        if let (Some(user), Some(max)) = (&user, self.settings.limits.connections_per_user) {
+            self.hold_connection(user, connection_id, max).await?;
+        }
         let connected_at = connected_at.unwrap_or_else(|| self.clock.now());
         let record =
             ConnectionRecord::new(connection_id.to_owned(), name, connected_at).of_user(user);
@@ -159,6 +166,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
                 .room_broadcast(caller, room, &request.message, deadline)
                 .await;
         }
+        if !self.settings.limits.everyone_broadcast {
+            return self.everyone_off(sender, deadline).await;
+        }
         let frame = self
             .or_tell_internal(sender, deadline, async {
                 let now = self.clock.now();
@@ -176,21 +186,49 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
             })
             .await?;
         let mut first = None;
+        let mut audience = None;
         if let Some(queue) = &self.shards {
             let now = self.clock.now().timestamp();
             match self.store.scan_recipients(now, Segment::WHOLE, None).await {
                 Ok(page) if page.next.is_some() => {
+                    // more than a page: the table's estimate, charged before the jobs are queued
+                    let estimate = self.audience_estimate().await.max(page.items.len() as u64);
+                    if self.afford(sender, estimate, deadline).await? == Admitted::No {
+                        return Ok(());
+                    }
                     return self
-                        .shard_out(queue.as_ref(), sender, frame, None, deadline)
+                        .shard_out(queue.as_ref(), sender, frame, None, estimate, deadline)
                         .await;
                 }
-                Ok(page) => first = Some(page),
+                Ok(page) => {
+                    audience = Some(page.items.len() as u64);
+                    first = Some(page);
+                }
                 // The inline fan-out reads it again, and reports if it fails again.
                 Err(error) => tracing::warn!(connection_id = sender, %error, "first page"),
             }
         }
+        let audience = match audience {
+            Some(audience) => audience,
+            None => self.audience_estimate().await,
+        };
+        if self.afford(sender, audience, deadline).await? == Admitted::No {
+            return Ok(());
+        }
         self.deliver_inline(sender, None, frame, Sweep::whole(first), deadline)
             .await
+    }
+
+    /// About how many connections a broadcast to everyone addresses (the table's estimate; 0,
+    /// charging nothing, if it cannot be read).
+    async fn audience_estimate(&self) -> u64 {
+        if self.settings.limits.deliveries.is_none() && self.shards.is_none() {
+            return 0;
+        }
+        self.store.count_estimate().await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "no table size estimate");
+            0
+        })
     }
 
     /// Delivers a broadcast (to everyone, or to a `room`) from this function, reports it, and

@@ -40,29 +40,25 @@ pub struct ShardReport {
 
 impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A, B, R> {
     /// A broadcast larger than one Scan page: one job per scan segment, as many segments as the
-    /// table's estimated size needs ([`segments_for`]), for the workers. A room's (with its
-    /// member count): one job per membership shard. If the jobs cannot be queued the sender is
+    /// table's estimated size needs ([`segments_for`]; the caller read the `estimate`, to
+    /// charge the sender's delivery budget), for the workers. A room's (`estimate`: its member
+    /// count): one job per membership shard. If the jobs cannot be queued the sender is
     /// told `internal` (some segments may have been queued: a retry can deliver twice to those).
     pub(super) async fn shard_out(
         &self,
         queue: &dyn ShardQueue,
         sender: &str,
         frame: String,
-        room: Option<(&str, u64)>,
+        room: Option<&str>,
+        estimate: u64,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
         self.or_tell_internal(sender, deadline, async {
-            let (estimate, segments) = match room {
-                Some((_, members)) => (members, MEMBERSHIP_SHARDS),
-                None => {
-                    let estimate = self.store.count_estimate().await.unwrap_or_else(|error| {
-                        tracing::warn!(%error, "no table size estimate; sharding by the minimum");
-                        0
-                    });
-                    (estimate, segments_for(estimate, &self.settings))
-                }
+            let segments = match room {
+                Some(_) => MEMBERSHIP_SHARDS,
+                None => segments_for(estimate, &self.settings),
             };
-            let room = room.map(|(room, _)| room.to_owned());
+            let room = room.map(str::to_owned);
             let broadcast = format!("{:016x}", fastrand::u64(..));
             let frame: std::sync::Arc<str> = frame.into();
             let jobs = (0..segments)

@@ -114,6 +114,45 @@ pub enum Summary {
         delivered: usize,
         failed: usize,
     },
+    /// A limit refused something of a connection's (issue 23).
+    Refused {
+        connection_id: String,
+        refusal: Refusal,
+    },
+}
+
+/// What a limit refused, and why: each is a metric of its own, so the dashboard shows refusals
+/// by reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A frame over its connection's frame budget (`RefusedFrames`).
+    Frames,
+    /// A frame over its user's frame budget, across their connections (`RefusedUserFrames`).
+    UserFrames,
+    /// A broadcast to `audience` connections that did not fit what was left of the delivery
+    /// budget (`RefusedBroadcasts`, and `RefusedDeliveries` by its audience).
+    Deliveries { audience: u64 },
+    /// A broadcast larger than the whole delivery budget, or to everyone where that is turned
+    /// off (`ForbiddenBroadcasts`).
+    Forbidden { audience: u64 },
+    /// A connect past the user's connections (`RefusedConnects`).
+    Connects,
+    /// The connection closed for refusals sustained past its limit (`ClosedConnections`).
+    Closed,
+}
+
+impl Refusal {
+    /// Its name in the log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Frames => "frames",
+            Refusal::UserFrames => "user_frames",
+            Refusal::Deliveries { .. } => "deliveries",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::Connects => "connects",
+            Refusal::Closed => "closed",
+        }
+    }
 }
 
 /// A metric's unit, as CloudWatch names it.
@@ -196,6 +235,7 @@ impl Summary {
             Summary::Cleanup { .. } => "cleanup",
             Summary::History { .. } => "history",
             Summary::Presence { .. } => "presence",
+            Summary::Refused { .. } => "refused",
         }
     }
 
@@ -207,7 +247,8 @@ impl Summary {
             Summary::Inline(_)
             | Summary::Cleanup { .. }
             | Summary::History { .. }
-            | Summary::Presence { .. } => None,
+            | Summary::Presence { .. }
+            | Summary::Refused { .. } => None,
         }
     }
 
@@ -251,6 +292,20 @@ impl Summary {
                 count("PresenceFrames", *delivered),
                 count("PresenceFailed", *failed),
             ]),
+            Summary::Refused { refusal, .. } => match *refusal {
+                Refusal::Frames => metrics.push(count("RefusedFrames", 1)),
+                Refusal::UserFrames => metrics.push(count("RefusedUserFrames", 1)),
+                Refusal::Deliveries { audience } => metrics.extend([
+                    count("RefusedBroadcasts", 1),
+                    count(
+                        "RefusedDeliveries",
+                        usize::try_from(audience).unwrap_or(usize::MAX),
+                    ),
+                ]),
+                Refusal::Forbidden { .. } => metrics.push(count("ForbiddenBroadcasts", 1)),
+                Refusal::Connects => metrics.push(count("RefusedConnects", 1)),
+                Refusal::Closed => metrics.push(count("ClosedConnections", 1)),
+            },
         }
         metrics
     }
@@ -327,6 +382,24 @@ impl Summary {
                 delivered,
                 failed,
             } => tracing::debug!(kind = "presence", room, delivered, failed, "presence"),
+            Summary::Refused {
+                connection_id,
+                refusal,
+            } => {
+                let audience = match refusal {
+                    Refusal::Deliveries { audience } | Refusal::Forbidden { audience } => {
+                        Some(*audience)
+                    }
+                    _ => None,
+                };
+                tracing::info!(
+                    kind = "refused",
+                    connection_id,
+                    reason = refusal.as_str(),
+                    audience,
+                    "refused"
+                )
+            }
         }
     }
 }

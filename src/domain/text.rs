@@ -1,7 +1,10 @@
 //! What the routes tell clients in their own words: every `{"type":"error"}` frame the domain
 //! writes, in one place (the codes are the protocol's; the wording is here).
 
+use std::time::Duration;
+
 use super::Deliveries;
+use super::limits::Rate;
 use crate::ports::ShardJob;
 use crate::protocol::{ErrorCode, ProtocolError};
 
@@ -131,6 +134,90 @@ pub(crate) fn too_many_rooms(room: &str, max: usize) -> ProtocolError {
         ErrorCode::TooManyRooms,
         format!(
             "you are in {max} rooms, the most one connection may be in: leave one before you join {room:?}"
+        ),
+    )
+}
+
+/// The close reason of a connection whose frames kept being refused (close code 1008).
+pub(crate) const CLOSED_FOR_REFUSALS: &str = "too many refused frames";
+
+/// A wait, as a person reads it: "250 ms", "3.6 s", "2 min".
+fn wait_text(wait: Duration) -> String {
+    let millis = wait.as_millis();
+    if millis < 1_000 {
+        format!("{} ms", millis.max(1))
+    } else if millis < 120_000 {
+        format!("{:.1} s", wait.as_secs_f64())
+    } else {
+        format!("{} min", millis.div_ceil(60_000))
+    }
+}
+
+/// What a frame over a frame budget is answered: the connection's (or with `user`, the
+/// signed-in user's across their connections), `rate` a second; and, `closing`, that this
+/// connection is being closed for it.
+pub(crate) fn frame_refused(
+    user: bool,
+    rate: Rate,
+    wait: Duration,
+    closing: bool,
+) -> ProtocolError {
+    let per_second = 1_000_000 / rate.interval_us.max(1);
+    let whose = if user {
+        "your connections together"
+    } else {
+        "this connection"
+    };
+    let mut message = format!(
+        "too many frames: {whose} may send {per_second} a second, {} at once; this one was dropped, send it again in {}",
+        rate.burst,
+        wait_text(wait)
+    );
+    if closing {
+        message.push_str(
+            "; frames kept being refused (100 in a minute), so this connection is being closed",
+        );
+    }
+    ProtocolError::rate_limited(message, wait)
+}
+
+/// What a broadcast to everyone is answered where the stack turned that off.
+pub(crate) fn everyone_broadcast_off() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::Forbidden,
+        "broadcasting to everyone is turned off here: join a room and broadcast there, \
+         e.g. {\"action\":\"join\",\"room\":\"lobby\"}",
+    )
+}
+
+/// What a broadcast larger than the whole delivery budget is answered.
+pub(crate) fn broadcast_too_large(budget: u64, audience: u64) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "a connection's broadcasts may reach at most {budget} a minute; this one would reach {audience}"
+        ),
+    )
+}
+
+/// What a broadcast that does not fit what is left of the delivery budget is answered.
+pub(crate) fn deliveries_refused(budget: u64, audience: u64, wait: Duration) -> ProtocolError {
+    ProtocolError::rate_limited(
+        format!(
+            "this broadcast would reach {audience} connections, more than is left of your {budget} \
+             deliveries a minute; it was dropped, send it again in {}",
+            wait_text(wait)
+        ),
+        wait,
+    )
+}
+
+/// What the connect past a user's connections is answered (with 429).
+pub(crate) fn too_many_connections(user: &str, max: usize, live: usize) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::TooManyConnections,
+        format!(
+            "user {user:?} already has {live} connections open, and may have at most {max}: close one before you connect again"
         ),
     )
 }

@@ -77,7 +77,7 @@ use base64::Engine;
 use chrono::DateTime;
 use serde_json::Value;
 
-use crate::domain::{Chat, CleanupReport, ConnectError, Deadline, RouteError, Sender};
+use crate::domain::{Admitted, Chat, CleanupReport, ConnectError, Deadline, RouteError, Sender};
 use crate::ports::{ConnectionApi, ConnectionStore, EventBus, RoomStore, ShardJob};
 use crate::protocol::{EVENT_SOURCE, RouteKey, WELCOME_DETAIL_TYPE, WelcomeDetail};
 
@@ -129,6 +129,10 @@ where
         chat.expired(connection_id, deadline).await?;
         return Ok(response(200, None));
     }
+    // the limits, before any work is done for the frame
+    if message_route && chat.admit(sender, deadline).await? == Admitted::No {
+        return Ok(response(200, None));
+    }
     match route {
         RouteKey::Connect => {
             let name = event.query_string_parameters.first("name");
@@ -156,6 +160,7 @@ where
                     Ok(answer)
                 }
                 Err(ConnectError::Refused(error)) => Ok(response(400, Some(error.to_frame()))),
+                Err(ConnectError::TooMany(error)) => Ok(response(429, Some(error.to_frame()))),
                 Err(ConnectError::Failed(error)) => Err(error.into()),
             };
         }

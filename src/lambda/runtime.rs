@@ -126,6 +126,11 @@ pub fn build_with(mut sdk: aws_config::SdkConfig, config: &FunctionConfig) -> Aw
             as Arc<dyn ShardQueue>
     });
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(dynamodb);
+    // the rooms table holds the limits' buckets too (`limit#` keys): one table, one TTL
+    let limits = Arc::new(crate::adapters::limits::DynamoLimits::new(
+        dynamodb.clone(),
+        &config.rooms_table,
+    ));
     Chat {
         rooms: DynamoRoomStore::new(
             dynamodb.clone(),
@@ -147,6 +152,7 @@ pub fn build_with(mut sdk: aws_config::SdkConfig, config: &FunctionConfig) -> Aw
         shards,
         // init sets the stack's (METRICS_NAMESPACE)
         metrics: Arc::new(NoMetrics),
+        limits,
     }
 }
 

@@ -204,6 +204,8 @@ impl Gateway {
             },
             shards: Some(queue.clone()),
             metrics: Arc::new(crate::ports::NoMetrics),
+            // one process is every function instance: the buckets live in memory
+            limits: Arc::new(crate::adapters::memory::MemoryLimits::default()),
         };
         let stage = StageMeta {
             api_id: "local".into(),

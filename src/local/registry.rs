@@ -187,10 +187,7 @@ impl Peer for Socket {
         })
     }
 
-    fn close(&self) -> Outcome<()> {
-        self.send(Outbound::Close {
-            code: 1000,
-            reason: "connection deleted",
-        })
+    fn close(&self, code: u16, reason: &'static str) -> Outcome<()> {
+        self.send(Outbound::Close { code, reason })
     }
 }

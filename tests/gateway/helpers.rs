@@ -27,7 +27,20 @@ pub struct TestGateway {
 }
 
 pub async fn spawn() -> TestGateway {
-    spawn_with(Config::default()).await
+    spawn_with(config()).await
+}
+
+/// webchat-local's defaults with every per-client limit off (`--no-limits`): for the tests that
+/// are not about limits (tests/gateway/limits.rs is).
+pub fn config() -> Config {
+    let config = Config::default();
+    Config {
+        settings: webchat::domain::Settings {
+            limits: webchat::domain::limits::Limits::off(),
+            ..config.settings.clone()
+        },
+        ..config
+    }
 }
 
 pub async fn spawn_with(config: Config) -> TestGateway {

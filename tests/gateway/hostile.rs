@@ -69,7 +69,7 @@ async fn a_broadcast_reaches_200_clients() {
 async fn a_client_that_floods_pings_and_never_reads_is_dropped() {
     let gateway = spawn_with(Config {
         max_outbound_bytes: 64 * 1024,
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await;
     verdict(scenarios::ping_flood(
@@ -84,7 +84,7 @@ async fn half_sent_requests_time_out_and_cannot_lock_clients_out() {
     let gateway = spawn_with(Config {
         header_timeout: Duration::from_millis(500),
         max_connections: Some(4),
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await;
     let seen = scenarios::half_sent_requests(target(&gateway), 6, Duration::from_secs(3));
@@ -107,7 +107,7 @@ async fn half_sent_requests_time_out_and_cannot_lock_clients_out() {
 async fn shutdown_ends_within_its_grace_whatever_the_clients_do() {
     let gateway = spawn_with(Config {
         shutdown_grace: Duration::from_millis(500),
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await;
     let at = target(&gateway);
@@ -168,7 +168,7 @@ async fn a_client_that_vanishes_without_a_close_frame_is_not_a_protocol_error() 
 async fn a_request_body_sent_a_byte_at_a_time_times_out() {
     let gateway = spawn_with(Config {
         header_timeout: Duration::from_millis(500),
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await;
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();

@@ -252,7 +252,7 @@ async fn a_broadcast_larger_than_a_scan_page_goes_through_the_shard_queue_and_re
     // Pages of 3: twelve clients make the broadcast go to segments and the fanout workers.
     let gateway = spawn_with(Config {
         scan_page_size: 3,
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await;
     let mut clients = Vec::new();
@@ -592,7 +592,7 @@ async fn an_idle_connection_is_closed_with_1001() {
     };
     let gateway = spawn_with(Config {
         limits,
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await;
     let (mut client, _) = gateway.join("").await;
@@ -608,7 +608,7 @@ async fn a_busy_connection_is_still_closed_at_the_maximum_duration() {
     };
     let gateway = spawn_with(Config {
         limits,
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await;
     let (mut client, _) = gateway.join("").await;

@@ -11,7 +11,7 @@ use super::helpers::{TestGateway, spawn, spawn_with};
 async fn signed_in_gateway() -> TestGateway {
     spawn_with(Config {
         auth: Some(Auth::Dev),
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await
 }
@@ -229,7 +229,7 @@ async fn with_an_issuer_of_its_own_choosing_tokens_for_its_audience_sign_in() {
             issuer: webchat::auth::jwks::IssuerUrl::parse(issuer.url()).unwrap(),
             audience: "app-client".into(),
         }),
-        ..Config::default()
+        ..crate::helpers::config()
     })
     .await;
     let now = Utc::now().timestamp();

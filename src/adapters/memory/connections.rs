@@ -26,8 +26,9 @@ pub trait Peer: Send + Sync + 'static {
     /// GetConnection's answer; `None` once the connection is closed (410).
     fn info(&self) -> Option<ConnectionInfo>;
 
-    /// DeleteConnection: closes the connection after the messages already handed over.
-    fn close(&self) -> Outcome<()>;
+    /// Closes the connection after the messages already handed over, with close `code` and
+    /// `reason` (DeleteConnection: 1000).
+    fn close(&self, code: u16, reason: &'static str) -> Outcome<()>;
 }
 
 /// A peer that takes every message until it is closed: a client that reads everything. What it
@@ -56,7 +57,7 @@ impl Peer for Inbox {
         })
     }
 
-    fn close(&self) -> Outcome<()> {
+    fn close(&self, _code: u16, _reason: &'static str) -> Outcome<()> {
         self.closed.store(true, Ordering::Relaxed);
         Outcome::Done(())
     }
@@ -180,7 +181,15 @@ impl<P: Peer> MemoryConnectionApi<P> {
     /// DeleteConnection: closes the connection after what was already posted to it.
     pub fn delete(&self, connection_id: &str) -> Outcome<()> {
         match self.peer(connection_id) {
-            Some(peer) => peer.close(),
+            Some(peer) => peer.close(1000, "connection deleted"),
+            None => Outcome::Gone,
+        }
+    }
+
+    /// Closes `connection_id` for breaking the service's policy (1008, `reason`).
+    pub fn close_for_policy(&self, connection_id: &str, reason: &'static str) -> Outcome<()> {
+        match self.peer(connection_id) {
+            Some(peer) => peer.close(1008, reason),
             None => Outcome::Gone,
         }
     }
@@ -337,6 +346,18 @@ impl<P: Peer> ConnectionApi for MemoryConnectionApi<P> {
 
     async fn delete_connection(&self, connection_id: &str) -> Result<Outcome<()>, ApiError> {
         Ok(self.delete(connection_id))
+    }
+
+    async fn close_for_policy(
+        &self,
+        connection_id: &str,
+        reason: &'static str,
+    ) -> Result<Outcome<()>, ApiError> {
+        Ok(MemoryConnectionApi::close_for_policy(
+            self,
+            connection_id,
+            reason,
+        ))
     }
 
     async fn describe(&self, connection_id: &str) -> Result<Outcome<ConnectionInfo>, ApiError> {

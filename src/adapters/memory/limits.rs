@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use futures_util::future::BoxFuture;
+
 use super::lock;
 use crate::domain::limits::{Rate, Taken, take};
 use crate::ports::{LimitStore, StoreError};
@@ -36,13 +38,13 @@ impl MemoryLimits {
 }
 
 impl LimitStore for MemoryLimits {
-    async fn take(
-        &self,
-        key: &str,
+    fn take<'a>(
+        &'a self,
+        key: &'a str,
         cost: u64,
         rate: Rate,
         now_us: i64,
-    ) -> Result<Taken, StoreError> {
+    ) -> BoxFuture<'a, Result<Taken, StoreError>> {
         let mut buckets = lock(&self.buckets);
         let taken = take(buckets.get(key).copied(), now_us, cost, rate);
         if let Taken::Allowed { tat } = taken {
@@ -51,7 +53,7 @@ impl LimitStore for MemoryLimits {
             }
             buckets.insert(key.to_owned(), tat);
         }
-        Ok(taken)
+        Box::pin(std::future::ready(Ok(taken)))
     }
 }
 

@@ -1,0 +1,201 @@
+//! The per-client limits as the routes check them (issue 23): a frame's budgets before any work
+//! is done for it, a broadcast's delivery budget by its audience before it is delivered or
+//! queued, a user's connections at `$connect`, and closing a connection whose frames keep being
+//! refused. The arithmetic is [`super::limits`]; the buckets are the [`LimitStore`]'s, shared by
+//! every function instance.
+//!
+//! A bucket that cannot be read (DynamoDB failing after its retries) allows: a limit guards the
+//! account's throttle and bill against one client, and refusing every client while the store is
+//! down would be the outage it guards against. The failure is logged.
+//!
+//! [`LimitStore`]: crate::ports::LimitStore
+
+use std::time::Duration;
+
+use super::delivery::Gone;
+use super::limits::{Rate, Taken};
+use super::summary::{Refusal, Summary};
+use super::{Chat, ConnectError, Deadline, RouteError, Sender, text};
+use crate::ports::{ConnectionApi, ConnectionStore, EventBus, Outcome, RoomStore};
+
+/// Whether a frame or a broadcast may go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    Yes,
+    /// Refused; the sender has been told why.
+    No,
+}
+
+impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A, B, R> {
+    /// Checks a frame of `sender` against its connection's frame budget and (signed in) its
+    /// user's, before any work is done for it. A refused frame is answered `rate_limited` with
+    /// `retryAfterMs` and dropped; a connection refused more often than `refusals_to_close`
+    /// allows is closed (1008 where the gateway can say so).
+    pub async fn admit(
+        &self,
+        sender: Sender<'_>,
+        deadline: Deadline,
+    ) -> Result<Admitted, RouteError> {
+        let limits = self.settings.limits;
+        let id = sender.connection_id;
+        let now = self.clock.now().timestamp_micros();
+        let mut refused = None;
+        if let Some(rate) = limits.frames
+            && let Some(wait) = self.spend(&format!("frames#{id}"), 1, rate, now).await
+        {
+            refused = Some((Refusal::Frames, wait, rate));
+        }
+        if refused.is_none()
+            && let (Some(rate), Some(identity)) = (limits.user_frames, sender.identity)
+            && let Some(wait) = self
+                .spend(&format!("user#{}", identity.user), 1, rate, now)
+                .await
+        {
+            refused = Some((Refusal::UserFrames, wait, rate));
+        }
+        let Some((refusal, wait, rate)) = refused else {
+            return Ok(Admitted::Yes);
+        };
+        self.report(Summary::Refused {
+            connection_id: id.to_owned(),
+            refusal,
+        });
+        let closing = match limits.refusals_to_close {
+            Some(refusals) => self
+                .spend(&format!("refusals#{id}"), 1, refusals, now)
+                .await
+                .is_some(),
+            None => false,
+        };
+        let told = text::frame_refused(refusal == Refusal::UserFrames, rate, wait, closing);
+        self.tell(id, told, deadline).await?;
+        if closing {
+            self.close_for_refusals(id, deadline).await?;
+        }
+        Ok(Admitted::No)
+    }
+
+    /// Closes a connection whose frames kept being refused.
+    async fn close_for_refusals(&self, id: &str, deadline: Deadline) -> Result<(), RouteError> {
+        self.report(Summary::Refused {
+            connection_id: id.to_owned(),
+            refusal: Refusal::Closed,
+        });
+        let cut_off = self.cut_off(deadline);
+        let closing = self.api.close_for_policy(id, text::CLOSED_FOR_REFUSALS);
+        match super::deadline::until(cut_off, closing).await?? {
+            Outcome::Done(()) => tracing::warn!(connection_id = id, "closed: frames kept refused"),
+            Outcome::Gone => tracing::debug!(connection_id = id, "refused; already gone"),
+        }
+        Ok(())
+    }
+
+    /// A broadcast to everyone where the stack turned that off: `forbidden`.
+    pub(super) async fn everyone_off(
+        &self,
+        sender: &str,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
+        self.report(Summary::Refused {
+            connection_id: sender.to_owned(),
+            refusal: Refusal::Forbidden { audience: 0 },
+        });
+        self.tell(sender, text::everyone_broadcast_off(), deadline)
+            .await
+    }
+
+    /// Charges a broadcast of `sender` to `audience` connections (a room's members, or
+    /// everyone) to its delivery budget. Refused: `forbidden` for one larger than the whole
+    /// budget, `rate_limited` for one that does not fit what is left.
+    pub(super) async fn afford(
+        &self,
+        sender: &str,
+        audience: u64,
+        deadline: Deadline,
+    ) -> Result<Admitted, RouteError> {
+        let Some(rate) = self.settings.limits.deliveries else {
+            return Ok(Admitted::Yes);
+        };
+        let (refusal, told) = if !rate.can_ever_take(audience) {
+            (
+                Refusal::Forbidden { audience },
+                text::broadcast_too_large(rate.burst, audience),
+            )
+        } else {
+            let now = self.clock.now().timestamp_micros();
+            match self
+                .spend(&format!("deliveries#{sender}"), audience, rate, now)
+                .await
+            {
+                None => return Ok(Admitted::Yes),
+                Some(wait) => (
+                    Refusal::Deliveries { audience },
+                    text::deliveries_refused(rate.burst, audience, wait),
+                ),
+            }
+        };
+        self.report(Summary::Refused {
+            connection_id: sender.to_owned(),
+            refusal,
+        });
+        self.tell(sender, told, deadline).await?;
+        Ok(Admitted::No)
+    }
+
+    /// At `$connect` of a signed-in `user`: refuses a connection past `max` live ones. A
+    /// record whose connection is gone (its `$disconnect` never arrived) does not count: only
+    /// at the limit is each asked of `@connections` (GetConnection), and the gone are pruned.
+    pub(super) async fn hold_connection(
+        &self,
+        user: &str,
+        connection_id: &str,
+        max: u32,
+    ) -> Result<(), ConnectError> {
+        let now = self.clock.now();
+        let mut held = self
+            .store
+            .connections_of(user, now.timestamp())
+            .await
+            .map_err(RouteError::from)?;
+        held.retain(|held| held.connection_id != connection_id);
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        if held.len() < max {
+            return Ok(());
+        }
+        let mut live = 0;
+        for recipient in &held {
+            let alive = match self.api.describe(&recipient.connection_id).await {
+                Ok(Outcome::Gone) => !matches!(
+                    self.gone(recipient, now).await,
+                    Ok(Gone::Pruned | Gone::Changed)
+                ),
+                // a connection that cannot be asked about counts: refusing errs on the safe side
+                Ok(Outcome::Done(_)) | Err(_) => true,
+            };
+            live += usize::from(alive);
+        }
+        if live < max {
+            return Ok(());
+        }
+        self.report(Summary::Refused {
+            connection_id: connection_id.to_owned(),
+            refusal: Refusal::Connects,
+        });
+        Err(ConnectError::TooMany(text::too_many_connections(
+            user, max, live,
+        )))
+    }
+
+    /// Takes `cost` from bucket `key`; how long until it would pass, if refused. A store that
+    /// fails allows (see the module's note).
+    async fn spend(&self, key: &str, cost: u64, rate: Rate, now: i64) -> Option<Duration> {
+        match self.limits.take(key, cost, rate, now).await {
+            Ok(Taken::Allowed { .. }) => None,
+            Ok(Taken::Refused { retry_after }) => Some(retry_after),
+            Err(error) => {
+                tracing::warn!(key, %error, "a limit's bucket could not be read; allowed");
+                None
+            }
+        }
+    }
+}
