@@ -112,6 +112,19 @@ impl TestGateway {
         }
     }
 
+    /// The status and body a handshake to `query` is refused with (panics if it is accepted).
+    pub async fn refused_with_body(&self, query: &str) -> (u16, String) {
+        match connect_async(self.url(query)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => (
+                response.status().as_u16(),
+                String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .into_owned(),
+            ),
+            Ok(_) => panic!("the handshake was accepted"),
+            Err(other) => panic!("handshake: {other}"),
+        }
+    }
+
     /// Connects and waits for the welcome; returns the client and its connection id.
     pub async fn join(&self, query: &str) -> (Client, String) {
         let mut client = self.connect(query).await;
@@ -247,6 +260,28 @@ impl Client {
                 Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return 1006,
+            }
+        }
+    }
+
+    /// Waits for the server to close the socket; the close code and reason, and the text frames
+    /// that came before it.
+    pub async fn closed_with_reason(&mut self) -> (u16, String, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string(), before);
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new(), before),
+                Some(Ok(Message::Text(text))) => {
+                    before.push(serde_json::from_str(&text).expect("JSON"));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (1006, String::new(), before),
             }
         }
     }

@@ -7,6 +7,7 @@
 
 mod helpers;
 mod hostile;
+mod limits;
 mod rooms;
 mod scenarios;
 mod signin;

@@ -21,14 +21,14 @@ fn authorizer(user: &str, name: &str, exp: i64) -> Value {
     })
 }
 
-fn signed_in(mut event: Value, user: &str, name: &str, exp: i64) -> Value {
+pub(crate) fn signed_in(mut event: Value, user: &str, name: &str, exp: i64) -> Value {
     event["requestContext"]["authorizer"] = authorizer(user, name, exp);
     event
 }
 
 impl Stack {
     /// Stores a signed-in connection as `$connect` would.
-    async fn put_user(&self, id: &str, user: &str, name: &str) {
+    pub(crate) async fn put_user(&self, id: &str, user: &str, name: &str) {
         self.put(id, Some(name), 60).await;
         self.dynamodb
             .update_item()
