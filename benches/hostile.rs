@@ -27,10 +27,15 @@ use support::LocalProcess;
 
 struct Args {
     clients: usize,
+    /// Only the scenarios whose title contains this.
+    only: Option<String>,
 }
 
 fn args() -> Args {
-    let mut args = Args { clients: 1000 };
+    let mut args = Args {
+        clients: 1000,
+        only: None,
+    };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
         match arg.as_str() {
@@ -40,9 +45,12 @@ fn args() -> Args {
                     .and_then(|n| n.parse().ok())
                     .expect("--clients takes a number")
             }
+            "--only" => args.only = Some(given.next().expect("--only takes a title's word")),
             "--bench" => {}
             "--help" | "-h" => {
-                println!("cargo bench --bench hostile -- [--clients N]   (default 1000)");
+                println!(
+                    "cargo bench --bench hostile -- [--clients N] [--only WORD]   (default 1000 clients; only the scenarios whose title has WORD)"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other} (try --help)"),
@@ -58,6 +66,8 @@ struct Scenario {
     title: &'static str,
     limit: Duration,
     files: u64,
+    /// The server's flags: `--no-limits` unless the scenario is about the limits (issue 23).
+    args: &'static [&'static str],
     run: Run,
 }
 
@@ -78,6 +88,7 @@ where
         title,
         limit: Duration::from_secs(limit),
         files: 4096,
+        args: &["--no-limits"],
         run: Box::new(move |server| {
             Box::pin(async move {
                 let report = scenario(target(&server)).await;
@@ -124,6 +135,7 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
             title: "SIGTERM with a stuck client",
             limit: Duration::from_secs(60),
             files: 4096,
+            args: &["--no-limits"],
             run: Box::new(|mut server| {
                 Box::pin(async move {
                     let at = target(&server);
@@ -139,6 +151,15 @@ fn scenarios(args: &Args) -> Vec<Scenario> {
                 })
             }),
         },
+        Scenario {
+            args: &[],
+            ..simple("flood, with the default limits", 120, |target| {
+                scenarios::flood(target, true, 200, 5)
+            })
+        },
+        simple("flood, --no-limits", 120, |target| {
+            scenarios::flood(target, false, 200, 5)
+        }),
     ]
 }
 
@@ -234,7 +255,10 @@ fn main() {
         args.clients,
         logs.display()
     );
-    let all = scenarios(&args);
+    let mut all = scenarios(&args);
+    if let Some(word) = &args.only {
+        all.retain(|scenario| scenario.title.contains(word.as_str()));
+    }
     let count = all.len();
     let started = Instant::now();
     let mut rows = Vec::new();
@@ -245,8 +269,12 @@ fn main() {
         let log = logs.join(format!("{number}.log"));
         let mut report = runtime.block_on(async {
             let files = scenario.files.min(hard);
-            let server =
-                LocalProcess::start_with_open_files(&["--log-level", "warn"], files, &log).await;
+            let server = LocalProcess::start_with_open_files(
+                &[&["--log-level", "warn"], scenario.args].concat(),
+                files,
+                &log,
+            )
+            .await;
             let run = AssertUnwindSafe((scenario.run)(server)).catch_unwind();
             match tokio::time::timeout(scenario.limit, run).await {
                 Ok(Ok(report)) => report,

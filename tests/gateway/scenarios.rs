@@ -1281,3 +1281,253 @@ pub async fn shutdown_with_a_stuck_client(
         ok: blocked && delivered == posts && stopped.is_ok() && took <= within,
     }
 }
+
+// ------------------------------------------------------------------ 10 flood (issue 23)
+
+/// What a hostile connection's flood got: frames sent, served, refused and forbidden, and its
+/// close code if the server closed it.
+#[derive(Debug, Default)]
+struct Flooded {
+    sent: usize,
+    served: usize,
+    /// The flood's broadcasts that reached everyone (each echoed back to it).
+    broadcasts: usize,
+    refused: usize,
+    forbidden: usize,
+    closed: Option<u16>,
+}
+
+impl Flooded {
+    /// Counts what arrived; whether the connection ended.
+    fn count(&mut self, arrival: Arrival, token: &str) -> bool {
+        match arrival {
+            Arrival::Text(text) => {
+                let frame: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                match (frame["type"].as_str(), frame["code"].as_str()) {
+                    (Some("error"), Some("rate_limited")) => self.refused += 1,
+                    (Some("error"), Some("forbidden")) => self.forbidden += 1,
+                    (Some("connections"), _) => self.served += 1,
+                    (Some("broadcast"), _) if frame["message"] == token => {
+                        self.served += 1;
+                        self.broadcasts += 1;
+                    }
+                    _ => {}
+                }
+                false
+            }
+            Arrival::Close(code) => {
+                self.closed = Some(code.unwrap_or(1005));
+                true
+            }
+            Arrival::Binary(_) => false,
+            Arrival::End | Arrival::Broken(_) => {
+                self.closed.get_or_insert(1006);
+                true
+            }
+        }
+    }
+}
+
+/// One hostile connection floods `list` and broadcasts to everyone, in batches of 40 with
+/// what came back read between them, until `until` or until the server closes it.
+async fn flood_once(addr: SocketAddr, until: Instant, token: &str) -> Result<Flooded, String> {
+    let mut raw = Raw::join(addr, "/?name=flood").await?;
+    let mut flooded = Flooded::default();
+    let list = text(&json!({"action": "list"}).to_string());
+    let say = text(&json!({"action": "broadcast", "message": token}).to_string());
+    while Instant::now() < until {
+        let mut batch = Vec::with_capacity(40 * say.len());
+        for _ in 0..20 {
+            batch.extend(&list);
+            batch.extend(&say);
+        }
+        if raw.send(&batch).await.is_err() {
+            flooded.closed.get_or_insert(1006);
+            return Ok(flooded);
+        }
+        flooded.sent += 40;
+        let read_until = Instant::now() + Duration::from_millis(20);
+        while let Some(arrival) = raw
+            .next(read_until.saturating_duration_since(Instant::now()))
+            .await
+        {
+            if flooded.count(arrival, token) {
+                return Ok(flooded);
+            }
+        }
+    }
+    // what is still on its way
+    while let Some(arrival) = raw.next(Duration::from_millis(500)).await {
+        if flooded.count(arrival, token) {
+            break;
+        }
+    }
+    Ok(flooded)
+}
+
+/// The chat latency of two calm clients in a room: `count` messages from one, 5 a second,
+/// each timed until the other has it.
+async fn calm_latencies(
+    speaker: &mut Raw,
+    listener: &mut Raw,
+    count: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut took = Vec::with_capacity(count);
+    for i in 0..count {
+        let message = format!("calm {i} {}", speaker.id);
+        let sent = Instant::now();
+        speaker
+            .send_json(json!({"action": "broadcast", "room": "calm", "message": message}))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let frame = listener.next_json("broadcast", PATIENCE).await?;
+            if frame["message"] == message.as_str() {
+                took.push(sent.elapsed());
+                break;
+            }
+        }
+        // the speaker's own copy and anything else it was sent, then the pace
+        let _ = speaker.texts_within(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(200).saturating_sub(sent.elapsed())).await;
+    }
+    Ok(took)
+}
+
+/// A latency to a tenth of a millisecond.
+fn fine(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+/// Issue 23's flood. `listeners` idle clients are connected, two calm clients chat in a room,
+/// and their latency is measured (20 messages, 5 a second) before and while a hostile client
+/// floods `list` and broadcasts to everyone: first over one connection until the server closes
+/// it (or `seconds` pass), then reconnecting whenever it is closed for `seconds`. `limited`
+/// says whether the server runs with its default limits (the verdict's bound) or
+/// `--no-limits` (the figures without them).
+pub async fn flood(target: Target, limited: bool, listeners: usize, seconds: u64) -> Report {
+    match flood_inner(target, limited, listeners, seconds).await {
+        Ok(report) => report,
+        Err(error) => Report {
+            done: "the flood scenario".into(),
+            observed: format!("the probe failed: {error}"),
+            ok: false,
+        },
+    }
+}
+
+async fn flood_inner(
+    target: Target,
+    limited: bool,
+    listeners: usize,
+    seconds: u64,
+) -> Result<Report, String> {
+    let addr = target.addr;
+    let mut idle = Vec::with_capacity(listeners);
+    for _ in 0..listeners {
+        idle.push(Raw::join(addr, "/?name=idle").await?);
+    }
+    let mut ada = Raw::join(addr, "/?name=ada").await?;
+    let mut bob = Raw::join(addr, "/?name=bob").await?;
+    for raw in [&mut ada, &mut bob] {
+        raw.send_json(json!({"action": "join", "room": "calm"}))
+            .await
+            .map_err(|e| e.to_string())?;
+        raw.next_json("joined", PATIENCE).await?;
+    }
+    let mut before = calm_latencies(&mut ada, &mut bob, 20).await?;
+    let token = format!("flood-{}", std::process::id());
+    // one connection, until closed
+    let started = Instant::now();
+    let once = flood_once(addr, started + Duration::from_secs(seconds), &token).await?;
+    let once_took = started.elapsed();
+    // then reconnecting, while the calm clients chat
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = {
+        let (stop, token) = (stop.clone(), token.clone());
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(seconds);
+            let mut total = Flooded::default();
+            let mut connections = 0;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                let Ok(one) = flood_once(addr, until, &token).await else {
+                    continue;
+                };
+                connections += 1;
+                total.sent += one.sent;
+                total.served += one.served;
+                total.broadcasts += one.broadcasts;
+                total.refused += one.refused;
+                total.forbidden += one.forbidden;
+                if one.closed == Some(1008) {
+                    total.closed = Some(1008);
+                }
+            }
+            (total, connections)
+        })
+    };
+    let during_started = Instant::now();
+    let mut during = calm_latencies(&mut ada, &mut bob, 20).await?;
+    stop.store(true, Ordering::Relaxed);
+    let (sustained, connections) = flooding.await.map_err(|e| e.to_string())?;
+    let sustained_took = during_started.elapsed().max(Duration::from_secs(seconds));
+    before.sort();
+    during.sort();
+    let audience = listeners + 3;
+    let (p50_before, p99_before) = (percentile(&before, 0.5), percentile(&before, 0.99));
+    let (p50_during, p99_during) = (percentile(&during, 0.5), percentile(&during, 0.99));
+    // the budget of one connection: a burst of 20 and 10 a second
+    let budget = 20 + (once_took.as_secs_f64() * 10.0).ceil() as usize + 1;
+    let held = once.served <= budget && once.closed == Some(1008);
+    let calm = p99_during <= (p99_before * 5).max(p99_before + Duration::from_millis(100));
+    let ok = if limited { held && calm } else { true };
+    Ok(Report {
+        done: format!(
+            "{listeners} idle clients; two calm clients chat in a room (5 a second); a hostile \
+             client floods list and broadcasts to everyone ({audience} connections), first on \
+             one connection, then reconnecting whenever it is closed, for {seconds} s{}",
+            if limited {
+                ""
+            } else {
+                " (server: --no-limits)"
+            }
+        ),
+        observed: format!(
+            "one connection: {} frames sent in {}, {} served ({} broadcasts, {} deliveries), \
+             {} rate_limited, {} forbidden, closed {}\n\
+             reconnecting: {connections} connections, {} frames sent, {} served ({} broadcasts, \
+             {} deliveries, {:.0} a second), {} rate_limited, {} forbidden\n\
+             calm chat p50/p99: before {}/{}, during {}/{}\n{}",
+            once.sent,
+            ms(once_took),
+            once.served,
+            once.broadcasts,
+            once.broadcasts * audience,
+            once.refused,
+            once.forbidden,
+            once.closed
+                .map_or("never".to_owned(), |code| format!("with {code}")),
+            sustained.sent,
+            sustained.served,
+            sustained.broadcasts,
+            sustained.broadcasts * audience,
+            (sustained.broadcasts * audience) as f64 / sustained_took.as_secs_f64(),
+            sustained.refused,
+            sustained.forbidden,
+            fine(p50_before),
+            fine(p99_before),
+            fine(p50_during),
+            fine(p99_during),
+            target.memory()
+        ),
+        ok,
+    })
+}
