@@ -194,6 +194,30 @@ pub fn websocket_url(typed: &str) -> Result<String, String> {
     }
 }
 
+/// A readable line for a limit's error frame (`rate_limited`, `forbidden`), and for
+/// `rate_limited` how long to hold the next lines (its `retryAfterMs`).
+pub fn limit_notice(text: &str) -> Option<(String, Option<Duration>)> {
+    let frame: serde_json::Value = serde_json::from_str(text).ok()?;
+    if frame["type"] != "error" {
+        return None;
+    }
+    let message = frame["message"].as_str().unwrap_or_default();
+    match frame["code"].as_str()? {
+        "rate_limited" => {
+            let wait = Duration::from_millis(frame["retryAfterMs"].as_u64().unwrap_or(1_000));
+            Some((
+                format!(
+                    "! slow down: {message}\n! your next lines wait {:.1} s, then go",
+                    wait.as_secs_f64()
+                ),
+                Some(wait),
+            ))
+        }
+        "forbidden" => Some((format!("! not allowed: {message}"), None)),
+        _ => None,
+    }
+}
+
 /// A failed connect, in words that say what to do.
 pub fn explain_connect_error(
     url: &str,
@@ -419,10 +443,25 @@ pub async fn session(
     let mut lines = input.split(b'\n');
     let mut input_open = true;
     let mut deadline = None::<tokio::time::Instant>;
+    // after rate_limited: typed lines wait in the input until the server would take them
+    let mut held = None::<tokio::time::Instant>;
     let ended = loop {
         tokio::select! {
             frame = frames.next() => match frame {
-                Some(Ok(Message::Text(text))) => output.write_all(format!("< {text}\n").as_bytes()).await?,
+                Some(Ok(Message::Text(text))) => {
+                    output.write_all(format!("< {text}\n").as_bytes()).await?;
+                    if let Some((notice, wait)) = limit_notice(&text) {
+                        output.write_all(format!("{notice}\n").as_bytes()).await?;
+                        if let Some(wait) = wait {
+                            let until = tokio::time::Instant::now() + wait;
+                            held = Some(held.map_or(until, |held| held.max(until)));
+                            // the end of the input waits for what is held too
+                            if let Some(end) = &mut deadline {
+                                *end = (*end).max(until + linger);
+                            }
+                        }
+                    }
+                }
                 Some(Ok(Message::Binary(bytes))) => output.write_all(format!("< ({} binary bytes)\n", bytes.len()).as_bytes()).await?,
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
@@ -439,7 +478,8 @@ pub async fn session(
                     break Ended::Lost;
                 }
             },
-            line = lines.next_segment(), if input_open => match line?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()) {
+            () = async { tokio::time::sleep_until(held.expect("set")).await }, if held.is_some() => held = None,
+            line = lines.next_segment(), if input_open && held.is_none() => match line?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()) {
                 Some(line) if line.trim() == "/quit" => break Ended::Quit,
                 Some(line) => match command(&line) {
                     Command::Send(frame) => sink.send(Message::text(frame)).await?,
@@ -546,6 +586,28 @@ mod tests {
             Command::Explain(text) => assert!(text.contains("frame limit"), "{text}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn limits_errors_become_notices_and_rate_limited_holds_the_input() {
+        let (notice, wait) = limit_notice(
+            r#"{"type":"error","code":"rate_limited","message":"too many frames","retryAfterMs":250}"#,
+        )
+        .unwrap();
+        assert_eq!(wait, Some(Duration::from_millis(250)));
+        assert!(notice.contains("slow down: too many frames"), "{notice}");
+        assert!(
+            notice.contains("wait 0.2 s") || notice.contains("wait 0.3 s"),
+            "{notice}"
+        );
+        let (notice, wait) =
+            limit_notice(r#"{"type":"error","code":"forbidden","message":"at most 2 a minute"}"#)
+                .unwrap();
+        assert_eq!(wait, None);
+        assert_eq!(notice, "! not allowed: at most 2 a minute");
+        assert!(limit_notice(r#"{"type":"error","code":"internal","message":"x"}"#).is_none());
+        assert!(limit_notice(r#"{"type":"broadcast","message":"hi"}"#).is_none());
+        assert!(limit_notice("not json").is_none());
     }
 
     #[test]

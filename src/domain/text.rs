@@ -143,11 +143,12 @@ pub(crate) const CLOSED_FOR_REFUSALS: &str = "too many refused frames";
 
 /// A wait, as a person reads it: "250 ms", "3.6 s", "2 min".
 fn wait_text(wait: Duration) -> String {
-    let millis = wait.as_millis();
+    // rounded up, as retryAfterMs is: waiting what it says always suffices
+    let millis = wait.as_micros().div_ceil(1_000);
     if millis < 1_000 {
         format!("{} ms", millis.max(1))
     } else if millis < 120_000 {
-        format!("{:.1} s", wait.as_secs_f64())
+        format!("{:.1} s", (millis as f64 / 100.0).ceil() / 10.0)
     } else {
         format!("{} min", millis.div_ceil(60_000))
     }

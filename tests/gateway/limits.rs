@@ -315,3 +315,64 @@ async fn a_users_frames_are_one_budget_across_their_connections() {
         .unwrap();
     assert!(message.contains("your connections together"), "{message}");
 }
+
+#[tokio::test]
+async fn the_terminal_client_says_slow_down_and_holds_the_next_line_until_it_would_pass() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    // kept until the end: dropping it stops the server
+    let local =
+        crate::support::LocalProcess::start(&["--frame-rate", "1", "--frame-burst", "2"], &[])
+            .await;
+    let url = local.url.clone();
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_webchat"))
+        .args(["connect", &url, "--linger", "300ms"])
+        .env_remove("WEBCHAT_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(crate::support::PATIENCE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .unwrap_or_else(|| panic!("more output"))
+    };
+    // three at once against a burst of 2: one is refused
+    stdin.write_all(b"/list\n/list\n/list\n").await.unwrap();
+    let wait = loop {
+        let line = next_line().await;
+        if let Some(frame) = line.strip_prefix("< ")
+            && let Ok(frame) = serde_json::from_str::<Value>(frame)
+            && frame["code"] == "rate_limited"
+        {
+            break std::time::Duration::from_millis(frame["retryAfterMs"].as_u64().unwrap());
+        }
+    };
+    assert!(
+        next_line()
+            .await
+            .starts_with("! slow down: too many frames")
+    );
+    let noticed = Instant::now();
+    // typed now, sent once the budget has it: served, not refused again
+    stdin.write_all(b"/list\n").await.unwrap();
+    drop(stdin);
+    let answered = loop {
+        let line = next_line().await;
+        assert!(!line.contains("rate_limited"), "{line}");
+        if line.starts_with("< {\"type\":\"connections\"") {
+            // the two served at once came before the refusal or with it: only a later one counts
+            if noticed.elapsed() > std::time::Duration::from_millis(50) {
+                break noticed.elapsed();
+            }
+        }
+    };
+    assert!(
+        answered + std::time::Duration::from_millis(50) >= wait,
+        "answered {answered:?} after the notice, the wait was {wait:?}"
+    );
+}

@@ -9,7 +9,7 @@ import { join, launchChromium, startWebchat } from "./support.mjs";
 
 let webchat, browser;
 before(async () => {
-  webchat = await startWebchat();
+  webchat = await startWebchat(["--no-limits"]);
   browser = await launchChromium();
 });
 after(async () => {

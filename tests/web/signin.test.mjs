@@ -8,7 +8,7 @@ import { launchChromium, startWebchat } from "./support.mjs";
 
 let webchat, browser;
 before(async () => {
-  webchat = await startWebchat(["--dev-issuer"]);
+  webchat = await startWebchat(["--dev-issuer", "--no-limits"]);
   browser = await launchChromium();
 });
 after(async () => {
