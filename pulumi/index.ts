@@ -25,6 +25,13 @@ export const dashboardUrl = outputs.dashboardUrl;
 /** The CloudWatch dashboard of the functions: every function's errors and throttles, the queues. */
 export const functionsDashboardName = outputs.functionsDashboardName;
 export const functionsDashboardUrl = outputs.functionsDashboardUrl;
+/** The CloudWatch dashboard of the per-client limits: what they refused, by kind. */
+export const limitsDashboardName = outputs.limitsDashboardName;
+export const limitsDashboardUrl = outputs.limitsDashboardUrl;
+/** The alarms (no actions: they show in the CloudWatch console): the limits refusing at least
+ * 100 a minute of a kind for 5 minutes, and the fan-outs' posts answered 429 in 3 of 5 minutes. */
+export const refusalsAlarmName = outputs.refusalsAlarmName;
+export const fanoutCeilingAlarmName = outputs.fanoutCeilingAlarmName;
 /** With sign-in (webchat:jwtIssuer/jwtAudience or webchat:cognito): the tokens' issuer and
  * audience, and how to get a token and connect with it. Null without. */
 export const jwtIssuer = outputs.jwtIssuer;

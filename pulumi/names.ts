@@ -11,6 +11,13 @@ export const AUTHORIZER = contract.authorizer;
 /** The chat functions, which every stack has: every function but the authorizer. */
 export const FUNCTIONS: readonly string[] = contract.functions.filter((fn) => fn !== AUTHORIZER.function);
 export const ROUTES: Readonly<Record<string, string>> = contract.routes;
+/** The function of `$connect`. */
+export const CONNECT_FUNCTION = contract.routes.$connect;
+/** The functions of the routes that receive frames (every route but `$connect` and
+ * `$disconnect`): each frame takes from its connection's and its user's frame budgets there. */
+export const MESSAGE_FUNCTIONS: readonly string[] = Object.entries(contract.routes)
+  .filter(([routeKey]) => routeKey !== "$connect" && routeKey !== "$disconnect")
+  .map(([, fn]) => fn);
 export const ROUTE_SELECTION = contract.routeSelectionExpression;
 export const WELCOME = contract.welcomeEvent;
 export const CLEANUP_FUNCTION = contract.cleanupFunction;

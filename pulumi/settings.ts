@@ -41,6 +41,20 @@ export interface Settings {
   /** Rooms of at most this many members send presence frames when one joins or leaves
    * (PRESENCE_LIMIT); 0, none. */
   presenceLimit: number;
+  /** Frames a second each connection may send (FRAME_RATE); 0, no frame limit. */
+  frameRate: number;
+  /** Frames a connection may send at once, within its frame rate (FRAME_BURST). */
+  frameBurst: number;
+  /** Frames a second a signed-in user may send across their connections, in bursts of twice as
+   * many (USER_FRAME_RATE); 0, no limit per user. */
+  userFrameRate: number;
+  /** Deliveries a minute each connection's broadcasts may address, all at once at most
+   * (DELIVERY_BUDGET); 0, no limit. */
+  deliveryBudget: number;
+  /** Connections one signed-in user may hold at once (CONNECTIONS_PER_USER); 0, no limit. */
+  connectionsPerUser: number;
+  /** Whether a broadcast may address everyone (EVERYONE_BROADCAST); if not, only rooms. */
+  everyoneBroadcast: boolean;
   /** The ADOT collector Lambda layer version whose extension is baked into each image. */
   adotLayerArn: string;
   /** JSON access logs on the stage (needs API Gateway's CloudWatch role on the account). */
@@ -76,6 +90,13 @@ export const DEFAULTS = {
   scanPageSize: 1000,
   historyDays: 7,
   presenceLimit: 100,
+  // the per-client limits (issue 23): a person chatting stays far within them
+  frameRate: 10,
+  frameBurst: 20,
+  userFrameRate: 20,
+  deliveryBudget: 10000,
+  connectionsPerUser: 10,
+  everyoneBroadcast: true,
   accessLogs: false,
   manageApiGatewayAccount: false,
 } as const;
@@ -164,6 +185,24 @@ export function loadSettings(): Settings {
     config, "presenceLimit", DEFAULTS.presenceLimit, 0, 10000,
     "the most members a room may have and still send presence frames; 0 for none",
   );
+  // the limits, within the functions' bounds too; 0 turns a limit off (but a burst, which only
+  // shapes a frame rate, is at least one frame)
+  const frameRate = integerSetting(config, "frameRate", DEFAULTS.frameRate, 0, 1000, "frames a second per connection; 0 for no limit");
+  const frameBurst = integerSetting(config, "frameBurst", DEFAULTS.frameBurst, 1, 10000, "frames a connection may send at once");
+  const userFrameRate = integerSetting(
+    config, "userFrameRate", DEFAULTS.userFrameRate, 0, 10000,
+    "frames a second per signed-in user, across their connections; 0 for no limit",
+  );
+  const deliveryBudget = integerSetting(
+    config, "deliveryBudget", DEFAULTS.deliveryBudget, 0, 10_000_000,
+    "deliveries a minute per connection, a broadcast costing its audience; 0 for no limit",
+  );
+  const connectionsPerUser = integerSetting(
+    config, "connectionsPerUser", DEFAULTS.connectionsPerUser, 0, 1000,
+    "connections one signed-in user may hold at once; 0 for no limit",
+  );
+  // getBoolean refuses anything but true and false, naming the key
+  const everyoneBroadcast = config.getBoolean("everyoneBroadcast") ?? DEFAULTS.everyoneBroadcast;
   const cognito = config.getBoolean("cognito") ?? DEFAULTS.cognito;
   if (cognito && (config.get("jwtIssuer") !== undefined || config.get("jwtAudience") !== undefined)) {
     throw new Error(
@@ -200,6 +239,12 @@ export function loadSettings(): Settings {
     scanPageSize,
     historyDays,
     presenceLimit,
+    frameRate,
+    frameBurst,
+    userFrameRate,
+    deliveryBudget,
+    connectionsPerUser,
+    everyoneBroadcast,
     adotLayerArn: config.get("adotLayerArn") ?? defaultAdotLayerArn(region, architecture),
     accessLogs,
     manageApiGatewayAccount,

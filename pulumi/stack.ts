@@ -1,10 +1,11 @@
 // The whole stack, composed from its components the way the architecture diagram reads:
 // images → functions ← tables (connections, rooms), bus, API, shard queue; API routes →
-// functions; bus → post; schedule → cleanup; shard queue → fanout; the two dashboards over them
-// all. With sign-in, $connect passes the authorizer first, which checks tokens of the stage's
+// functions; bus → post; schedule → cleanup; shard queue → fanout; the three dashboards and the
+// alarms over them all. With sign-in, $connect passes the authorizer first, which checks tokens of the stage's
 // issuer or of the stack's own Cognito pool.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { Alarms } from "./components/alarms";
 import { ApiRoutes, WebSocketApi } from "./components/api";
 import { ConnectAuthorizer } from "./components/authorizer";
 import { CognitoSignIn, cognitoTokenInstructions, issuerTokenInstructions } from "./components/cognito";
@@ -32,6 +33,13 @@ export interface StackOutputs {
   /** The functions dashboard: every function's errors and throttles, and the shard queues. */
   functionsDashboardName: pulumi.Output<string>;
   functionsDashboardUrl: pulumi.Output<string>;
+  /** The limits dashboard: what the per-client limits refused. */
+  limitsDashboardName: pulumi.Output<string>;
+  limitsDashboardUrl: pulumi.Output<string>;
+  /** The alarms: refusals sustained (a composite over one alarm per kind), and the fan-outs'
+   * posts answered 429. */
+  refusalsAlarmName: pulumi.Output<string>;
+  fanoutCeilingAlarmName: pulumi.Output<string>;
   /** With sign-in: the tokens' issuer and audience, and how to get a token and connect with it;
    * null without. */
   jwtIssuer: pulumi.Output<string | null>;
@@ -42,6 +50,13 @@ export interface StackOutputs {
 /** The CloudWatch namespace of the stack's own metrics (METRICS_NAMESPACE). */
 export function metricsNamespace(stack: string): string {
   return `webchat/${stack}`;
+}
+
+/** The first part of the names of the stack's dashboards and alarms: `webchat-<stack>`, with
+ * what a dashboard name does not allow (letters, digits, - and _ only; stack names allow . too)
+ * made a dash. */
+export function namePrefix(stack: string): string {
+  return `webchat-${stack}`.replace(/[^A-Za-z0-9_-]/g, "-");
 }
 
 /** The stack, given its settings and the SHA-256 of the ADOT layer zip the images bake in. */
@@ -100,6 +115,14 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
       historyDays: settings.historyDays,
       presenceLimit: settings.presenceLimit,
     },
+    limits: {
+      frameRate: settings.frameRate,
+      frameBurst: settings.frameBurst,
+      userFrameRate: settings.userFrameRate,
+      deliveryBudget: settings.deliveryBudget,
+      connectionsPerUser: settings.connectionsPerUser,
+      everyoneBroadcast: settings.everyoneBroadcast,
+    },
   });
   const authorizer = tokens
     ? new ConnectAuthorizer("webchat", {
@@ -132,11 +155,10 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     batchSize: SHARDS.batchSize,
     workers: settings.fanoutWorkers,
   });
-  // dashboard names allow letters, digits, - and _; stack names . as well
-  const dashboardPrefix = `webchat-${settings.stack}`.replace(/[^A-Za-z0-9_-]/g, "-");
+  const prefix = namePrefix(settings.stack);
   const dashboard = new Dashboard("webchat", {
-    // two, each within the free tier's 50 metrics: the chat's, and the functions'
-    dashboardNames: { chat: dashboardPrefix, functions: `${dashboardPrefix}-functions` },
+    // three, each within the free tier's 50 metrics: the chat's, the functions' and the limits'
+    dashboardNames: { chat: prefix, functions: `${prefix}-functions`, limits: `${prefix}-limits` },
     namespace: metricsNamespace(settings.stack),
     // the authorizer's Errors include every refused connect: `Unauthorized` is a function error
     functions: [...FUNCTIONS.map((fn) => functions.functions[fn]), ...(authorizer ? [authorizer.function] : [])],
@@ -144,6 +166,7 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     deadLetters: shards.deadLetters,
     postRateBudget: settings.postRateBudget,
   });
+  const alarms = new Alarms("webchat", { prefix, namespace: metricsNamespace(settings.stack) });
   return {
     url: api.url,
     managementEndpoint: api.managementEndpoint,
@@ -157,6 +180,10 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     dashboardUrl: dashboard.url,
     functionsDashboardName: dashboard.functionsDashboard.dashboardName,
     functionsDashboardUrl: dashboard.functionsUrl,
+    limitsDashboardName: dashboard.limitsDashboard.dashboardName,
+    limitsDashboardUrl: dashboard.limitsUrl,
+    refusalsAlarmName: alarms.refusals.alarmName,
+    fanoutCeilingAlarmName: alarms.fanoutCeiling.name,
     jwtIssuer: tokens ? pulumi.output(tokens.issuer) : pulumi.output(null),
     jwtAudience: tokens ? pulumi.output(tokens.audience) : pulumi.output(null),
     getToken: getToken(settings, api.url, cognito),

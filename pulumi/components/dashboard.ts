@@ -1,13 +1,17 @@
-// The stack's two CloudWatch dashboards, each within the free tier's 50 metrics (CloudWatch's
+// The stack's three CloudWatch dashboards, each within the free tier's 50 metrics (CloudWatch's
 // free tier is 3 dashboards of up to 50 metrics; past that a dashboard is $3.00 a month):
 // - the chat (`webchat-<stack>`): the metrics `broadcast`, `fanout` and `cleanup` log in the
 //   Embedded Metric Format (namespace METRICS_NAMESPACE, one dimension, Function), the post rate
 //   against its budget, and the rooms: messages, history reads and presence frames;
 // - the functions (`webchat-<stack>-functions`): every function's errors and throttles, and the
-//   shard queue and its dead letters.
+//   shard queue and its dead letters;
+// - the limits (`webchat-<stack>-limits`): what the per-client limits refused, by kind. Each kind
+//   is logged by seven functions (a metric each, by its Function dimension), 43 metrics in all,
+//   which the chat dashboard, at 50 lines already, has no room for.
 // test/dashboard.test.ts counts each one's metrics, with and without sign-in.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { CONNECT_FUNCTION, MESSAGE_FUNCTIONS } from "../names";
 
 /** The functions whose fan-outs log metrics: the Function dimension's values. */
 export const METRIC_FUNCTIONS = ["broadcast", "fanout"] as const;
@@ -38,6 +42,26 @@ export const ROOMS = {
     functions: ["join", "leave", "disconnect", "broadcast", "chat", "cleanup", "fanout"],
   },
 } as const;
+/** What the per-client limits log (unit Count, one per refusal; shown as Sum per minute), and
+ * which functions log it: the message routes' functions, where every frame takes from its
+ * budgets, and `$connect`'s, which counts a user's connections. */
+export const LIMITS = {
+  /** Frames over their connection's frame budget. */
+  refusedFrames: { metric: "RefusedFrames", functions: MESSAGE_FUNCTIONS },
+  /** Frames over their user's frame budget, across the user's connections. */
+  refusedUserFrames: { metric: "RefusedUserFrames", functions: MESSAGE_FUNCTIONS },
+  /** Broadcasts over what was left of the delivery budget, answered `rate_limited`... */
+  refusedBroadcasts: { metric: "RefusedBroadcasts", functions: MESSAGE_FUNCTIONS },
+  /** ...and the deliveries they would have addressed (a broadcast's audience). */
+  refusedDeliveries: { metric: "RefusedDeliveries", functions: MESSAGE_FUNCTIONS },
+  /** Broadcasts larger than the whole budget, or to everyone where that is off: `forbidden`. */
+  forbiddenBroadcasts: { metric: "ForbiddenBroadcasts", functions: MESSAGE_FUNCTIONS },
+  /** Connections closed after 100 refused frames in a minute. */
+  closedConnections: { metric: "ClosedConnections", functions: MESSAGE_FUNCTIONS },
+  /** Connects past a user's webchat:connectionsPerUser. */
+  refusedConnects: { metric: "RefusedConnects", functions: [CONNECT_FUNCTION] },
+} as const;
+
 /** The outcomes that are each one `@connections` post: their sum per second is the post rate. */
 const POSTS = ["Delivered", "Pruned", "Connecting", "Failed"] as const;
 
@@ -67,6 +91,17 @@ function widget(region: string, x: number, y: number, title: string, metrics: Me
   };
 }
 
+/** Each function's count of `metric`, hidden, and their sum per period: one line however many
+ * log it (metric math ids: a lower-case letter first, then letters, digits and _). */
+function summedLines(namespace: string, metric: string, functions: readonly string[], label: string): Metric[] {
+  const id = metric.toLowerCase();
+  const ids = functions.map((_, i) => `${id}${i}`);
+  return [
+    [{ expression: `SUM([${ids.join(",")}])`, label, id }],
+    ...functions.map((fn, i): Metric => [namespace, metric, "Function", fn, { stat: "Sum", id: ids[i], visible: false }]),
+  ];
+}
+
 /** The chat dashboard's body (what `dashboardBody` holds, as JSON): the fan-outs, the post rate,
  * cleanup and the rooms, two columns of graphs and a row of three. */
 export function chatDashboardBody(inputs: Pick<DashboardInputs, "region" | "namespace" | "postRateBudget">): object {
@@ -82,16 +117,6 @@ export function chatDashboardBody(inputs: Pick<DashboardInputs, "region" | "name
   const durations: Metric[] = METRIC_FUNCTIONS.flatMap((fn) =>
     DURATION.stats.map((stat) => [namespace, DURATION.metric, "Function", fn, { stat, label: `${stat} (${fn})` }]),
   );
-  // each function's count, hidden, and their sum per period: one line however many log it
-  // (metric math ids: a lower-case letter first, then letters, digits and _)
-  const summed = (metric: string, functions: readonly string[], label: string): Metric[] => {
-    const id = metric.toLowerCase();
-    const ids = functions.map((_, i) => `${id}${i}`);
-    return [
-      [{ expression: `SUM([${ids.join(",")}])`, label, id }],
-      ...functions.map((fn, i): Metric => [namespace, metric, "Function", fn, { stat: "Sum", id: ids[i], visible: false }]),
-    ];
-  };
   const widgets = [
     widget(region, 0, 0, "Broadcasts and shard jobs", perFunction(COUNTS.broadcasts, "Sum")),
     widget(
@@ -139,10 +164,48 @@ export function chatDashboardBody(inputs: Pick<DashboardInputs, "region" | "name
       16,
       18,
       "Rooms: presence frames per minute",
-      summed(ROOMS.presenceFrames.metric, ROOMS.presenceFrames.functions, "presence frames (every function)"),
+      summedLines(namespace, ROOMS.presenceFrames.metric, ROOMS.presenceFrames.functions, "presence frames (every function)"),
       {},
       8,
     ),
+  ];
+  return { widgets };
+}
+
+/** The limits dashboard's body: what the limits refused, per minute, each kind one line summed
+ * over the functions that log it; frames and connections on top, broadcasts below. */
+export function limitsDashboardBody(inputs: Pick<DashboardInputs, "region" | "namespace">): object {
+  const { namespace, region } = inputs;
+  const summed = (kind: { metric: string; functions: readonly string[] }, label: string) =>
+    summedLines(namespace, kind.metric, kind.functions, label);
+  const widgets = [
+    widget(
+      region,
+      0,
+      0,
+      "Limits: refused frames per minute",
+      [
+        ...summed(LIMITS.refusedFrames, "over the connection's frame budget (RefusedFrames)"),
+        ...summed(LIMITS.refusedUserFrames, "over the user's frame budget (RefusedUserFrames)"),
+      ],
+      {},
+      8,
+    ),
+    widget(region, 8, 0, "Limits: connections closed per minute", summed(LIMITS.closedConnections, "closed for refusals (ClosedConnections)"), {}, 8),
+    widget(
+      region,
+      16,
+      0,
+      "Limits: refused connects per minute",
+      LIMITS.refusedConnects.functions.map((fn) => [namespace, LIMITS.refusedConnects.metric, "Function", fn, { stat: "Sum", label: `past webchat:connectionsPerUser (${fn})` }]),
+      {},
+      8,
+    ),
+    widget(region, 0, 6, "Limits: refused and forbidden broadcasts per minute", [
+      ...summed(LIMITS.refusedBroadcasts, "over the delivery budget, rate_limited (RefusedBroadcasts)"),
+      ...summed(LIMITS.forbiddenBroadcasts, "larger than the budget or to everyone, forbidden (ForbiddenBroadcasts)"),
+    ]),
+    widget(region, 12, 6, "Limits: deliveries refused per minute", summed(LIMITS.refusedDeliveries, "the refused broadcasts' audiences (RefusedDeliveries)")),
   ];
   return { widgets };
 }
@@ -170,8 +233,8 @@ export function functionsDashboardBody(
 }
 
 export interface DashboardArgs {
-  /** The dashboards' names: the chat's (the stack's prefix) and the functions'. */
-  dashboardNames: { chat: string; functions: string };
+  /** The dashboards' names: the chat's (the stack's prefix), the functions' and the limits'. */
+  dashboardNames: { chat: string; functions: string; limits: string };
   namespace: string;
   functions: aws.lambda.Function[];
   shardQueue: aws.sqs.Queue;
@@ -179,8 +242,8 @@ export interface DashboardArgs {
   postRateBudget: number;
 }
 
-/** The stack's dashboards: the chat's (`dashboard`, `url`) and the functions' (`functionsDashboard`,
- * `functionsUrl`). The chat's keeps the logical name and the dashboard name the single dashboard
+/** The stack's dashboards: the chat's (`dashboard`, `url`), the functions' (`functionsDashboard`,
+ * `functionsUrl`) and the limits' (`limitsDashboard`, `limitsUrl`). The chat's keeps the logical name and the dashboard name the single dashboard
  * had, so an existing stack updates it in place. */
 export class Dashboard extends pulumi.ComponentResource {
   /** The chat: fan-outs, post rate, cleanup, rooms. */
@@ -191,6 +254,10 @@ export class Dashboard extends pulumi.ComponentResource {
   public readonly functionsDashboard: aws.cloudwatch.Dashboard;
   /** The functions dashboard in the CloudWatch console. */
   public readonly functionsUrl: pulumi.Output<string>;
+  /** What the per-client limits refused. */
+  public readonly limitsDashboard: aws.cloudwatch.Dashboard;
+  /** The limits dashboard in the CloudWatch console. */
+  public readonly limitsUrl: pulumi.Output<string>;
 
   constructor(name: string, args: DashboardArgs, opts?: pulumi.ComponentResourceOptions) {
     super("webchat:index:Dashboard", name, {}, opts);
@@ -217,10 +284,19 @@ export class Dashboard extends pulumi.ComponentResource {
       },
       { parent: this },
     );
+    this.limitsDashboard = new aws.cloudwatch.Dashboard(
+      `${name}-limits`,
+      {
+        dashboardName: args.dashboardNames.limits,
+        dashboardBody: region.apply((region) => JSON.stringify(limitsDashboardBody({ region, namespace: args.namespace }))),
+      },
+      { parent: this },
+    );
     const consoleUrl = (dashboard: aws.cloudwatch.Dashboard) =>
       pulumi.interpolate`https://${region}.console.aws.amazon.com/cloudwatch/home?region=${region}#dashboards/dashboard/${dashboard.dashboardName}`;
     this.url = consoleUrl(this.dashboard);
     this.functionsUrl = consoleUrl(this.functionsDashboard);
-    this.registerOutputs({ url: this.url, functionsUrl: this.functionsUrl });
+    this.limitsUrl = consoleUrl(this.limitsDashboard);
+    this.registerOutputs({ url: this.url, functionsUrl: this.functionsUrl, limitsUrl: this.limitsUrl });
   }
 }

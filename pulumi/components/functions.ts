@@ -3,7 +3,7 @@
 // `imageFunction` is that recipe for one function; the authorizer (authorizer.ts) uses it too.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { ENV, ROUTES, SHARDS, TABLE } from "../names";
+import { ENV, SHARDS, TABLE } from "../names";
 
 /** An HTTP method on `@connections/*`: POST posts to a connection, GET describes it, DELETE
  * closes it. */
@@ -17,13 +17,23 @@ export interface Permissions {
   userIndex: string[];
   /** DynamoDB actions on the rooms table (a Query of its base table needs only the table's ARN). */
   rooms: string[];
+  /** Whether it takes from the limits' buckets: UpdateItem on the rooms table's `limit#` items
+   * (LIMIT_KEYS), and on those only where `rooms` has no UpdateItem of its own. */
+  limitBuckets: boolean;
   /** HTTP methods on `@connections/*`. */
   connections: ConnectionsMethod[];
   /** events:PutEvents on the bus. */
   putEvents: boolean;
   /** SQS actions on the shard queue. */
   sqs: string[];
+  /** What it may do besides on a stack with sign-in, where connections belong to users. */
+  signIn?: Partial<Pick<Permissions, "dynamodb" | "userIndex" | "connections">>;
 }
+
+/** The limits' buckets (src/adapters/limits.rs): items of the rooms table whose partition key is
+ * `limit#<key>`, each taken from by a conditional UpdateItem (its refusal returns the old item,
+ * ReturnValuesOnConditionCheckFailure, which needs no read permission). */
+export const LIMIT_KEYS = "limit#*";
 
 /** What the worker does with its queue: receive, delete, report failures and extend a job's
  * visibility (the event source mapping, under the worker's role), and hand on the rest of a
@@ -44,18 +54,37 @@ const SHARD_WORKER_SQS = [
  * out of the record's set (UpdateItem). The presence frames are `@connections` posts. */
 const LEAVE_ROOMS = ["dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:Query"];
 
+/** What every message route's function does for the limits: each frame takes from its
+ * connection's and its user's frame budgets (a broadcast from its delivery budget too), and a
+ * connection that keeps sending past them, or a frame after its token's `exp` with sign-in, is
+ * closed (DeleteConnection) after an error frame (POST). */
+const MESSAGE_ROUTE: Pick<Permissions, "limitBuckets" | "connections"> = { limitBuckets: true, connections: ["POST", "DELETE"] };
+
 export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
-  connect: { dynamodb: ["dynamodb:PutItem"], userIndex: [], rooms: [], connections: [], putEvents: true, sqs: [] },
+  // the record; with sign-in, a user at webchat:connectionsPerUser has their connections counted
+  // by a Query of the user index, each asked after (GET @connections) and a gone one's record
+  // deleted, before the connect is refused
+  connect: {
+    dynamodb: ["dynamodb:PutItem"],
+    userIndex: [],
+    rooms: [],
+    limitBuckets: false,
+    connections: [],
+    putEvents: true,
+    sqs: [],
+    signIn: { dynamodb: ["dynamodb:DeleteItem"], userIndex: ["dynamodb:Query"], connections: ["GET"] },
+  },
   // the record's rooms, each room left (presence frames to the others), then the record
   disconnect: {
     dynamodb: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
     userIndex: [],
     rooms: LEAVE_ROOMS,
+    limitBuckets: false,
     connections: ["POST"],
     putEvents: false,
     sqs: [],
   },
-  default: { dynamodb: [], userIndex: [], rooms: [], connections: ["POST"], putEvents: false, sqs: [] },
+  default: { dynamodb: [], userIndex: [], rooms: [], ...MESSAGE_ROUTE, putEvents: false, sqs: [] },
   // the sender's name, the first scan page, pruning of connections that answer 410 (and the rooms
   // they leave); the table's item count, to choose how many segments a large audience is split
   // into, which it sends as jobs to the shard queue. To a room: the sender's membership, the
@@ -64,7 +93,7 @@ export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
     dynamodb: ["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:DescribeTable"],
     userIndex: [],
     rooms: ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"],
-    connections: ["POST"],
+    ...MESSAGE_ROUTE,
     putEvents: false,
     sqs: ["sqs:SendMessage"],
   },
@@ -73,7 +102,7 @@ export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
     dynamodb: ["dynamodb:Scan"],
     userIndex: [],
     rooms: ["dynamodb:Query"],
-    connections: ["POST"],
+    ...MESSAGE_ROUTE,
     putEvents: false,
     sqs: [],
   },
@@ -83,7 +112,7 @@ export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
     dynamodb: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
     userIndex: ["dynamodb:Query"],
     rooms: LEAVE_ROOMS,
-    connections: ["POST"],
+    ...MESSAGE_ROUTE,
     putEvents: false,
     sqs: [],
   },
@@ -93,20 +122,22 @@ export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
     dynamodb: ["dynamodb:GetItem", "dynamodb:UpdateItem"],
     userIndex: [],
     rooms: ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
-    connections: ["POST"],
+    ...MESSAGE_ROUTE,
     putEvents: false,
     sqs: [],
   },
-  leave: { dynamodb: ["dynamodb:UpdateItem"], userIndex: [], rooms: LEAVE_ROOMS, connections: ["POST"], putEvents: false, sqs: [] },
-  // the sender's membership and a page of the room's messages: it reads, never writes
-  history: { dynamodb: [], userIndex: [], rooms: ["dynamodb:GetItem", "dynamodb:Query"], connections: ["POST"], putEvents: false, sqs: [] },
-  post: { dynamodb: [], userIndex: [], rooms: [], connections: ["POST"], putEvents: false, sqs: [] },
+  leave: { dynamodb: ["dynamodb:UpdateItem"], userIndex: [], rooms: LEAVE_ROOMS, ...MESSAGE_ROUTE, putEvents: false, sqs: [] },
+  // the sender's membership and a page of the room's messages: it reads rooms, never writes them
+  // (its one write is to its limits' buckets)
+  history: { dynamodb: [], userIndex: [], rooms: ["dynamodb:GetItem", "dynamodb:Query"], ...MESSAGE_ROUTE, putEvents: false, sqs: [] },
+  post: { dynamodb: [], userIndex: [], rooms: [], limitBuckets: false, connections: ["POST"], putEvents: false, sqs: [] },
   // a Scan of every record, GET @connections/{id} of each live one; a record removed (expired or
   // gone) leaves its rooms, whose other members get presence frames (POST)
   cleanup: {
     dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem"],
     userIndex: [],
     rooms: LEAVE_ROOMS,
+    limitBuckets: false,
     connections: ["GET", "POST"],
     putEvents: false,
     sqs: [],
@@ -117,24 +148,42 @@ export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
     dynamodb: ["dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:GetItem"],
     userIndex: [],
     rooms: LEAVE_ROOMS,
+    limitBuckets: false,
     connections: ["POST"],
     putEvents: false,
     sqs: SHARD_WORKER_SQS,
   },
 };
 
-/** The functions of the routes that receive frames (every route but `$connect` and
- * `$disconnect`). With sign-in, a frame that arrives after the token's `exp` makes them close its
- * connection (DeleteConnection), so there, and only there, they may DELETE `@connections`. */
-export const CLOSES_EXPIRED: readonly string[] = Object.entries(ROUTES)
-  .filter(([routeKey]) => routeKey !== "$connect" && routeKey !== "$disconnect")
-  .map(([, fn]) => fn);
+/** What a function may do on a stack with or without sign-in: its permissions, and with sign-in
+ * what they add. */
+export function permissionsOf(fn: string, signIn: boolean): Omit<Permissions, "signIn"> {
+  const declared = PERMISSIONS[fn];
+  if (!declared) throw new Error(`no permissions declared for ${fn}`);
+  const { signIn: added = {}, ...permissions } = declared;
+  if (!signIn) return permissions;
+  return {
+    ...permissions,
+    dynamodb: [...permissions.dynamodb, ...(added.dynamodb ?? [])],
+    userIndex: [...permissions.userIndex, ...(added.userIndex ?? [])],
+    connections: [...permissions.connections, ...(added.connections ?? [])],
+  };
+}
 
-/** The `@connections` methods a function may call: its own, and DELETE with sign-in if it serves
- * a message route. */
-function connectionsMethods(fn: string, signIn: boolean): ConnectionsMethod[] {
-  const methods = PERMISSIONS[fn]?.connections ?? [];
-  return signIn && CLOSES_EXPIRED.includes(fn) ? [...methods, "DELETE"] : methods;
+/** UpdateItem on the limits' buckets alone, for a function that writes nothing else of the rooms
+ * table. `dynamodb:LeadingKeys` holds the partition keys a request touches: a multivalued key,
+ * so it takes ForAllValues, which also holds for a request that carries none (the IAM guide,
+ * "Multivalued context keys"), hence the Null condition too. An UpdateItem always carries its key. */
+function limitBucketsStatement(roomsTableArn: string): object {
+  return {
+    Effect: "Allow",
+    Action: ["dynamodb:UpdateItem"],
+    Resource: roomsTableArn,
+    Condition: {
+      "ForAllValues:StringLike": { "dynamodb:LeadingKeys": [LIMIT_KEYS] },
+      Null: { "dynamodb:LeadingKeys": "false" },
+    },
+  };
 }
 
 /** The functions that split broadcasts into shard jobs or deliver them: they get the queue's URL,
@@ -166,6 +215,31 @@ export interface RoomsArgs {
   presenceLimit: number;
 }
 
+/** The per-client limits, which every chat function is told (each one reads them all at start,
+ * as it does the rooms' settings): frames per connection (FRAME_RATE, FRAME_BURST) and per user
+ * (USER_FRAME_RATE), deliveries per connection (DELIVERY_BUDGET), connections per user
+ * (CONNECTIONS_PER_USER), and whether a broadcast may address everyone (EVERYONE_BROADCAST). */
+export interface LimitsArgs {
+  frameRate: number;
+  frameBurst: number;
+  userFrameRate: number;
+  deliveryBudget: number;
+  connectionsPerUser: number;
+  everyoneBroadcast: boolean;
+}
+
+/** The limits as the functions read them: whole numbers, and `true` or `false`. */
+export function limitsEnvironment(limits: LimitsArgs): Record<string, string> {
+  return {
+    [ENV.frameRate]: String(limits.frameRate),
+    [ENV.frameBurst]: String(limits.frameBurst),
+    [ENV.userFrameRate]: String(limits.userFrameRate),
+    [ENV.deliveryBudget]: String(limits.deliveryBudget),
+    [ENV.connectionsPerUser]: String(limits.connectionsPerUser),
+    [ENV.everyoneBroadcast]: limits.everyoneBroadcast ? "true" : "false",
+  };
+}
+
 /** Lambda's application log level for a stack whose log level is `level`: never less verbose
  * than INFO. The functions filter their own logs at `level` (LOG_LEVEL); Lambda treats a line
  * without a `level` key as INFO, and the metrics' EMF lines have none, so a WARN or ERROR filter
@@ -186,7 +260,8 @@ export interface FunctionsArgs {
   managementEndpoint: pulumi.Input<string>;
   /** `arn:aws:execute-api:{region}:{account}:{api-id}/{stage}` */
   stageArn: pulumi.Input<string>;
-  /** Connections sign in with a token (JWT auth): the message routes may close expired ones. */
+  /** Connections sign in with a token (JWT auth), and so belong to users: `connect` may count
+   * a user's connections. */
   signIn: boolean;
   logLevel: string;
   memory: number;
@@ -200,6 +275,7 @@ export interface FunctionsArgs {
   metricsNamespace: string;
   sharding: ShardingArgs;
   rooms: RoomsArgs;
+  limits: LimitsArgs;
 }
 
 /** What every function may do: write its own log group, and send its traces. */
@@ -212,14 +288,13 @@ export function logStatements(logGroupArn: string): object[] {
 }
 
 /** The IAM policy document of one function: only what its code calls, on exactly its resources
- * (with `signIn`, closing connections too, for the message routes' functions). */
+ * (with `signIn`, what connections that belong to users add). */
 export function policyDocument(
   fn: string,
   resources: { tableArn: string; roomsTableArn: string; busArn: string; stageArn: string; logGroupArn: string; queueArn: string },
   signIn: boolean,
 ): object {
-  const permissions = PERMISSIONS[fn];
-  if (!permissions) throw new Error(`no permissions declared for ${fn}`);
+  const permissions = permissionsOf(fn, signIn);
   const statements = logStatements(resources.logGroupArn);
   if (permissions.dynamodb.length > 0) {
     statements.push({ Effect: "Allow", Action: permissions.dynamodb, Resource: resources.tableArn });
@@ -234,10 +309,13 @@ export function policyDocument(
   if (permissions.rooms.length > 0) {
     statements.push({ Effect: "Allow", Action: permissions.rooms, Resource: resources.roomsTableArn });
   }
+  if (permissions.limitBuckets && !permissions.rooms.includes("dynamodb:UpdateItem")) {
+    statements.push(limitBucketsStatement(resources.roomsTableArn));
+  }
   if (permissions.putEvents) {
     statements.push({ Effect: "Allow", Action: ["events:PutEvents"], Resource: resources.busArn });
   }
-  const methods = connectionsMethods(fn, signIn);
+  const methods = permissions.connections;
   if (methods.length > 0) {
     statements.push({
       Effect: "Allow",
@@ -341,6 +419,7 @@ export class Functions extends pulumi.ComponentResource {
             [ENV.metricsNamespace]: args.metricsNamespace,
             [ENV.historyDays]: String(args.rooms.historyDays),
             [ENV.presenceLimit]: String(args.rooms.presenceLimit),
+            ...limitsEnvironment(args.limits),
             ...(SHARDING.includes(fn)
               ? {
                   [ENV.shardQueue]: args.sharding.queueUrl,

@@ -1,4 +1,4 @@
-// The two dashboards and CloudWatch's free tier: 3 dashboards of up to 50 metrics each, free;
+// The three dashboards and CloudWatch's free tier: 3 dashboards of up to 50 metrics each, free;
 // past 50 a dashboard costs $3.00 a month. Each dashboard's metrics are counted from its body as
 // CloudWatch tells metrics apart (namespace, name and dimensions), without sign-in, with an
 // issuer's and with the stack's Cognito pool. The three stacks are synthesized one after the
@@ -12,6 +12,7 @@ import { ofType, synthesizeStack } from "./helpers";
 const FREE_TIER_METRICS = 50;
 const CHAT = "webchat-stage";
 const FUNCTIONS_DASHBOARD = "webchat-stage-functions";
+const LIMITS_DASHBOARD = "webchat-stage-limits";
 
 const STACKS: Record<string, Record<string, string>> = {
   "without sign-in": {},
@@ -73,15 +74,16 @@ describe("the dashboards, within CloudWatch's free tier", () => {
     const signIn = Object.keys(config).length > 0;
     const functions = signIn ? FUNCTIONS.length + 1 : FUNCTIONS.length;
 
-    it(`draws at most ${FREE_TIER_METRICS} metrics on each of two dashboards, ${name}`, () => {
+    it(`draws at most ${FREE_TIER_METRICS} metrics on each of three dashboards, ${name}`, () => {
       const { recorded } = stacks.get(name)!;
       const dashboards = bodies(recorded);
-      assert.deepEqual(Object.keys(dashboards).sort(), [CHAT, FUNCTIONS_DASHBOARD]);
+      assert.deepEqual(Object.keys(dashboards).sort(), [CHAT, FUNCTIONS_DASHBOARD, LIMITS_DASHBOARD]);
       assert.equal(ofType(recorded, "aws:lambda/function:Function").length, functions, "the functions the stack has");
       assert.equal(ofType(recorded, "aws:cognito/userPool:UserPool").length, config["webchat:cognito"] ? 1 : 0, "the pool");
       const chat = count(dashboards[CHAT]);
       const fns = count(dashboards[FUNCTIONS_DASHBOARD]);
-      for (const [dashboard, counted] of [[CHAT, chat], [FUNCTIONS_DASHBOARD, fns]] as const) {
+      const limits = count(dashboards[LIMITS_DASHBOARD]);
+      for (const [dashboard, counted] of [[CHAT, chat], [FUNCTIONS_DASHBOARD, fns], [LIMITS_DASHBOARD, limits]] as const) {
         assert.ok(counted.metrics.size <= FREE_TIER_METRICS, `${dashboard}: ${counted.metrics.size} metrics`);
         // stricter, should the free tier count lines: each line, hidden or repeated, and each expression
         const lines = counted.lines + counted.expressions.length;
@@ -93,19 +95,23 @@ describe("the dashboards, within CloudWatch's free tier", () => {
       assert.deepEqual([chat.metrics.size, chat.lines, chat.expressions.length], [36, 48, 2]);
       assert.deepEqual([fns.metrics.size, fns.lines, fns.expressions.length], [2 * functions + 4, 2 * functions + 4, 0]);
       assert.equal(fns.metrics.size, signIn ? 30 : 28);
-      // nothing drawn twice across the two, nothing lost: what the one dashboard drew (64, 66 with sign-in)
-      const union = new Set([...chat.metrics, ...fns.metrics]);
-      assert.equal(union.size, chat.metrics.size + fns.metrics.size);
-      assert.equal(union.size, signIn ? 66 : 64);
+      // six kinds of refusal by the seven message routes' functions, and refused connects by connect
+      assert.deepEqual([limits.metrics.size, limits.lines, limits.expressions.length], [43, 43, 6]);
+      // nothing drawn twice across the three, nothing lost: what the one dashboard drew (64, 66
+      // with sign-in), and the limits
+      const union = new Set([...chat.metrics, ...fns.metrics, ...limits.metrics]);
+      assert.equal(union.size, chat.metrics.size + fns.metrics.size + limits.metrics.size);
+      assert.equal(union.size, signIn ? 109 : 107);
     });
   }
 
-  it("puts the stack's own metrics on the chat dashboard, and AWS's (Lambda, SQS) on the functions dashboard, the authorizer's with sign-in", () => {
+  it("puts the stack's own metrics on the chat and limits dashboards, and AWS's (Lambda, SQS) on the functions dashboard, the authorizer's with sign-in", () => {
     for (const [name, config] of Object.entries(STACKS)) {
       const dashboards = bodies(stacks.get(name)!.recorded);
       const namespaces = (dashboard: string) =>
         [...count(dashboards[dashboard]).metrics].map((key) => JSON.parse(key)[0] as string);
       assert.deepEqual([...new Set(namespaces(CHAT))], ["webchat/stage"], name);
+      assert.deepEqual([...new Set(namespaces(LIMITS_DASHBOARD))], ["webchat/stage"], name);
       assert.deepEqual([...new Set(namespaces(FUNCTIONS_DASHBOARD))].sort(), ["AWS/Lambda", "AWS/SQS"], name);
       const authorizer = [...count(dashboards[FUNCTIONS_DASHBOARD]).metrics].filter((key) => key.includes(`webchat-stage-${AUTHORIZER.function}`));
       assert.equal(authorizer.length, Object.keys(config).length > 0 ? 2 : 0, name);
@@ -130,15 +136,17 @@ describe("the dashboards, within CloudWatch's free tier", () => {
     }
   });
 
-  it("exports the chat dashboard as dashboardName/dashboardUrl, as before, and the functions dashboard beside it", () => {
+  it("exports the chat dashboard as dashboardName/dashboardUrl, as before, and the functions and limits dashboards beside it", () => {
     const { recorded, outputs } = stacks.get("without sign-in")!;
     const inConsole = "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/";
     assert.equal(outputs.dashboardName, CHAT);
     assert.equal(outputs.dashboardUrl, `${inConsole}${CHAT}`);
     assert.equal(outputs.functionsDashboardName, FUNCTIONS_DASHBOARD);
     assert.equal(outputs.functionsDashboardUrl, `${inConsole}${FUNCTIONS_DASHBOARD}`);
+    assert.equal(outputs.limitsDashboardName, LIMITS_DASHBOARD);
+    assert.equal(outputs.limitsDashboardUrl, `${inConsole}${LIMITS_DASHBOARD}`);
     // the chat dashboard keeps the one dashboard's logical name and name: an existing stack updates it in place
     const logical = Object.fromEntries(ofType(recorded, "aws:cloudwatch/dashboard:Dashboard").map((d) => [d.name, d.inputs.dashboardName]));
-    assert.deepEqual(logical, { webchat: CHAT, "webchat-functions": FUNCTIONS_DASHBOARD });
+    assert.deepEqual(logical, { webchat: CHAT, "webchat-functions": FUNCTIONS_DASHBOARD, "webchat-limits": LIMITS_DASHBOARD });
   });
 });

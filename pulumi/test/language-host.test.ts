@@ -133,9 +133,12 @@ describe("the program under Pulumi's language host", () => {
     ]) {
       assert.equal(ofType(first.recorded, type).length, 1, type);
     }
-    // two dashboards, each within the free tier's 50 metrics (test/dashboard.test.ts counts them)
+    // three dashboards, each within the free tier's 50 metrics (test/dashboard.test.ts counts them)
     const dashboards = ofType(first.recorded, "aws:cloudwatch/dashboard:Dashboard").map((d) => d.inputs.dashboardName).sort();
-    assert.deepEqual(dashboards, ["webchat-stage", "webchat-stage-functions"]);
+    assert.deepEqual(dashboards, ["webchat-stage", "webchat-stage-functions", "webchat-stage-limits"]);
+    // the alarms: one per kind of refusal and the composite over them, and the fan-out ceiling
+    assert.equal(ofType(first.recorded, "aws:cloudwatch/metricAlarm:MetricAlarm").length, 6);
+    assert.equal(ofType(first.recorded, "aws:cloudwatch/compositeAlarm:CompositeAlarm").length, 1);
   });
 
   it("deploys the rooms: their table, their routes, and every chat function told the table and Pulumi.stage.yaml's rooms settings", async () => {
@@ -155,13 +158,31 @@ describe("the program under Pulumi's language host", () => {
     assert.equal((await first.engine.outputs()).roomsTableName, rooms.id);
   });
 
+  it("tells every chat function Pulumi.stage.yaml's limits", () => {
+    const stage = stackConfig("stage");
+    const settings: [string, string, string][] = [
+      ["frameRate", ENV.frameRate, "10"],
+      ["frameBurst", ENV.frameBurst, "20"],
+      ["userFrameRate", ENV.userFrameRate, "20"],
+      ["deliveryBudget", ENV.deliveryBudget, "10000"],
+      ["connectionsPerUser", ENV.connectionsPerUser, "10"],
+      ["everyoneBroadcast", ENV.everyoneBroadcast, "true"],
+    ];
+    for (const fn of ofType(first.recorded, "aws:lambda/function:Function")) {
+      const variables = fn.inputs.environment.variables;
+      for (const [key, name, fallback] of settings) {
+        assert.equal(variables[name], stage[`webchat:${key}`] ?? fallback, `${fn.inputs.name}: ${name}`);
+      }
+    }
+  });
+
   it("exports the wss:// URL of the stage", async () => {
     const outputs = await first.engine.outputs();
     assert.match(String(outputs.url), /^wss:\/\/[a-z0-9]{10}\.execute-api\.eu-west-1\.amazonaws\.com\/stage$/);
     assert.match(String(outputs.managementEndpoint), /^https:\/\/[a-z0-9]{10}\.execute-api\.eu-west-1\.amazonaws\.com\/stage$/);
   });
 
-  it("exports the shard queue's and its dead-letter queue's URLs and the two dashboards", async () => {
+  it("exports the shard queue's and its dead-letter queue's URLs, the three dashboards and the two alarms", async () => {
     const outputs = await first.engine.outputs();
     const queues = ofType(first.recorded, "aws:sqs/queue:Queue");
     const urlOf = (name: string) => `https://sqs.eu-west-1.amazonaws.com/123456789012/${queues.find((q) => q.name === name)?.id}`;
@@ -171,6 +192,10 @@ describe("the program under Pulumi's language host", () => {
     assert.equal(outputs.dashboardUrl, "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/webchat-stage");
     assert.equal(outputs.functionsDashboardName, "webchat-stage-functions");
     assert.equal(outputs.functionsDashboardUrl, "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/webchat-stage-functions");
+    assert.equal(outputs.limitsDashboardName, "webchat-stage-limits");
+    assert.equal(outputs.limitsDashboardUrl, "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#dashboards/dashboard/webchat-stage-limits");
+    assert.equal(outputs.refusalsAlarmName, "webchat-stage-refusals");
+    assert.equal(outputs.fanoutCeilingAlarmName, "webchat-stage-fanout-ceiling");
   });
 
   it("gives every function an image URI Lambda accepts: the repository and the digest, no tag", () => {
@@ -250,6 +275,17 @@ describe("the program under Pulumi's language host", () => {
     assert.notEqual(run.code, 0);
     assert.match(`${errors(run)}\n${run.output}`, /webchat:historyDays must be a whole number from 1 to 365 \(days a room's messages are kept\), not 400/);
     assert.deepEqual(run.recorded.filter((r) => !r.type.startsWith("pulumi:")), []);
+  });
+
+  it("stops before creating anything when a limit is out of its bounds or webchat:everyoneBroadcast is not a boolean, naming the setting", async () => {
+    const run = await runProgram(lambda, { "webchat:frameRate": "1001" });
+    assert.notEqual(run.code, 0);
+    assert.match(`${errors(run)}\n${run.output}`, /webchat:frameRate must be a whole number from 0 to 1000 \(frames a second per connection; 0 for no limit\), not 1001/);
+    assert.deepEqual(run.recorded.filter((r) => !r.type.startsWith("pulumi:")), []);
+    const notBoolean = await runProgram(lambda, { "webchat:everyoneBroadcast": "no" });
+    assert.notEqual(notBoolean.code, 0);
+    assert.match(`${errors(notBoolean)}\n${notBoolean.output}`, /webchat:everyoneBroadcast' value 'no' is not a valid boolean/);
+    assert.deepEqual(notBoolean.recorded.filter((r) => !r.type.startsWith("pulumi:")), []);
   });
 
   it("looks the layer up in the layer's region with the stack's AWS profile", async () => {

@@ -38,10 +38,11 @@ function statementsOf(fn: string): any[] {
   return JSON.parse(found.inputs.policy).Statement;
 }
 
-/** The actions a function may take on exactly `resource`. */
+/** The actions a function may take on exactly `resource`, all of it (no Condition: the limits'
+ * buckets, a Condition's, are test/limits.test.ts's). */
 function actionsOn(fn: string, resource: string): string[] {
   return statementsOf(fn)
-    .filter((s) => [s.Resource].flat().includes(resource))
+    .filter((s) => [s.Resource].flat().includes(resource) && !s.Condition)
     .flatMap((s) => [s.Action].flat())
     .sort();
 }
@@ -93,17 +94,18 @@ const CONNECTIONS_ACTIONS: Record<string, string[]> = {
   fanout: ["DeleteItem", "GetItem", "Scan"],
 };
 
-/** Without sign-in: who posts to connections (every presence frame is a post), who describes them. */
+/** Without sign-in: who posts to connections (every presence frame is a post), who describes them,
+ * and who closes them (a message route's function, for the limits). */
 const CONNECTIONS_METHODS: Record<string, string[]> = {
   connect: [],
   disconnect: ["POST"],
-  default: ["POST"],
-  broadcast: ["POST"],
-  list: ["POST"],
-  chat: ["POST"],
-  join: ["POST"],
-  leave: ["POST"],
-  history: ["POST"],
+  default: ["DELETE", "POST"],
+  broadcast: ["DELETE", "POST"],
+  list: ["DELETE", "POST"],
+  chat: ["DELETE", "POST"],
+  join: ["DELETE", "POST"],
+  leave: ["DELETE", "POST"],
+  history: ["DELETE", "POST"],
   post: ["POST"],
   cleanup: ["GET", "POST"],
   fanout: ["POST"],
@@ -180,12 +182,18 @@ describe("rooms", () => {
     }
   });
 
-  it("lets history only read the rooms table: no put, update or delete", () => {
-    const actions = statementsOf("history").flatMap((s) => [s.Action].flat());
+  it("lets history only read rooms: no put, update or delete but an update of its limits' buckets", () => {
+    const statements = statementsOf("history");
+    const actions = statements.filter((s) => !s.Condition).flatMap((s) => [s.Action].flat());
     for (const write of ["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems", "Scan"]) {
       assert.ok(!actions.includes(`dynamodb:${write}`), write);
     }
     assert.deepEqual(actionsOn("history", arnOf(tableNamed("rooms"))), ["dynamodb:GetItem", "dynamodb:Query"]);
+    // its one write, to the limits' items only (test/limits.test.ts)
+    const writes = statements.filter((s) => s.Condition);
+    assert.deepEqual(writes.map((s) => [[s.Action].flat(), s.Condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]]), [
+      [["dynamodb:UpdateItem"], ["limit#*"]],
+    ]);
   });
 
   it("lets the functions that leave or join rooms keep each connection's rooms on its record in the connections table", () => {
@@ -196,7 +204,7 @@ describe("rooms", () => {
     assert.ok(actionsOn("join", connections).includes("dynamodb:UpdateItem"), "join adds the room to the record's set");
   });
 
-  it("lets every function that sends presence frames or answers a rooms request POST to @connections", () => {
+  it("lets every function that sends presence frames or answers a rooms request POST to @connections (and the message routes' close connections)", () => {
     for (const fn of FUNCTIONS) assert.deepEqual(connectionsMethods(fn), CONNECTIONS_METHODS[fn], fn);
     assert.deepEqual(connectionsMethods("disconnect"), ["POST"], "disconnect tells the rooms it leaves");
   });

@@ -158,7 +158,8 @@ describe("sharded broadcasts", () => {
 
   it("draws every fan-out and cleanup metric and the post rate on the chat dashboard, each function's errors and throttles and both queues on the functions dashboard", () => {
     const dashboards = ofType(recorded, "aws:cloudwatch/dashboard:Dashboard");
-    assert.deepEqual(dashboards.map((d) => d.inputs.dashboardName).sort(), ["webchat-stage", "webchat-stage-functions"]);
+    // (and a third, the limits', test/limits.test.ts's)
+    assert.deepEqual(dashboards.map((d) => d.inputs.dashboardName).sort(), ["webchat-stage", "webchat-stage-functions", "webchat-stage-limits"]);
     const widgetsOf = (name: string): any[] => JSON.parse(dashboards.find((d) => d.inputs.dashboardName === name)!.inputs.dashboardBody).widgets;
     const chat = widgetsOf("webchat-stage");
     const functions = widgetsOf("webchat-stage-functions");

@@ -4,9 +4,8 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
-import { CLOSES_EXPIRED } from "../components/functions";
 import { ACCOUNT, Recorded } from "../mocks";
-import { AUTHORIZER, FUNCTIONS } from "../names";
+import { AUTHORIZER, FUNCTIONS, MESSAGE_FUNCTIONS } from "../names";
 import { loadSettings } from "../settings";
 import { one, ofType, synthesizeStack } from "./helpers";
 
@@ -100,14 +99,29 @@ describe("sign-in with an issuer of the stage's choosing", () => {
   });
 
   it("lets the message routes' functions (default, broadcast, list, chat, join, leave, history) close a connection (DELETE @connections), and no other function", () => {
-    assert.deepEqual([...CLOSES_EXPIRED].sort(), ["broadcast", "chat", "default", "history", "join", "leave", "list"]);
+    assert.deepEqual([...MESSAGE_FUNCTIONS].sort(), ["broadcast", "chat", "default", "history", "join", "leave", "list"]);
     const stageArn = `arn:aws:execute-api:eu-west-1:${ACCOUNT}:${apiId()}/stage`;
     for (const fn of [...FUNCTIONS, AUTHORIZER.function]) {
       const manage = statementsOf(`webchat-${fn}`).find((s) => [s.Action].flat().includes("execute-api:ManageConnections"));
       const resources: string[] = manage ? [manage.Resource].flat() : [];
-      assert.equal(resources.includes(`${stageArn}/DELETE/@connections/*`), CLOSES_EXPIRED.includes(fn), fn);
+      assert.equal(resources.includes(`${stageArn}/DELETE/@connections/*`), MESSAGE_FUNCTIONS.includes(fn), fn);
       assert.ok(resources.every((r) => r.startsWith(`${stageArn}/`)), fn);
     }
+  });
+
+  it("lets connect count a user's connections: Query the user index, GET @connections, delete a gone one's record", () => {
+    const tableArn = `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${ofType(recorded, "aws:dynamodb/table:Table").find((t) => t.name === "connections")!.id}`;
+    const statements = statementsOf("webchat-connect");
+    const on = (resource: string) => statements.filter((s) => s.Resource === resource).flatMap((s) => [s.Action].flat()).sort();
+    assert.deepEqual(on(tableArn), ["dynamodb:DeleteItem", "dynamodb:PutItem"]);
+    assert.deepEqual(on(`${tableArn}/index/byUser`), ["dynamodb:Query"]);
+    const manage = statements.find((s) => [s.Action].flat().includes("execute-api:ManageConnections"));
+    assert.deepEqual([manage?.Resource].flat(), [`arn:aws:execute-api:eu-west-1:${ACCOUNT}:${apiId()}/stage/GET/@connections/*`]);
+    // the index is still read by chat, and by connect, and no other function
+    const querying = ofType(recorded, "aws:iam/rolePolicy:RolePolicy").filter((p) =>
+      JSON.parse(p.inputs.policy).Statement.some((s: any) => s.Resource === `${tableArn}/index/byUser`),
+    );
+    assert.deepEqual(querying.map((p) => p.name).sort(), ["webchat-chat", "webchat-connect"]);
   });
 
   it("draws the authorizer's errors and throttles beside the other functions' on the functions dashboard", () => {

@@ -3,9 +3,9 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { before, describe, it } from "node:test";
-import { PERMISSIONS, SHARDING } from "../components/functions";
+import { permissionsOf, SHARDING } from "../components/functions";
 import { ACCOUNT, Recorded } from "../mocks";
-import { AUTHORIZER, ENV, FUNCTIONS, ROUTES, TABLE, WELCOME } from "../names";
+import { AUTHORIZER, ENV, FUNCTIONS, MESSAGE_FUNCTIONS, ROUTES, TABLE, WELCOME } from "../names";
 import { one, ofType, synthesizeStack } from "./helpers";
 
 let recorded: Recorded[];
@@ -98,9 +98,10 @@ describe("the webchat stack", () => {
     assert.deepEqual([outputs.jwtIssuer, outputs.jwtAudience, outputs.getToken], [null, null, null]);
   });
 
-  it("lets no function close a connection without sign-in: no DELETE on @connections", () => {
+  it("lets only the message routes' functions close a connection (DELETE @connections), which the limits need without sign-in too", () => {
     for (const policy of ofType(recorded, "aws:iam/rolePolicy:RolePolicy")) {
-      assert.doesNotMatch(policy.inputs.policy, /\/DELETE\//, policy.name);
+      const fn = policy.name.replace(/^webchat-/, "");
+      assert.equal(/\/DELETE\/@connections\/\*/.test(policy.inputs.policy), MESSAGE_FUNCTIONS.includes(fn), policy.name);
     }
   });
 
@@ -124,22 +125,27 @@ describe("the webchat stack", () => {
       // DynamoDB: the connections table's actions on it, the index's on the index, the rooms
       // table's on the rooms table, nothing else
       const tableArn = `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${table.id}`;
-      const on = (resource: string) => statements.filter((s) => s.Resource === resource).flatMap((s) => [s.Action].flat());
-      assert.deepEqual(on(tableArn).sort(), [...PERMISSIONS[fn].dynamodb].sort(), fn);
-      assert.deepEqual(on(`${tableArn}/index/${TABLE.userIndex.name}`).sort(), [...PERMISSIONS[fn].userIndex].sort(), fn);
-      assert.deepEqual(on(roomsTableArn).sort(), [...PERMISSIONS[fn].rooms].sort(), fn);
+      const permissions = permissionsOf(fn, false);
+      // what a function may do to a whole table; the limits' buckets are a Condition's, below
+      const on = (resource: string) => statements.filter((s) => s.Resource === resource && !s.Condition).flatMap((s) => [s.Action].flat());
+      assert.deepEqual(on(tableArn).sort(), [...permissions.dynamodb].sort(), fn);
+      assert.deepEqual(on(`${tableArn}/index/${TABLE.userIndex.name}`).sort(), [...permissions.userIndex].sort(), fn);
+      assert.deepEqual(on(roomsTableArn).sort(), [...permissions.rooms].sort(), fn);
+      const buckets = statements.filter((s) => s.Condition);
+      assert.equal(buckets.length, permissions.limitBuckets && !permissions.rooms.includes("dynamodb:UpdateItem") ? 1 : 0, fn);
+      for (const statement of buckets) assert.equal(statement.Resource, roomsTableArn, fn);
       assert.equal(
         actions("dynamodb:").length,
-        PERMISSIONS[fn].dynamodb.length + PERMISSIONS[fn].userIndex.length + PERMISSIONS[fn].rooms.length,
+        permissions.dynamodb.length + permissions.userIndex.length + permissions.rooms.length + buckets.length,
         fn,
       );
-      assert.equal(actions("events:").length > 0, PERMISSIONS[fn].putEvents, fn);
-      assert.deepEqual(actions("sqs:").sort(), [...PERMISSIONS[fn].sqs].sort(), fn);
+      assert.equal(actions("events:").length > 0, permissions.putEvents, fn);
+      assert.deepEqual(actions("sqs:").sort(), [...permissions.sqs].sort(), fn);
       const sqs = statements.find((s) => [s.Action].flat().some((a: string) => a.startsWith("sqs:")));
       if (sqs) assert.equal(sqs.Resource, `arn:aws:sqs:eu-west-1:${ACCOUNT}:${shardQueue().id}`, `${fn}: the shard queue only`);
       assert.match(tableArn, new RegExp(`^arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/connections-[0-9a-f]{7}$`));
       const manage = statements.find((s) => [s.Action].flat().includes("execute-api:ManageConnections"));
-      const methods = PERMISSIONS[fn].connections;
+      const methods = permissions.connections;
       if (methods.length === 0) {
         assert.equal(manage, undefined, `${fn} never calls @connections`);
       } else {
@@ -161,7 +167,7 @@ describe("the webchat stack", () => {
     assert.equal(table.inputs.pointInTimeRecovery.enabled, true);
   });
 
-  it("indexes connections by user: byUser on userId, projecting connectedAt and expiresAt, and only chat queries it", () => {
+  it("indexes connections by user: byUser on userId, projecting connectedAt and expiresAt, and without sign-in only chat queries it", () => {
     const table = tableNamed("connections");
     assert.deepEqual(table.inputs.attributes, [
       { name: "connectionId", type: "S" },
@@ -225,6 +231,12 @@ describe("the webchat stack", () => {
       assert.equal(variables[ENV.roomsTable], tableNamed("rooms").id, fn);
       assert.equal(variables[ENV.historyDays], "7", fn);
       assert.equal(variables[ENV.presenceLimit], "100", fn);
+      // the limits: their defaults
+      assert.deepEqual(
+        [ENV.frameRate, ENV.frameBurst, ENV.userFrameRate, ENV.deliveryBudget, ENV.connectionsPerUser, ENV.everyoneBroadcast].map((name) => variables[name]),
+        ["10", "20", "20", "10000", "10", "true"],
+        fn,
+      );
       // the defaults: 8,000 posts/s over 8 workers, 1,000-item pages
       assert.equal(variables[ENV.postRate], SHARDING.includes(fn) ? "1000" : undefined, fn);
       assert.equal(variables[ENV.scanPageSize], SHARDING.includes(fn) ? "1000" : undefined, fn);
