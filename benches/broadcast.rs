@@ -32,7 +32,13 @@ impl Drop for Server {
 async fn start_server() -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_webchat-local"))
         // the fan-out is measured, not a client's budget
-        .args(["--listen", "127.0.0.1:0", "--log-level", "warn", "--no-limits"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+            "--no-limits",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -121,6 +121,21 @@ function integerSetting(config: pulumi.Config, key: string, fallback: number, mi
 }
 
 /**
+ * A boolean setting `webchat:<key>`, `true` or `false`, or its default. Checked here rather than by
+ * Config.getBoolean, whose error (a RunError) keeps the program under Pulumi's language host
+ * alive for half a minute before it exits (test/language-host.test.ts), where a plain Error stops
+ * it at once, and so that the message reads as the other settings' do.
+ */
+function booleanSetting(config: pulumi.Config, key: string, fallback: boolean, why: string): boolean {
+  const value = config.get(key);
+  if (value === undefined) return fallback;
+  if (value !== "true" && value !== "false") {
+    throw new Error(`webchat:${key} must be true or false (${why}), not ${value}`);
+  }
+  return value === "true";
+}
+
+/**
  * `webchat:jwtIssuer` and `webchat:jwtAudience` (both, or neither), checked as the authorizer will
  * use them: the issuer is an https:// URL with no query or fragment (OpenID Connect Discovery's
  * rule for an issuer), since the authorizer fetches `<issuer>/.well-known/openid-configuration`
@@ -201,8 +216,7 @@ export function loadSettings(): Settings {
     config, "connectionsPerUser", DEFAULTS.connectionsPerUser, 0, 1000,
     "connections one signed-in user may hold at once; 0 for no limit",
   );
-  // getBoolean refuses anything but true and false, naming the key
-  const everyoneBroadcast = config.getBoolean("everyoneBroadcast") ?? DEFAULTS.everyoneBroadcast;
+  const everyoneBroadcast = booleanSetting(config, "everyoneBroadcast", DEFAULTS.everyoneBroadcast, "whether a broadcast may address everyone");
   const cognito = config.getBoolean("cognito") ?? DEFAULTS.cognito;
   if (cognito && (config.get("jwtIssuer") !== undefined || config.get("jwtAudience") !== undefined)) {
     throw new Error(

@@ -284,7 +284,7 @@ describe("the program under Pulumi's language host", () => {
     assert.deepEqual(run.recorded.filter((r) => !r.type.startsWith("pulumi:")), []);
     const notBoolean = await runProgram(lambda, { "webchat:everyoneBroadcast": "no" });
     assert.notEqual(notBoolean.code, 0);
-    assert.match(`${errors(notBoolean)}\n${notBoolean.output}`, /webchat:everyoneBroadcast' value 'no' is not a valid boolean/);
+    assert.match(`${errors(notBoolean)}\n${notBoolean.output}`, /webchat:everyoneBroadcast must be true or false \(whether a broadcast may address everyone\), not no/);
     assert.deepEqual(notBoolean.recorded.filter((r) => !r.type.startsWith("pulumi:")), []);
   });
 

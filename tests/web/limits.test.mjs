@@ -27,6 +27,20 @@ async function webchatWith(args) {
 /** The page's Send control, and whether it can be pressed now. */
 const sendEnabled = (page) => page.evaluate(() => !document.getElementById("send").disabled);
 
+/** Sends `quick 1.`, `quick 2.`, … in `box`, each answered (its copy in `view`, or a refusal)
+ *  before the next, until one is refused; resolves to its text. */
+async function sendUntilRefused(page, box, view) {
+  for (let i = 1; i <= 10; i += 1) {
+    const text = `quick ${i}.`;
+    await box.fill(text);
+    await box.press("Enter");
+    const notice = view.locator("li.notice", { hasText: `“${text}” was not sent` });
+    await view.locator("li.broadcast", { hasText: text }).or(notice).waitFor();
+    if (await notice.count()) return text;
+  }
+  throw new Error("the server refused none of 10 messages");
+}
+
 /** A scripted server (the ws package) calling `onConnection(socket)` for each connection. */
 async function scriptedServer(onConnection) {
   const { WebSocketServer } = await import("ws");
@@ -66,18 +80,8 @@ test("a message sent too fast is refused readably, stays in the box, and sends o
     }).observe(send, { attributes: true, attributeFilter: ["disabled"] });
   });
 
-  // one at a time, each answered (its copy, or a refusal) before the next, until one is refused
   const box = page.getByLabel("Message to everyone");
-  let refused = null;
-  for (let i = 1; refused === null && i <= 10; i += 1) {
-    const text = `quick ${i}.`;
-    await box.fill(text);
-    await box.press("Enter");
-    const notice = page.locator("#log li.notice", { hasText: `“${text}” was not sent` });
-    await page.locator("#log li.broadcast", { hasText: text }).or(notice).waitFor();
-    if (await notice.count()) refused = text;
-  }
-  assert.ok(refused, "the server refused a message");
+  const refused = await sendUntilRefused(page, box, page.locator("#log"));
   assert.equal(refusals.length, 1);
   const { retryAfterMs } = refusals[0];
   assert.ok(retryAfterMs > 0 && retryAfterMs <= 1000, String(retryAfterMs));
@@ -101,6 +105,27 @@ test("a message sent too fast is refused readably, stays in the box, and sends o
   assert.equal(await box.inputValue(), "");
   assert.equal(await page.locator("#log li.broadcast", { hasText: refused }).count(), 1);
   assert.equal(refusals.length, 1);
+  await page.close();
+});
+
+test("a message refused in a room is said in the room's view, and goes back in the box there", async () => {
+  // a burst of 5: the page's list, the join, its history and its member list leave one
+  const webchat = await webchatWith(["--frame-rate", "1", "--frame-burst", "5"]);
+  const page = await browser.newPage();
+  await join(page, webchat.http, "roomy");
+  await page.getByLabel("Room name").fill("den");
+  await page.getByRole("button", { name: "Join", exact: true }).click();
+  await page.locator('.room-panel[data-room="den"] .room-state', { hasText: "You are in den." }).waitFor();
+  await page.locator("#member-list li", { hasText: "roomy" }).waitFor(); // its list is answered
+  const den = page.locator('ol.room-log[data-room="den"]');
+  const box = page.getByLabel("Message to room den");
+  const refused = await sendUntilRefused(page, box, den);
+  assert.match(await den.locator("li.notice", { hasText: refused }).textContent(), /sending too fast:.*\(it is back in the box\)/);
+  assert.equal(await page.locator("#log li.notice").count(), 0, "not in everyone's view");
+  assert.equal(await box.inputValue(), refused);
+  await page.waitForFunction(() => !document.getElementById("send").disabled, null, { timeout: 5000 });
+  await box.press("Enter");
+  await den.locator("li.broadcast", { hasText: refused }).waitFor();
   await page.close();
 });
 
