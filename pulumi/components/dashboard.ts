@@ -5,13 +5,14 @@
 //   against its budget, and the rooms: messages, history reads and presence frames;
 // - the functions (`webchat-<stack>-functions`): every function's errors and throttles, and the
 //   shard queue and its dead letters;
-// - the limits (`webchat-<stack>-limits`): what the per-client limits refused, by kind. Each kind
-//   is logged by seven functions (a metric each, by its Function dimension), 43 metrics in all,
-//   which the chat dashboard, at 50 lines already, has no room for.
+// - the limits (`webchat-<stack>-limits`): what the per-client limits refused, by kind. A frame's
+//   refusals are logged by each of the seven message routes' functions (a metric each, by its
+//   Function dimension), 25 metrics in all, which the chat dashboard, at 50 lines already, has
+//   no room for.
 // test/dashboard.test.ts counts each one's metrics, with and without sign-in.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { CONNECT_FUNCTION, MESSAGE_FUNCTIONS } from "../names";
+import { CONNECT_FUNCTION, MESSAGE_FUNCTIONS, ROUTES } from "../names";
 
 /** The functions whose fan-outs log metrics: the Function dimension's values. */
 export const METRIC_FUNCTIONS = ["broadcast", "fanout"] as const;
@@ -43,19 +44,20 @@ export const ROOMS = {
   },
 } as const;
 /** What the per-client limits log (unit Count, one per refusal; shown as Sum per minute), and
- * which functions log it: the message routes' functions, where every frame takes from its
- * budgets, and `$connect`'s, which counts a user's connections. */
+ * which functions log it (src/domain/guard.rs): the message routes' functions, where every frame
+ * takes from its budgets before any work (the Lambda glue); `broadcast`, the one route that
+ * charges the delivery budget; and `$connect`'s, which counts a user's connections. */
 export const LIMITS = {
   /** Frames over their connection's frame budget. */
   refusedFrames: { metric: "RefusedFrames", functions: MESSAGE_FUNCTIONS },
   /** Frames over their user's frame budget, across the user's connections. */
   refusedUserFrames: { metric: "RefusedUserFrames", functions: MESSAGE_FUNCTIONS },
   /** Broadcasts over what was left of the delivery budget, answered `rate_limited`... */
-  refusedBroadcasts: { metric: "RefusedBroadcasts", functions: MESSAGE_FUNCTIONS },
+  refusedBroadcasts: { metric: "RefusedBroadcasts", functions: [ROUTES.broadcast] },
   /** ...and the deliveries they would have addressed (a broadcast's audience). */
-  refusedDeliveries: { metric: "RefusedDeliveries", functions: MESSAGE_FUNCTIONS },
+  refusedDeliveries: { metric: "RefusedDeliveries", functions: [ROUTES.broadcast] },
   /** Broadcasts larger than the whole budget, or to everyone where that is off: `forbidden`. */
-  forbiddenBroadcasts: { metric: "ForbiddenBroadcasts", functions: MESSAGE_FUNCTIONS },
+  forbiddenBroadcasts: { metric: "ForbiddenBroadcasts", functions: [ROUTES.broadcast] },
   /** Connections closed after 100 refused frames in a minute. */
   closedConnections: { metric: "ClosedConnections", functions: MESSAGE_FUNCTIONS },
   /** Connects past a user's webchat:connectionsPerUser. */
@@ -172,12 +174,15 @@ export function chatDashboardBody(inputs: Pick<DashboardInputs, "region" | "name
   return { widgets };
 }
 
-/** The limits dashboard's body: what the limits refused, per minute, each kind one line summed
- * over the functions that log it; frames and connections on top, broadcasts below. */
+/** The limits dashboard's body: what the limits refused, per minute, each kind one line (summed
+ * over the functions that log it, if several do); frames and connections on top, broadcasts
+ * below. */
 export function limitsDashboardBody(inputs: Pick<DashboardInputs, "region" | "namespace">): object {
   const { namespace, region } = inputs;
-  const summed = (kind: { metric: string; functions: readonly string[] }, label: string) =>
-    summedLines(namespace, kind.metric, kind.functions, label);
+  const summed = (kind: { metric: string; functions: readonly string[] }, label: string): Metric[] =>
+    kind.functions.length === 1
+      ? [[namespace, kind.metric, "Function", kind.functions[0], { stat: "Sum", label: `${label} (${kind.functions[0]})` }]]
+      : summedLines(namespace, kind.metric, kind.functions, label);
   const widgets = [
     widget(
       region,
@@ -192,15 +197,7 @@ export function limitsDashboardBody(inputs: Pick<DashboardInputs, "region" | "na
       8,
     ),
     widget(region, 8, 0, "Limits: connections closed per minute", summed(LIMITS.closedConnections, "closed for refusals (ClosedConnections)"), {}, 8),
-    widget(
-      region,
-      16,
-      0,
-      "Limits: refused connects per minute",
-      LIMITS.refusedConnects.functions.map((fn) => [namespace, LIMITS.refusedConnects.metric, "Function", fn, { stat: "Sum", label: `past webchat:connectionsPerUser (${fn})` }]),
-      {},
-      8,
-    ),
+    widget(region, 16, 0, "Limits: refused connects per minute", summed(LIMITS.refusedConnects, "past webchat:connectionsPerUser (RefusedConnects)"), {}, 8),
     widget(region, 0, 6, "Limits: refused and forbidden broadcasts per minute", [
       ...summed(LIMITS.refusedBroadcasts, "over the delivery budget, rate_limited (RefusedBroadcasts)"),
       ...summed(LIMITS.forbiddenBroadcasts, "larger than the budget or to everyone, forbidden (ForbiddenBroadcasts)"),

@@ -27,7 +27,7 @@ export interface Permissions {
   /** SQS actions on the shard queue. */
   sqs: string[];
   /** What it may do besides on a stack with sign-in, where connections belong to users. */
-  signIn?: Partial<Pick<Permissions, "dynamodb" | "userIndex" | "connections">>;
+  signIn?: Partial<Pick<Permissions, "dynamodb" | "userIndex" | "rooms" | "connections">>;
 }
 
 /** The limits' buckets (src/adapters/limits.rs): items of the rooms table whose partition key is
@@ -62,8 +62,9 @@ const MESSAGE_ROUTE: Pick<Permissions, "limitBuckets" | "connections"> = { limit
 
 export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
   // the record; with sign-in, a user at webchat:connectionsPerUser has their connections counted
-  // by a Query of the user index, each asked after (GET @connections) and a gone one's record
-  // deleted, before the connect is refused
+  // by a Query of the user index, and each asked after (GET @connections) before the connect is
+  // refused. A gone one is pruned as chat prunes: its record's rooms read, the record deleted,
+  // its rooms left (presence frames to their other members)
   connect: {
     dynamodb: ["dynamodb:PutItem"],
     userIndex: [],
@@ -72,7 +73,12 @@ export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
     connections: [],
     putEvents: true,
     sqs: [],
-    signIn: { dynamodb: ["dynamodb:DeleteItem"], userIndex: ["dynamodb:Query"], connections: ["GET"] },
+    signIn: {
+      dynamodb: ["dynamodb:GetItem", "dynamodb:DeleteItem"],
+      userIndex: ["dynamodb:Query"],
+      rooms: LEAVE_ROOMS,
+      connections: ["GET", "POST"],
+    },
   },
   // the record's rooms, each room left (presence frames to the others), then the record
   disconnect: {
@@ -166,6 +172,7 @@ export function permissionsOf(fn: string, signIn: boolean): Omit<Permissions, "s
     ...permissions,
     dynamodb: [...permissions.dynamodb, ...(added.dynamodb ?? [])],
     userIndex: [...permissions.userIndex, ...(added.userIndex ?? [])],
+    rooms: [...permissions.rooms, ...(added.rooms ?? [])],
     connections: [...permissions.connections, ...(added.connections ?? [])],
   };
 }

@@ -109,15 +109,20 @@ describe("sign-in with an issuer of the stage's choosing", () => {
     }
   });
 
-  it("lets connect count a user's connections: Query the user index, GET @connections, delete a gone one's record", () => {
-    const tableArn = `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${ofType(recorded, "aws:dynamodb/table:Table").find((t) => t.name === "connections")!.id}`;
+  it("lets connect count a user's connections: Query the user index, GET @connections, prune a gone one as chat does", () => {
+    const arnOf = (name: string) => `arn:aws:dynamodb:eu-west-1:${ACCOUNT}:table/${ofType(recorded, "aws:dynamodb/table:Table").find((t) => t.name === name)!.id}`;
+    const tableArn = arnOf("connections");
     const statements = statementsOf("webchat-connect");
     const on = (resource: string) => statements.filter((s) => s.Resource === resource).flatMap((s) => [s.Action].flat()).sort();
-    assert.deepEqual(on(tableArn), ["dynamodb:DeleteItem", "dynamodb:PutItem"]);
+    // its record; a gone one's rooms read, and the record deleted
+    assert.deepEqual(on(tableArn), ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"]);
     assert.deepEqual(on(`${tableArn}/index/byUser`), ["dynamodb:Query"]);
+    // the gone one's rooms left, as every prune leaves them
+    assert.deepEqual(on(arnOf("rooms")), ["dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:UpdateItem"]);
+    // each held connection asked after; presence frames to the rooms a gone one leaves
     const manage = statements.find((s) => [s.Action].flat().includes("execute-api:ManageConnections"));
-    assert.deepEqual([manage?.Resource].flat(), [`arn:aws:execute-api:eu-west-1:${ACCOUNT}:${apiId()}/stage/GET/@connections/*`]);
-    // the index is still read by chat, and by connect, and no other function
+    assert.deepEqual([manage?.Resource].flat(), ["GET", "POST"].map((m) => `arn:aws:execute-api:eu-west-1:${ACCOUNT}:${apiId()}/stage/${m}/@connections/*`));
+    // the index is read by chat, and by connect, and no other function
     const querying = ofType(recorded, "aws:iam/rolePolicy:RolePolicy").filter((p) =>
       JSON.parse(p.inputs.policy).Statement.some((s: any) => s.Resource === `${tableArn}/index/byUser`),
     );

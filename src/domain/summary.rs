@@ -546,4 +546,36 @@ mod tests {
         );
         assert_eq!((history.kind(), presence.kind()), ("history", "presence"));
     }
+
+    #[test]
+    fn each_refusal_is_a_metric_by_its_reason() {
+        let refused = |refusal| Summary::Refused {
+            connection_id: "c=".into(),
+            refusal,
+        };
+        let values = |summary: Summary| {
+            assert_eq!(summary.kind(), "refused");
+            assert_eq!(summary.broadcast(), None);
+            summary
+                .metrics()
+                .iter()
+                .map(|m| (m.name, m.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(refused(Refusal::Frames)), [("RefusedFrames", 1)]);
+        assert_eq!(
+            values(refused(Refusal::UserFrames)),
+            [("RefusedUserFrames", 1)]
+        );
+        assert_eq!(
+            values(refused(Refusal::Deliveries { audience: 300 })),
+            [("RefusedBroadcasts", 1), ("RefusedDeliveries", 300)]
+        );
+        assert_eq!(
+            values(refused(Refusal::Forbidden { audience: 12_000 })),
+            [("ForbiddenBroadcasts", 1)]
+        );
+        assert_eq!(values(refused(Refusal::Connects)), [("RefusedConnects", 1)]);
+        assert_eq!(values(refused(Refusal::Closed)), [("ClosedConnections", 1)]);
+    }
 }
