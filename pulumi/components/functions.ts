@@ -58,7 +58,10 @@ const LEAVE_ROOMS = ["dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:Que
  * connection's and its user's frame budgets (a broadcast from its delivery budget too), and a
  * connection that keeps sending past them, or a frame after its token's `exp` with sign-in, is
  * closed (DeleteConnection) after an error frame (POST). */
-const MESSAGE_ROUTE: Pick<Permissions, "limitBuckets" | "connections"> = { limitBuckets: true, connections: ["POST", "DELETE"] };
+const MESSAGE_ROUTE: Pick<Permissions, "limitBuckets" | "connections"> = {
+  limitBuckets: true,
+  connections: ["POST", "DELETE"],
+};
 
 export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
   // the record; with sign-in, a user at webchat:connectionsPerUser has their connections counted
