@@ -292,20 +292,27 @@ impl Summary {
                 count("PresenceFrames", *delivered),
                 count("PresenceFailed", *failed),
             ]),
-            Summary::Refused { refusal, .. } => match *refusal {
-                Refusal::Frames => metrics.push(count("RefusedFrames", 1)),
-                Refusal::UserFrames => metrics.push(count("RefusedUserFrames", 1)),
-                Refusal::Deliveries { audience } => metrics.extend([
-                    count("RefusedBroadcasts", 1),
-                    count(
-                        "RefusedDeliveries",
-                        usize::try_from(audience).unwrap_or(usize::MAX),
-                    ),
-                ]),
-                Refusal::Forbidden { .. } => metrics.push(count("ForbiddenBroadcasts", 1)),
-                Refusal::Connects => metrics.push(count("RefusedConnects", 1)),
-                Refusal::Closed => metrics.push(count("ClosedConnections", 1)),
-            },
+            Summary::Refused { refusal, .. } => {
+                // every refusal also counts in one total, by function: what the alarm on
+                // sustained refusals sums (within CloudWatch's 10 metrics an alarm may read)
+                if *refusal != Refusal::Closed {
+                    metrics.push(count("Refusals", 1));
+                }
+                match *refusal {
+                    Refusal::Frames => metrics.push(count("RefusedFrames", 1)),
+                    Refusal::UserFrames => metrics.push(count("RefusedUserFrames", 1)),
+                    Refusal::Deliveries { audience } => metrics.extend([
+                        count("RefusedBroadcasts", 1),
+                        count(
+                            "RefusedDeliveries",
+                            usize::try_from(audience).unwrap_or(usize::MAX),
+                        ),
+                    ]),
+                    Refusal::Forbidden { .. } => metrics.push(count("ForbiddenBroadcasts", 1)),
+                    Refusal::Connects => metrics.push(count("RefusedConnects", 1)),
+                    Refusal::Closed => metrics.push(count("ClosedConnections", 1)),
+                }
+            }
         }
         metrics
     }
@@ -562,20 +569,31 @@ mod tests {
                 .map(|m| (m.name, m.value))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(values(refused(Refusal::Frames)), [("RefusedFrames", 1)]);
+        assert_eq!(
+            values(refused(Refusal::Frames)),
+            [("Refusals", 1), ("RefusedFrames", 1)]
+        );
         assert_eq!(
             values(refused(Refusal::UserFrames)),
-            [("RefusedUserFrames", 1)]
+            [("Refusals", 1), ("RefusedUserFrames", 1)]
         );
         assert_eq!(
             values(refused(Refusal::Deliveries { audience: 300 })),
-            [("RefusedBroadcasts", 1), ("RefusedDeliveries", 300)]
+            [
+                ("Refusals", 1),
+                ("RefusedBroadcasts", 1),
+                ("RefusedDeliveries", 300)
+            ]
         );
         assert_eq!(
             values(refused(Refusal::Forbidden { audience: 12_000 })),
-            [("ForbiddenBroadcasts", 1)]
+            [("Refusals", 1), ("ForbiddenBroadcasts", 1)]
         );
-        assert_eq!(values(refused(Refusal::Connects)), [("RefusedConnects", 1)]);
+        assert_eq!(
+            values(refused(Refusal::Connects)),
+            [("Refusals", 1), ("RefusedConnects", 1)]
+        );
+        // closing follows a refusal already counted
         assert_eq!(values(refused(Refusal::Closed)), [("ClosedConnections", 1)]);
     }
 }
