@@ -6,7 +6,7 @@ import { join, launchChromium, startWebchat } from "./support.mjs";
 
 let webchat, browser;
 before(async () => {
-  webchat = await startWebchat(["--no-limits"]);
+  webchat = await startWebchat(["--no-limits"]); // not about limits: limits.test.mjs is
   browser = await launchChromium();
 });
 after(async () => {

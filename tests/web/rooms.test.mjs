@@ -9,6 +9,7 @@ import { join, launchChromium, startWebchat } from "./support.mjs";
 
 let webchat, browser;
 before(async () => {
+  // limits off: a room of 60 messages is filled at once, and a page joins 21 rooms
   webchat = await startWebchat(["--no-limits"]);
   browser = await launchChromium();
 });

@@ -2,7 +2,7 @@
 // against webchat-local. Writes docs/screenshot.png, and docs/screenshot-rooms.png (a room).
 import { join, launchChromium, startWebchat } from "./support.mjs";
 
-const webchat = await startWebchat(["--no-limits"]);
+const webchat = await startWebchat(["--no-limits"]); // a session, not a test of the limits
 const browser = await launchChromium();
 try {
   const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });

@@ -8,7 +8,7 @@ import { launchChromium, startWebchat } from "./support.mjs";
 
 let webchat, browser;
 before(async () => {
-  webchat = await startWebchat(["--dev-issuer", "--no-limits"]);
+  webchat = await startWebchat(["--dev-issuer", "--no-limits"]); // not about limits: limits.test.mjs is
   browser = await launchChromium();
 });
 after(async () => {
