@@ -162,18 +162,22 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         if held.len() < max {
             return Ok(());
         }
-        let mut live = 0;
-        for recipient in &held {
-            let alive = match self.api.describe(&recipient.connection_id).await {
+        // at the limit: each held connection asked at once (at most `max` GetConnection calls)
+        let asked = held.iter().map(|recipient| async move {
+            match self.api.describe(&recipient.connection_id).await {
                 Ok(Outcome::Gone) => !matches!(
                     self.gone(recipient, now).await,
                     Ok(Gone::Pruned | Gone::Changed)
                 ),
                 // a connection that cannot be asked about counts: refusing errs on the safe side
                 Ok(Outcome::Done(_)) | Err(_) => true,
-            };
-            live += usize::from(alive);
-        }
+            }
+        });
+        let live = futures_util::future::join_all(asked)
+            .await
+            .into_iter()
+            .filter(|alive| *alive)
+            .count();
         if live < max {
             return Ok(());
         }
