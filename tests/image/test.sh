@@ -90,6 +90,9 @@ for handler in "${handlers[@]}"; do
     --env AWS_LAMBDA_FUNCTION_VERSION='$LATEST' --env AWS_REGION=eu-west-1 \
     --env AWS_ACCESS_KEY_ID=testing --env AWS_SECRET_ACCESS_KEY=testing \
     --env CONNECTIONS_TABLE=t --env ROOMS_TABLE=r --env EVENT_BUS_NAME=b \
+    `# no DynamoDB here: the frame limits, which take from it first, are off (tests/lambda/limits.rs` \
+    `# runs the same binaries' limits against moto)` \
+    --env FRAME_RATE=0 --env USER_FRAME_RATE=0 \
     --env WEBSOCKET_API_ENDPOINT="http://127.0.0.1:$port/test" \
     --env OTEL_SDK_DISABLED=true \
     "$container" -- /bootstrap >"$logs/$handler.run.log" 2>&1 &
