@@ -29,7 +29,7 @@ export const functionsDashboardUrl = outputs.functionsDashboardUrl;
 export const limitsDashboardName = outputs.limitsDashboardName;
 export const limitsDashboardUrl = outputs.limitsDashboardUrl;
 /** The alarms (no actions: they show in the CloudWatch console): the limits refusing at least
- * 100 a minute of a kind for 5 minutes, and the fan-outs' posts answered 429 in 3 of 5 minutes. */
+ * 100 a minute, of any kind, for 5 minutes, and the fan-outs' posts answered 429 in 3 of 5 minutes. */
 export const refusalsAlarmName = outputs.refusalsAlarmName;
 export const fanoutCeilingAlarmName = outputs.fanoutCeilingAlarmName;
 /** With sign-in (webchat:jwtIssuer/jwtAudience or webchat:cognito): the tokens' issuer and

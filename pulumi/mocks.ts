@@ -12,9 +12,8 @@
 //   `arn:aws:lambda:{region}:{account}:event-source-mapping:{uuid}`, `functionArn` the function's
 //   ARN, `state` `Enabled`; cloudwatch Dashboard: the id is `dashboardName`, `dashboardArn`
 //   `arn:aws:cloudwatch::{account}:dashboard/{name}` (no region: dashboards are global);
-//   cloudwatch MetricAlarm: the id is its `name`, `arn` `arn:aws:cloudwatch:{region}:{account}:alarm:{name}`;
-//   CompositeAlarm: the same from `alarmName`, which it has instead of `name` (the provider's
-//   docs: both are imported by the alarm's name).
+//   cloudwatch MetricAlarm: the id is its `name` (the provider's docs: it is imported by the
+//   alarm's name), `arn` `arn:aws:cloudwatch:{region}:{account}:alarm:{name}`.
 // - apigatewayv2 Authorizer: a 7-character id (`aabbccddee/1122334` imports API and authorizer),
 //   no ARN; cognito UserPool: the id is `{region}_{9 letters and digits}`, `arn`
 //   `arn:aws:cognito-idp:{region}:{account}:userpool/{id}`, `endpoint`
@@ -129,12 +128,6 @@ function computed(type: string, name: string, inputs: Record<string, any>, regio
       break;
     case "aws:cloudwatch/metricAlarm:MetricAlarm":
       out.arn = `arn:aws:cloudwatch:${region}:${ACCOUNT}:alarm:${physical}`;
-      break;
-    case "aws:cloudwatch/compositeAlarm:CompositeAlarm":
-      id = inputs.alarmName ?? physical;
-      delete out.name;
-      out.alarmName = id;
-      out.arn = `arn:aws:cloudwatch:${region}:${ACCOUNT}:alarm:${id}`;
       break;
     case "aws:sqs/queue:Queue":
       out.url = `https://sqs.${region}.amazonaws.com/${ACCOUNT}/${physical}`;

@@ -5,7 +5,7 @@
 // issuer or of the stack's own Cognito pool.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { Alarms } from "./components/alarms";
+import { Alarms, REFUSALS } from "./components/alarms";
 import { ApiRoutes, WebSocketApi } from "./components/api";
 import { ConnectAuthorizer } from "./components/authorizer";
 import { CognitoSignIn, cognitoTokenInstructions, issuerTokenInstructions } from "./components/cognito";
@@ -36,8 +36,8 @@ export interface StackOutputs {
   /** The limits dashboard: what the per-client limits refused. */
   limitsDashboardName: pulumi.Output<string>;
   limitsDashboardUrl: pulumi.Output<string>;
-  /** The alarms: refusals sustained (a composite over one alarm per kind), and the fan-outs'
-   * posts answered 429. */
+  /** The alarms: refusals sustained (of any kind, summed over the functions that refuse), and
+   * the fan-outs' posts answered 429. */
   refusalsAlarmName: pulumi.Output<string>;
   fanoutCeilingAlarmName: pulumi.Output<string>;
   /** With sign-in: the tokens' issuer and audience, and how to get a token and connect with it;
@@ -165,6 +165,7 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     shardQueue: shards.queue,
     deadLetters: shards.deadLetters,
     postRateBudget: settings.postRateBudget,
+    refusalsAlarm: { threshold: REFUSALS.threshold, periods: REFUSALS.periods },
   });
   const alarms = new Alarms("webchat", { prefix, namespace: metricsNamespace(settings.stack) });
   return {
@@ -182,7 +183,7 @@ export function webchat(settings: Settings, adotLayerSha256: pulumi.Input<string
     functionsDashboardUrl: dashboard.functionsUrl,
     limitsDashboardName: dashboard.limitsDashboard.dashboardName,
     limitsDashboardUrl: dashboard.limitsUrl,
-    refusalsAlarmName: alarms.refusals.alarmName,
+    refusalsAlarmName: alarms.refusals.name,
     fanoutCeilingAlarmName: alarms.fanoutCeiling.name,
     jwtIssuer: tokens ? pulumi.output(tokens.issuer) : pulumi.output(null),
     jwtAudience: tokens ? pulumi.output(tokens.audience) : pulumi.output(null),

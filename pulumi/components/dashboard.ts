@@ -5,10 +5,10 @@
 //   against its budget, and the rooms: messages, history reads and presence frames;
 // - the functions (`webchat-<stack>-functions`): every function's errors and throttles, and the
 //   shard queue and its dead letters;
-// - the limits (`webchat-<stack>-limits`): what the per-client limits refused, by kind. A frame's
-//   refusals are logged by each of the seven message routes' functions (a metric each, by its
-//   Function dimension), 25 metrics in all, which the chat dashboard, at 50 lines already, has
-//   no room for.
+// - the limits (`webchat-<stack>-limits`): what the per-client limits refused, in all (what the
+//   refusals alarm watches) and by kind. A frame's refusals are logged by each of the seven
+//   message routes' functions (a metric each, by its Function dimension), 33 metrics in all, which
+//   the chat dashboard, at 50 lines already, has no room for.
 // test/dashboard.test.ts counts each one's metrics, with and without sign-in.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
@@ -63,6 +63,11 @@ export const LIMITS = {
   /** Connects past a user's webchat:connectionsPerUser. */
   refusedConnects: { metric: "RefusedConnects", functions: [CONNECT_FUNCTION] },
 } as const;
+/** Every refusal once, whatever its kind (a refused broadcast once, not by its audience; not the
+ * closes that follow refusals), by each function that refuses: the message routes' and
+ * `$connect`'s. One total of eight metrics, so that an alarm can sum it within the 10 metrics
+ * CloudWatch lets an alarm read (components/alarms.ts); the kinds above need 17. */
+export const ALL_REFUSALS = { metric: "Refusals", functions: [...MESSAGE_FUNCTIONS, CONNECT_FUNCTION] } as const;
 
 /** The outcomes that are each one `@connections` post: their sum per second is the post rate. */
 const POSTS = ["Delivered", "Pruned", "Connecting", "Failed"] as const;
@@ -77,6 +82,8 @@ export interface DashboardInputs {
   deadLetterQueueName: string;
   /** The post rate budget, drawn as a line on the post rate. */
   postRateBudget: number;
+  /** The refusals alarm's threshold (a minute) and periods, drawn as a line on the refusals. */
+  refusalsAlarm: { threshold: number; periods: number };
 }
 
 type Metric = (string | Record<string, unknown>)[];
@@ -174,11 +181,12 @@ export function chatDashboardBody(inputs: Pick<DashboardInputs, "region" | "name
   return { widgets };
 }
 
-/** The limits dashboard's body: what the limits refused, per minute, each kind one line (summed
- * over the functions that log it, if several do); frames and connections on top, broadcasts
- * below. */
-export function limitsDashboardBody(inputs: Pick<DashboardInputs, "region" | "namespace">): object {
-  const { namespace, region } = inputs;
+/** The limits dashboard's body: what the limits refused, per minute. On top, every refusal of any
+ * kind, summed over the functions that refuse, against the refusals alarm's threshold (what the
+ * alarm watches); below, each kind one line (summed over the functions that log it, if several
+ * do): frames and connections, then broadcasts. */
+export function limitsDashboardBody(inputs: Pick<DashboardInputs, "region" | "namespace" | "refusalsAlarm">): object {
+  const { namespace, region, refusalsAlarm } = inputs;
   const summed = (kind: { metric: string; functions: readonly string[] }, label: string): Metric[] =>
     kind.functions.length === 1
       ? [[namespace, kind.metric, "Function", kind.functions[0], { stat: "Sum", label: `${label} (${kind.functions[0]})` }]]
@@ -188,6 +196,21 @@ export function limitsDashboardBody(inputs: Pick<DashboardInputs, "region" | "na
       region,
       0,
       0,
+      "Limits: refusals of every kind per minute",
+      summed(ALL_REFUSALS, "every refusal, every function (Refusals)"),
+      {
+        annotations: {
+          horizontal: [
+            { label: `the refusals alarm: at least this for ${refusalsAlarm.periods} minutes running`, value: refusalsAlarm.threshold },
+          ],
+        },
+      },
+      24,
+    ),
+    widget(
+      region,
+      0,
+      6,
       "Limits: refused frames per minute",
       [
         ...summed(LIMITS.refusedFrames, "over the connection's frame budget (RefusedFrames)"),
@@ -196,13 +219,13 @@ export function limitsDashboardBody(inputs: Pick<DashboardInputs, "region" | "na
       {},
       8,
     ),
-    widget(region, 8, 0, "Limits: connections closed per minute", summed(LIMITS.closedConnections, "closed for refusals (ClosedConnections)"), {}, 8),
-    widget(region, 16, 0, "Limits: refused connects per minute", summed(LIMITS.refusedConnects, "past webchat:connectionsPerUser (RefusedConnects)"), {}, 8),
-    widget(region, 0, 6, "Limits: refused and forbidden broadcasts per minute", [
+    widget(region, 8, 6, "Limits: connections closed per minute", summed(LIMITS.closedConnections, "closed for refusals (ClosedConnections)"), {}, 8),
+    widget(region, 16, 6, "Limits: refused connects per minute", summed(LIMITS.refusedConnects, "past webchat:connectionsPerUser (RefusedConnects)"), {}, 8),
+    widget(region, 0, 12, "Limits: refused and forbidden broadcasts per minute", [
       ...summed(LIMITS.refusedBroadcasts, "over the delivery budget, rate_limited (RefusedBroadcasts)"),
       ...summed(LIMITS.forbiddenBroadcasts, "larger than the budget or to everyone, forbidden (ForbiddenBroadcasts)"),
     ]),
-    widget(region, 12, 6, "Limits: deliveries refused per minute", summed(LIMITS.refusedDeliveries, "the refused broadcasts' audiences (RefusedDeliveries)")),
+    widget(region, 12, 12, "Limits: deliveries refused per minute", summed(LIMITS.refusedDeliveries, "the refused broadcasts' audiences (RefusedDeliveries)")),
   ];
   return { widgets };
 }
@@ -237,6 +260,7 @@ export interface DashboardArgs {
   shardQueue: aws.sqs.Queue;
   deadLetters: aws.sqs.Queue;
   postRateBudget: number;
+  refusalsAlarm: { threshold: number; periods: number };
 }
 
 /** The stack's dashboards: the chat's (`dashboard`, `url`), the functions' (`functionsDashboard`,
@@ -285,7 +309,9 @@ export class Dashboard extends pulumi.ComponentResource {
       `${name}-limits`,
       {
         dashboardName: args.dashboardNames.limits,
-        dashboardBody: region.apply((region) => JSON.stringify(limitsDashboardBody({ region, namespace: args.namespace }))),
+        dashboardBody: region.apply((region) =>
+          JSON.stringify(limitsDashboardBody({ region, namespace: args.namespace, refusalsAlarm: args.refusalsAlarm })),
+        ),
       },
       { parent: this },
     );

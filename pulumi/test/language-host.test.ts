@@ -136,9 +136,9 @@ describe("the program under Pulumi's language host", () => {
     // three dashboards, each within the free tier's 50 metrics (test/dashboard.test.ts counts them)
     const dashboards = ofType(first.recorded, "aws:cloudwatch/dashboard:Dashboard").map((d) => d.inputs.dashboardName).sort();
     assert.deepEqual(dashboards, ["webchat-stage", "webchat-stage-functions", "webchat-stage-limits"]);
-    // the alarms: one per kind of refusal and the composite over them, and the fan-out ceiling
-    assert.equal(ofType(first.recorded, "aws:cloudwatch/metricAlarm:MetricAlarm").length, 6);
-    assert.equal(ofType(first.recorded, "aws:cloudwatch/compositeAlarm:CompositeAlarm").length, 1);
+    // the alarms: refusals sustained and the fan-out ceiling, no composite
+    assert.equal(ofType(first.recorded, "aws:cloudwatch/metricAlarm:MetricAlarm").length, 2);
+    assert.equal(ofType(first.recorded, "aws:cloudwatch/compositeAlarm:CompositeAlarm").length, 0);
   });
 
   it("deploys the rooms: their table, their routes, and every chat function told the table and Pulumi.stage.yaml's rooms settings", async () => {

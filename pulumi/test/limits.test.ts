@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
 import { ALARM_METRICS, FANOUT_CEILING, REFUSALS } from "../components/alarms";
-import { COUNTS, LIMITS } from "../components/dashboard";
+import { ALL_REFUSALS, COUNTS, LIMITS } from "../components/dashboard";
 import { LIMIT_KEYS } from "../components/functions";
 import { ACCOUNT, Recorded } from "../mocks";
 import { CONNECT_FUNCTION, ENV, FUNCTIONS, MESSAGE_FUNCTIONS } from "../names";
@@ -141,7 +141,7 @@ describe("the limits", () => {
     assert.ok(!statements.some((s) => String(s.Resource).endsWith("/index/byUser")));
   });
 
-  it("draws every kind of refusal, by every function that logs it, on the limits dashboard: a frame's by the message routes' functions, a broadcast's by broadcast, a connect's by connect", () => {
+  it("draws every kind of refusal, by every function that logs it, on the limits dashboard: a frame's by the message routes' functions, a broadcast's by broadcast, a connect's by connect, and their total, Refusals, by all eight", () => {
     const dashboard = ofType(recorded, "aws:cloudwatch/dashboard:Dashboard").find((d) => d.inputs.dashboardName === "webchat-stage-limits");
     assert.ok(dashboard);
     assert.equal(outputs.limitsDashboardName, "webchat-stage-limits");
@@ -156,6 +156,7 @@ describe("the limits", () => {
       "RefusedDeliveries broadcast",
       "ForbiddenBroadcasts broadcast",
       "RefusedConnects connect",
+      ...["default", "broadcast", "list", "chat", "join", "leave", "history", "connect"].map((fn) => `Refusals ${fn}`),
     ].sort();
     assert.deepEqual(drawn, expected);
     assert.deepEqual(Object.values(LIMITS).map((kind) => kind.metric).sort(), [
@@ -166,9 +167,9 @@ describe("the limits", () => {
     }
     // each kind logged by several functions is one line: the sum of its hidden ones
     const expressions: string[] = widgets.flatMap((w) => w.properties.metrics).filter((m: any[]) => typeof m[0] === "object").map((m: any[]) => m[0].expression);
-    assert.equal(expressions.length, 3);
+    assert.equal(expressions.length, 4);
     // (the kinds of one function are drawn as they are)
-    const summed = ["RefusedFrames", "RefusedUserFrames", "ClosedConnections"];
+    const summed = ["RefusedFrames", "RefusedUserFrames", "ClosedConnections", "Refusals"];
     for (const line of lines) assert.equal(line[4].visible === false, summed.includes(line[1]), JSON.stringify(line));
     for (const widget of widgets) {
       assert.equal(widget.properties.period, 60, "per minute");
@@ -176,48 +177,51 @@ describe("the limits", () => {
     }
   });
 
-  it("alarms on refusals sustained: each kind summed over its functions, at least 100 a minute for 5 minutes running, and a composite alarm over the kinds", () => {
-    const kinds = ["RefusedFrames", "RefusedUserFrames", "RefusedBroadcasts", "ForbiddenBroadcasts", "RefusedConnects"];
-    assert.deepEqual(REFUSALS.kinds.map((kind) => kind.metric), kinds);
-    const names: string[] = [];
-    for (const kind of REFUSALS.kinds) {
-      const name = `webchat-stage-refusals-${kind.metric.replace(/(?<!^)([A-Z])/g, "-$1").toLowerCase()}`;
-      names.push(name);
-      const alarm = alarmNamed(name);
-      const { metrics, watched } = readsOf(alarm);
-      assert.deepEqual(metrics.map(([metric]) => metric), kind.functions.map(() => kind.metric), name);
-      const emitters: Record<string, readonly string[]> = {
-        RefusedFrames: MESSAGE_FUNCTIONS,
-        RefusedUserFrames: MESSAGE_FUNCTIONS,
-        RefusedBroadcasts: ["broadcast"],
-        ForbiddenBroadcasts: ["broadcast"],
-        RefusedConnects: ["connect"],
-      };
-      assert.deepEqual(metrics.map(([, fn]) => fn), [...emitters[kind.metric]], name);
-      assert.ok(metrics.every(([, , stat, period]) => stat === "Sum" && period === 60), name);
-      // CloudWatch refuses an alarm on metric math that reads more than 10 metrics, and SEARCH
-      assert.ok(metrics.length <= ALARM_METRICS, `${name}: ${metrics.length} metrics`);
-      assert.deepEqual(watched, [`SUM([${metrics.map((_, i) => `m${i}`).join(",")}])`], name);
-      assert.deepEqual(
-        [alarm.inputs.comparisonOperator, alarm.inputs.threshold, alarm.inputs.evaluationPeriods, alarm.inputs.datapointsToAlarm, alarm.inputs.treatMissingData],
-        ["GreaterThanOrEqualToThreshold", 100, 5, 5, "notBreaching"],
-        name,
-      );
-      assert.equal(alarm.inputs.alarmActions, undefined, "no topic: no actions");
-    }
-    assert.deepEqual(names, [
-      "webchat-stage-refusals-refused-frames",
-      "webchat-stage-refusals-refused-user-frames",
-      "webchat-stage-refusals-refused-broadcasts",
-      "webchat-stage-refusals-forbidden-broadcasts",
-      "webchat-stage-refusals-refused-connects",
-    ]);
-    const [composite] = ofType(recorded, "aws:cloudwatch/compositeAlarm:CompositeAlarm");
-    assert.equal(ofType(recorded, "aws:cloudwatch/compositeAlarm:CompositeAlarm").length, 1);
-    assert.equal(composite.inputs.alarmName, "webchat-stage-refusals");
-    assert.equal(composite.inputs.alarmRule, names.map((name) => `ALARM("${name}")`).join(" OR "));
-    assert.equal(composite.inputs.alarmActions, undefined, "no topic: no actions");
+  it("alarms on refusals sustained: one alarm on Refusals, every refusal of any kind, summed over the eight functions that refuse, at least 100 a minute in 5 minutes running", () => {
+    const alarm = alarmNamed("webchat-stage-refusals");
+    const { metrics, watched } = readsOf(alarm);
+    // every message route's function (each frame takes from its budgets there) and connect's
+    const refusers = ["default", "broadcast", "list", "chat", "join", "leave", "history", "connect"];
+    assert.deepEqual(metrics, refusers.map((fn) => ["Refusals", fn, "Sum", 60]));
+    // the functions that log a kind Refusals counts (all but ClosedConnections) are those eight
+    const kinds = Object.values(LIMITS).filter((kind) => kind.metric !== "ClosedConnections");
+    assert.deepEqual([...new Set(kinds.flatMap((kind) => kind.functions))].sort(), [...refusers].sort());
+    assert.deepEqual([ALL_REFUSALS.metric, [...ALL_REFUSALS.functions]], ["Refusals", refusers]);
+    // CloudWatch refuses an alarm on metric math that reads more than 10 metrics, and SEARCH
+    assert.ok(metrics.length <= ALARM_METRICS, `${metrics.length} metrics`);
+    assert.equal(ALARM_METRICS, 10);
+    assert.deepEqual(watched, ["SUM([m0,m1,m2,m3,m4,m5,m6,m7])"]);
+    // eight metrics and the one expression the alarm watches: each query a metric or an
+    // expression, never both, and only the expression returning data
+    const queries: any[] = alarm.inputs.metricQueries;
+    assert.equal(queries.length, 9);
+    for (const query of queries) assert.ok(Boolean(query.metric) !== Boolean(query.expression), JSON.stringify(query));
+    assert.deepEqual(queries.filter((q) => q.returnData).map((q) => q.id), ["total"]);
+    assert.equal(alarm.inputs.metricName, undefined, "a metric math alarm names no metric of its own");
+    assert.deepEqual(
+      [alarm.inputs.comparisonOperator, alarm.inputs.threshold, alarm.inputs.evaluationPeriods, alarm.inputs.datapointsToAlarm, alarm.inputs.treatMissingData],
+      ["GreaterThanOrEqualToThreshold", 100, 5, 5, "notBreaching"],
+    );
+    assert.deepEqual([REFUSALS.threshold, REFUSALS.periods], [100, 5]);
+    assert.equal(alarm.inputs.alarmActions, undefined, "no topic: no actions");
+    // one alarm, no composite over per-kind ones
+    assert.deepEqual(ofType(recorded, "aws:cloudwatch/compositeAlarm:CompositeAlarm"), []);
     assert.equal(outputs.refusalsAlarmName, "webchat-stage-refusals");
+  });
+
+  it("draws the refusals alarm's sum on the limits dashboard, against its threshold", () => {
+    const dashboard = ofType(recorded, "aws:cloudwatch/dashboard:Dashboard").find((d) => d.inputs.dashboardName === "webchat-stage-limits");
+    assert.ok(dashboard);
+    const widgets: any[] = JSON.parse(dashboard.inputs.dashboardBody).widgets;
+    const total = widgets.find((w) => w.properties.metrics.some((m: any[]) => m[1] === "Refusals"));
+    assert.ok(total);
+    const expressions = total.properties.metrics.filter((m: any[]) => typeof m[0] === "object").map((m: any[]) => m[0].expression);
+    assert.deepEqual(expressions, ["SUM([refusals0,refusals1,refusals2,refusals3,refusals4,refusals5,refusals6,refusals7])"]);
+    assert.deepEqual(
+      total.properties.annotations.horizontal.map((a: any) => a.value),
+      [100],
+    );
+    assert.match(total.properties.annotations.horizontal[0].label, /5 minutes/);
   });
 
   it("alarms on the fan-out ceiling: the fan-outs' posts answered 429, summed over broadcast and fanout, more than none in 3 of 5 minutes", () => {
@@ -235,8 +239,11 @@ describe("the limits", () => {
     );
     assert.equal(alarm.inputs.alarmActions, undefined);
     assert.equal(outputs.fanoutCeilingAlarmName, "webchat-stage-fanout-ceiling");
-    // and nothing else: one alarm per kind of refusal, the ceiling, the composite
-    assert.equal(ofType(recorded, "aws:cloudwatch/metricAlarm:MetricAlarm").length, REFUSALS.kinds.length + 1);
+    // and nothing else: the refusals alarm and the ceiling
+    assert.deepEqual(ofType(recorded, "aws:cloudwatch/metricAlarm:MetricAlarm").map((a) => a.inputs.name).sort(), [
+      "webchat-stage-fanout-ceiling",
+      "webchat-stage-refusals",
+    ]);
   });
 });
 
