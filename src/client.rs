@@ -194,6 +194,9 @@ pub fn websocket_url(typed: &str) -> Result<String, String> {
     }
 }
 
+/// The longest the input is held after `rate_limited`.
+const MAX_HOLD_MS: u64 = 60_000;
+
 /// A readable line for a limit's error frame (`rate_limited`, `forbidden`), and for
 /// `rate_limited` how long to hold the next lines (its `retryAfterMs`).
 pub fn limit_notice(text: &str) -> Option<(String, Option<Duration>)> {
@@ -204,13 +207,19 @@ pub fn limit_notice(text: &str) -> Option<(String, Option<Duration>)> {
     let message = frame["message"].as_str().unwrap_or_default();
     match frame["code"].as_str()? {
         "rate_limited" => {
-            let wait = Duration::from_millis(frame["retryAfterMs"].as_u64().unwrap_or(1_000));
+            // at most a minute: a server's word never freezes the input (and /quit) for longer
+            let millis = frame["retryAfterMs"]
+                .as_u64()
+                .unwrap_or(1_000)
+                .min(MAX_HOLD_MS);
+            let tenths = millis.div_ceil(100);
             Some((
                 format!(
-                    "! slow down: {message}\n! your next lines wait {:.1} s, then go",
-                    wait.as_secs_f64()
+                    "! slow down: {message}\n! your next lines wait {}.{} s, then go",
+                    tenths / 10,
+                    tenths % 10
                 ),
-                Some(wait),
+                Some(Duration::from_millis(millis)),
             ))
         }
         "forbidden" => Some((format!("! not allowed: {message}"), None)),

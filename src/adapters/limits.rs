@@ -1,6 +1,5 @@
-//! The limits' buckets on DynamoDB (issue 23, in progress: no route checks them yet), shared by
-//! every function instance. A bucket is one item, `pk` = `limit#<key>`, `sk` = `#bucket`, in a
-//! table keyed as the rooms table is (`pk`, `sk` strings, TTL on `expiresAt`), holding its GCRA
+//! The limits' buckets on DynamoDB (issue 23), shared by every function instance. A bucket is
+//! one item, `pk` = `limit#<key>`, `sk` = `#bucket`, in the rooms table (`pk`, `sk` strings, TTL on `expiresAt`), holding its GCRA
 //! state `tat` in microseconds ([`crate::domain::limits`]).
 //!
 //! Taking from a bucket is a conditional UpdateItem, and DynamoDB's expressions have no `max`, so

@@ -159,7 +159,8 @@ struct Args {
     no_everyone_broadcast: bool,
 
     /// Every per-client limit off: for benchmarks and tests that are not about limits.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["frame_rate", "frame_burst", "user_frame_rate",
+          "delivery_budget", "connections_per_user", "no_everyone_broadcast"])]
     no_limits: bool,
 
     /// How often `cleanup` runs (0 never): it removes records of connections that are gone.

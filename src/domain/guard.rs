@@ -18,6 +18,11 @@ use super::summary::{Refusal, Summary};
 use super::{Chat, ConnectError, Deadline, RouteError, Sender, text};
 use crate::ports::{ConnectionApi, ConnectionStore, EventBus, Outcome, RoomStore};
 
+/// The longest a bucket's take may hold a frame: a DynamoDB that slow (its calls time out after
+/// 5 s, a take makes up to six) would otherwise spend the function's time on a limit; past it
+/// the frame is allowed, as when the store fails.
+pub const TAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Whether a frame or a broadcast may go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admitted {
@@ -56,23 +61,42 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         let Some((refusal, wait, rate)) = refused else {
             return Ok(Admitted::Yes);
         };
+        let told = text::frame_refused(refusal == Refusal::UserFrames, rate, wait);
+        self.refuse(id, refusal, told, deadline).await?;
+        Ok(Admitted::No)
+    }
+
+    /// Tells `id` what was refused (and reports it); every refusal, a frame's or a broadcast's,
+    /// counts toward closing: a connection refused more often than `refusals_to_close` allows
+    /// is told so in the same frame, then closed (1008 where the gateway can say so).
+    async fn refuse(
+        &self,
+        id: &str,
+        refusal: Refusal,
+        mut told: crate::protocol::ProtocolError,
+        deadline: Deadline,
+    ) -> Result<(), RouteError> {
         self.report(Summary::Refused {
             connection_id: id.to_owned(),
             refusal,
         });
-        let closing = match limits.refusals_to_close {
-            Some(refusals) => self
-                .spend(&format!("refusals#{id}"), 1, refusals, now)
-                .await
-                .is_some(),
+        let closing = match self.settings.limits.refusals_to_close {
+            Some(refusals) => {
+                let now = self.clock.now().timestamp_micros();
+                self.spend(&format!("refusals#{id}"), 1, refusals, now)
+                    .await
+                    .is_some()
+            }
             None => false,
         };
-        let told = text::frame_refused(refusal == Refusal::UserFrames, rate, wait, closing);
+        if closing {
+            told.message.push_str(text::CLOSING_FOR_REFUSALS);
+        }
         self.tell(id, told, deadline).await?;
         if closing {
             self.close_for_refusals(id, deadline).await?;
         }
-        Ok(Admitted::No)
+        Ok(())
     }
 
     /// Closes a connection whose frames kept being refused.
@@ -96,12 +120,13 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         sender: &str,
         deadline: Deadline,
     ) -> Result<(), RouteError> {
-        self.report(Summary::Refused {
-            connection_id: sender.to_owned(),
-            refusal: Refusal::Forbidden { audience: 0 },
-        });
-        self.tell(sender, text::everyone_broadcast_off(), deadline)
-            .await
+        self.refuse(
+            sender,
+            Refusal::Forbidden { audience: 0 },
+            text::everyone_broadcast_off(),
+            deadline,
+        )
+        .await
     }
 
     /// Charges a broadcast of `sender` to `audience` connections (a room's members, or
@@ -134,12 +159,33 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
                 ),
             }
         };
-        self.report(Summary::Refused {
-            connection_id: sender.to_owned(),
-            refusal,
-        });
-        self.tell(sender, told, deadline).await?;
+        self.refuse(sender, refusal, told, deadline).await?;
         Ok(Admitted::No)
+    }
+
+    /// Whether `sender`'s join or leave may tell the room's `others`: their presence frames are
+    /// deliveries it caused, charged to its delivery budget like a broadcast's (else joining and
+    /// leaving a room of 100 ten times a second would post 1 000 frames a second, past any
+    /// budget). Past the budget the join or leave still happens, untold.
+    pub(super) async fn afford_presence(&self, sender: &str, others: u64) -> bool {
+        let Some(rate) = self.settings.limits.deliveries else {
+            return true;
+        };
+        if others == 0 {
+            return true;
+        }
+        let now = self.clock.now().timestamp_micros();
+        let refused = self
+            .spend(&format!("deliveries#{sender}"), others, rate, now)
+            .await;
+        if refused.is_some() {
+            tracing::info!(
+                connection_id = sender,
+                others,
+                "presence past the delivery budget; not told"
+            );
+        }
+        refused.is_none()
     }
 
     /// At `$connect` of a signed-in `user`: refuses a connection past `max` live ones. A
@@ -160,7 +206,7 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
         held.retain(|held| held.connection_id != connection_id);
         let max = usize::try_from(max).unwrap_or(usize::MAX);
         if held.len() < max {
-            return Ok(());
+            return self.connect_burst(user, connection_id, max, now).await;
         }
         // at the limit: each held connection asked at once (at most `max` GetConnection calls)
         let asked = held.iter().map(|recipient| async move {
@@ -179,25 +225,68 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
             .filter(|alive| *alive)
             .count();
         if live < max {
-            return Ok(());
+            return self.connect_burst(user, connection_id, max, now).await;
         }
+        Err(self.too_many(user, connection_id, max, live))
+    }
+
+    /// The user index is eventually consistent: connects opened at once could all read fewer
+    /// than `max` held. A bucket of twice `max` connects, refilling `max` a second, caps such a
+    /// burst with a conditional write (strongly consistent) near twice the limit, and is only
+    /// taken by a connect the count allowed, so a person who closes one and opens another is
+    /// never refused by it.
+    async fn connect_burst(
+        &self,
+        user: &str,
+        connection_id: &str,
+        max: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ConnectError> {
+        let per_second = u32::try_from(max).unwrap_or(u32::MAX);
+        let burst = Rate::per_second(per_second, per_second.saturating_mul(2));
+        let key = format!("connects#{user}");
+        match self.spend(&key, 1, burst, now.timestamp_micros()).await {
+            None => Ok(()),
+            Some(wait) => {
+                tracing::info!(
+                    connection_id,
+                    user,
+                    ?wait,
+                    "connects at once past the limit"
+                );
+                Err(self.too_many(user, connection_id, max, max))
+            }
+        }
+    }
+
+    /// A connect refused at the user's limit, reported.
+    fn too_many(&self, user: &str, connection_id: &str, max: usize, live: usize) -> ConnectError {
         self.report(Summary::Refused {
             connection_id: connection_id.to_owned(),
             refusal: Refusal::Connects,
         });
-        Err(ConnectError::TooMany(text::too_many_connections(
-            user, max, live,
-        )))
+        ConnectError::TooMany(text::too_many_connections(user, max, live))
     }
 
     /// Takes `cost` from bucket `key`; how long until it would pass, if refused. A store that
-    /// fails allows (see the module's note).
-    async fn spend(&self, key: &str, cost: u64, rate: Rate, now: i64) -> Option<Duration> {
-        match self.limits.take(key, cost, rate, now).await {
-            Ok(Taken::Allowed { .. }) => None,
-            Ok(Taken::Refused { retry_after }) => Some(retry_after),
-            Err(error) => {
+    /// fails, or takes longer than [`TAKE_TIMEOUT`], allows (see the module's note).
+    pub(super) async fn spend(
+        &self,
+        key: &str,
+        cost: u64,
+        rate: Rate,
+        now: i64,
+    ) -> Option<Duration> {
+        let taken = tokio::time::timeout(TAKE_TIMEOUT, self.limits.take(key, cost, rate, now));
+        match taken.await {
+            Ok(Ok(Taken::Allowed { .. })) => None,
+            Ok(Ok(Taken::Refused { retry_after })) => Some(retry_after),
+            Ok(Err(error)) => {
                 tracing::warn!(key, %error, "a limit's bucket could not be read; allowed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(key, "a limit's bucket took too long; allowed");
                 None
             }
         }

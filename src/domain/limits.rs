@@ -1,5 +1,5 @@
-//! Per-client limits (issue 23, in progress: the arithmetic and its state, not yet checked by any
-//! route). Every limit is a GCRA bucket (the generic cell rate algorithm, a token bucket kept as
+//! Per-client limits (issue 23): their arithmetic and settings; the routes check them in
+//! [`super::guard`]. Every limit is a GCRA bucket (the generic cell rate algorithm, a token bucket kept as
 //! one number): a bucket's state is its *theoretical arrival time* `tat`, the time at which it
 //! would be full again, so taking from it is one comparison and one write, which a store can make
 //! conditional (DynamoDB: an UpdateItem with a condition on `tat`), shared by every function
@@ -87,7 +87,7 @@ pub struct Limits {
     pub connections_per_user: Option<u32>,
     /// Whether a client may broadcast to everyone.
     pub everyone_broadcast: bool,
-    /// Refused frames after which a connection is closed (100 in a minute).
+    /// Refusals after which a connection is closed (the 100th within a minute).
     pub refusals_to_close: Option<Rate>,
 }
 
@@ -141,9 +141,16 @@ impl From<LimitSettings> for Limits {
             deliveries: on(set.delivery_budget).map(Rate::per_minute),
             connections_per_user: on(set.connections_per_user),
             everyone_broadcast: set.everyone_broadcast,
-            // a frame limit on: a connection refused 100 times in a minute is closed
-            refusals_to_close: (set.frame_rate > 0 || set.user_frame_rate > 0)
-                .then(|| Rate::per_minute(100)),
+            // a limit on: the 100th refusal within a minute closes the connection (a bucket of
+            // 99 refilling 100 a minute refuses the 100th at once, or any past 100 a minute)
+            refusals_to_close: (set.frame_rate > 0
+                || set.user_frame_rate > 0
+                || set.delivery_budget > 0
+                || !set.everyone_broadcast)
+                .then_some(Rate {
+                    interval_us: 600_000,
+                    burst: 99,
+                }),
         }
     }
 }
@@ -254,7 +261,13 @@ mod tests {
         assert_eq!(limits.deliveries, Some(Rate::per_minute(10_000)));
         assert_eq!(limits.connections_per_user, Some(10));
         assert!(limits.everyone_broadcast);
-        assert_eq!(limits.refusals_to_close, Some(Rate::per_minute(100)));
+        assert_eq!(
+            limits.refusals_to_close,
+            Some(Rate {
+                interval_us: 600_000,
+                burst: 99
+            })
+        );
         let off: Limits = LimitSettings {
             frame_rate: 0,
             user_frame_rate: 0,

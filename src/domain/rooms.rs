@@ -97,7 +97,12 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
                 members = meta.members,
                 "joined"
             );
-            if new && presence {
+            if new
+                && presence
+                && self
+                    .afford_presence(sender, meta.members.saturating_sub(1))
+                    .await
+            {
                 self.presence(room, PresenceEvent::Joined, &member, now, Some(deadline))
                     .await;
             }
@@ -165,7 +170,9 @@ impl<S: ConnectionStore, A: ConnectionApi, B: EventBus, R: RoomStore> Chat<S, A,
             self.reply(sender, frame, deadline).await?;
             tracing::debug!(connection_id = sender, room, "left");
             // the room as it was, with the sender in it
-            if self.has_presence(departed.room.members + 1) {
+            if self.has_presence(departed.room.members + 1)
+                && self.afford_presence(sender, departed.room.members).await
+            {
                 let now = self.clock.now();
                 self.presence(
                     room,

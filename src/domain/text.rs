@@ -141,6 +141,10 @@ pub(crate) fn too_many_rooms(room: &str, max: usize) -> ProtocolError {
 /// The close reason of a connection whose frames kept being refused (close code 1008).
 pub(crate) const CLOSED_FOR_REFUSALS: &str = "too many refused frames";
 
+/// Added to the refusal that closes its connection.
+pub(crate) const CLOSING_FOR_REFUSALS: &str =
+    "; 100 of this connection's frames were refused within a minute, so it is being closed";
+
 /// A wait, as a person reads it: "250 ms", "3.6 s", "2 min".
 fn wait_text(wait: Duration) -> String {
     // rounded up, as retryAfterMs is: waiting what it says always suffices
@@ -155,30 +159,19 @@ fn wait_text(wait: Duration) -> String {
 }
 
 /// What a frame over a frame budget is answered: the connection's (or with `user`, the
-/// signed-in user's across their connections), `rate` a second; and, `closing`, that this
-/// connection is being closed for it.
-pub(crate) fn frame_refused(
-    user: bool,
-    rate: Rate,
-    wait: Duration,
-    closing: bool,
-) -> ProtocolError {
+/// signed-in user's across their connections), `rate` a second.
+pub(crate) fn frame_refused(user: bool, rate: Rate, wait: Duration) -> ProtocolError {
     let per_second = 1_000_000 / rate.interval_us.max(1);
     let whose = if user {
         "your connections together"
     } else {
         "this connection"
     };
-    let mut message = format!(
+    let message = format!(
         "too many frames: {whose} may send {per_second} a second, {} at once; this one was dropped, send it again in {}",
         rate.burst,
         wait_text(wait)
     );
-    if closing {
-        message.push_str(
-            "; frames kept being refused (100 in a minute), so this connection is being closed",
-        );
-    }
     ProtocolError::rate_limited(message, wait)
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
 
@@ -14,14 +15,14 @@ use crate::ports::{LimitStore, StoreError};
 #[derive(Debug)]
 pub struct MemoryLimits {
     buckets: Mutex<HashMap<String, i64>>,
-    sweep_at: usize,
+    sweep_at: AtomicUsize,
 }
 
 impl Default for MemoryLimits {
     fn default() -> Self {
         MemoryLimits {
             buckets: Mutex::new(HashMap::new()),
-            sweep_at: 10_000,
+            sweep_at: AtomicUsize::new(10_000),
         }
     }
 }
@@ -48,8 +49,12 @@ impl LimitStore for MemoryLimits {
         let mut buckets = lock(&self.buckets);
         let taken = take(buckets.get(key).copied(), now_us, cost, rate);
         if let Taken::Allowed { tat } = taken {
-            if buckets.len() >= self.sweep_at {
+            if buckets.len() >= self.sweep_at.load(Ordering::Relaxed) {
                 buckets.retain(|_, tat| *tat > now_us);
+                // many live buckets: sweep again only once as many more were added (no O(n)
+                // sweep on every take)
+                self.sweep_at
+                    .fetch_max(buckets.len() * 2, Ordering::Relaxed);
             }
             buckets.insert(key.to_owned(), tat);
         }
@@ -64,7 +69,7 @@ mod tests {
     #[tokio::test]
     async fn buckets_are_kept_by_key_and_full_ones_are_swept() {
         let limits = MemoryLimits {
-            sweep_at: 3,
+            sweep_at: AtomicUsize::new(3),
             ..MemoryLimits::default()
         };
         let rate = Rate::per_second(1, 2);
