@@ -67,7 +67,8 @@ export const PERMISSIONS: Readonly<Record<string, Permissions>> = {
   // the record; with sign-in, a user at webchat:connectionsPerUser has their connections counted
   // by a Query of the user index, and each asked after (GET @connections) before the connect is
   // refused. A gone one is pruned as chat prunes: its record's rooms read, the record deleted,
-  // its rooms left (presence frames to their other members)
+  // its rooms left (presence frames to their other members). A connect the count allows takes
+  // from the user's connects bucket (a `limit#` item: UpdateItem, which LEAVE_ROOMS grants)
   connect: {
     dynamodb: ["dynamodb:PutItem"],
     userIndex: [],
