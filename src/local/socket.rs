@@ -43,6 +43,9 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// How long a closing socket may take to flush its last frames.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a close the server began waits for the client's close, reading what it still sends.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// `GET /` with an upgrade: run `$connect`, and complete the handshake only if it answers 200.
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
@@ -468,6 +471,20 @@ async fn serve(
         tracing::debug!(connection_id = %id, code = ended.code, reason = %ended.reason, "closed by the client");
     }
     disconnect(shared, &connection, ended.code, ended.reason).await;
+    // A close the server began: read (and drop) what the client still sends until its close
+    // answers ours, for a moment at most. Dropping the socket with the client's frames unread
+    // would send a TCP reset, and a reset can make the client discard the frames before the
+    // close (the refusal that says why) and the close itself, seeing 1006.
+    if ended.by_server && !killed && writer_done {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(frame)) = frames.next().await {
+                if frame.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Drains the outbound queue into the socket until a close frame (whose code it returns) or a
