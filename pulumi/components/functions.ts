@@ -4,6 +4,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { ENV, SHARDS, TABLE } from "../names";
+import type { Settings } from "../settings";
 
 /** An HTTP method on `@connections/*`: POST posts to a connection, GET describes it, DELETE
  * closes it. */
@@ -230,14 +231,10 @@ export interface RoomsArgs {
  * as it does the rooms' settings): frames per connection (FRAME_RATE, FRAME_BURST) and per user
  * (USER_FRAME_RATE), deliveries per connection (DELIVERY_BUDGET), connections per user
  * (CONNECTIONS_PER_USER), and whether a broadcast may address everyone (EVERYONE_BROADCAST). */
-export interface LimitsArgs {
-  frameRate: number;
-  frameBurst: number;
-  userFrameRate: number;
-  deliveryBudget: number;
-  connectionsPerUser: number;
-  everyoneBroadcast: boolean;
-}
+export type LimitsArgs = Pick<
+  Settings,
+  "frameRate" | "frameBurst" | "userFrameRate" | "deliveryBudget" | "connectionsPerUser" | "everyoneBroadcast"
+>;
 
 /** The limits as the functions read them: whole numbers, and `true` or `false`. */
 export function limitsEnvironment(limits: LimitsArgs): Record<string, string> {

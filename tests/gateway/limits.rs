@@ -257,8 +257,8 @@ async fn token(gateway: &TestGateway, name: &str) -> String {
     answer.body.trim().to_owned()
 }
 
-#[tokio::test]
-async fn a_users_connection_past_their_limit_is_refused_with_429_and_why() {
+/// A signed-in gateway where each user may hold 2 connections, and ada's token.
+async fn two_connections_each() -> (TestGateway, String) {
     let gateway = limited_with(
         Limits {
             connections_per_user: Some(2),
@@ -268,6 +268,12 @@ async fn a_users_connection_past_their_limit_is_refused_with_429_and_why() {
     )
     .await;
     let ada = token(&gateway, "ada").await;
+    (gateway, ada)
+}
+
+#[tokio::test]
+async fn a_users_connection_past_their_limit_is_refused_with_429_and_why() {
+    let (gateway, ada) = two_connections_each().await;
     let (first, first_id) = gateway.join(&format!("?token={ada}")).await;
     let (_second, _) = gateway.join(&format!("?token={ada}")).await;
     let (status, body) = gateway.refused_with_body(&format!("?token={ada}")).await;
@@ -385,15 +391,7 @@ async fn the_terminal_client_says_slow_down_and_holds_the_next_line_until_it_wou
 
 #[tokio::test]
 async fn connects_opened_at_once_are_held_near_the_users_limit() {
-    let gateway = limited_with(
-        Limits {
-            connections_per_user: Some(2),
-            ..Limits::off()
-        },
-        Some(Auth::Dev),
-    )
-    .await;
-    let ada = token(&gateway, "ada").await;
+    let (gateway, ada) = two_connections_each().await;
     let url = gateway.url(&format!("?token={ada}"));
     let attempts = (0..10).map(|_| tokio_tungstenite::connect_async(url.clone()));
     let results = futures_util::future::join_all(attempts).await;
