@@ -141,14 +141,15 @@ impl From<LimitSettings> for Limits {
             deliveries: on(set.delivery_budget).map(Rate::per_minute),
             connections_per_user: on(set.connections_per_user),
             everyone_broadcast: set.everyone_broadcast,
-            // a limit on: the 100th refusal within a minute closes the connection (a bucket of
-            // 99 refilling 100 a minute refuses the 100th at once, or any past 100 a minute)
+            // a limit on: 100 refusals within a minute close the connection (a bucket of 99
+            // refilling one every 6 s closes at the 100th in a burst, and by about the 110th in
+            // any minute; a refusal now and then never adds up)
             refusals_to_close: (set.frame_rate > 0
                 || set.user_frame_rate > 0
                 || set.delivery_budget > 0
                 || !set.everyone_broadcast)
                 .then_some(Rate {
-                    interval_us: 600_000,
+                    interval_us: 6_000_000,
                     burst: 99,
                 }),
         }
@@ -264,7 +265,7 @@ mod tests {
         assert_eq!(
             limits.refusals_to_close,
             Some(Rate {
-                interval_us: 600_000,
+                interval_us: 6_000_000,
                 burst: 99
             })
         );
